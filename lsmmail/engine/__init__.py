@@ -1,0 +1,1 @@
+"""The engine: a general ordered key-value store (an LSM tree). It knows nothing of mail."""

@@ -1,0 +1,35 @@
+"""Internal keys: ``user_key || u64 trailer`` with ``trailer = sequence << 8 | kind`` (docs/format.md).
+
+Internal keys order by user key ascending, then trailer descending (newest version first).
+"""
+
+from __future__ import annotations
+
+import struct
+
+KIND_DELETE = 0
+KIND_PUT = 1
+KIND_BLOB = 2
+KIND_RANGE_DEL = 3
+
+#: Sequence numbers are 56 bits: the low 8 bits of the trailer hold the kind.
+MAX_SEQUENCE = (1 << 56) - 1
+MAX_KEY_SIZE = 65535
+
+_trailer = struct.Struct("<Q")
+
+
+def pack_internal(user_key: bytes, seq: int, kind: int) -> bytes:
+    return user_key + _trailer.pack((seq << 8) | kind)
+
+
+def unpack_internal(ikey: bytes) -> tuple[bytes, int, int]:
+    """Split an internal key into ``(user_key, sequence, kind)``."""
+    (t,) = _trailer.unpack_from(ikey, len(ikey) - 8)
+    return ikey[:-8], t >> 8, t & 0xFF
+
+
+def internal_sort_key(ikey: bytes) -> tuple[bytes, int]:
+    """A Python sort key that orders internal keys as the format says."""
+    (t,) = _trailer.unpack_from(ikey, len(ikey) - 8)
+    return ikey[:-8], -(t >> 8)

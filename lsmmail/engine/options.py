@@ -1,0 +1,120 @@
+"""Options of :class:`lsmmail.DB`, documented the RocksDB way: meaning, default, whether it can change
+at run time. "Fixed at open" options take effect when the database is opened; files already written keep
+what they were written with (every file records what a reader needs), so changing them between opens is
+always safe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .errors import InvalidArgument
+from .fs import FileSystem, OsFileSystem
+
+KiB = 1024
+MiB = 1024 * KiB
+
+
+@dataclass
+class Options:
+    #: File system every byte goes through (tests pass a MemFileSystem or FaultInjectingFileSystem).
+    #: Default: the OS. Fixed at open.
+    fs: FileSystem = field(default_factory=OsFileSystem)
+
+    #: Create the database if the directory holds none. Default True.
+    create_if_missing: bool = True
+
+    #: Raise ``InvalidArgument`` if a database already exists. Default False.
+    error_if_exists: bool = False
+
+    #: Default durability of writes whose ``sync`` argument is None. False: a write returns once the OS
+    #: has its bytes (survives a process crash, not power loss). True: it returns after fdatasync
+    #: (survives power loss). Default False. Can change at run time (attribute).
+    sync_writes: bool = False
+
+    #: Bytes of user data a memtable takes before it is frozen and flushed to an SSTable. Larger means
+    #: fewer, larger L0 files and less write amplification, at the cost of memory and recovery time
+    #: (the WAL replayed at open is up to this size). Default 32 MiB. Can change at run time.
+    memtable_size: int = 32 * MiB
+
+    #: Immutable memtables allowed to wait for flush before writers stall. Default 2.
+    max_immutable_memtables: int = 2
+
+    #: Target size of a data block before compression. Default 16 KiB (see docs/format.md). Fixed at open.
+    block_size: int = 16 * KiB
+
+    #: Entries between restart points in data blocks. Default 16. Fixed at open.
+    block_restart_interval: int = 16
+
+    #: Bloom filter bits per key; 0 disables filters. 10 gives ~0.8% false positives. Default 10.
+    bloom_bits_per_key: int = 10
+
+    #: Compress data blocks with LZ4 when that saves at least 12.5%. Default True.
+    compression: bool = True
+
+    #: Values of at least this many bytes go to blob files at flush; None keeps every value inline.
+    #: Default 4 KiB: mail bodies and attachments move out of the LSM tree, so compaction rewrites
+    #: small references instead of megabytes. Fixed at open.
+    min_blob_size: int | None = 4 * KiB
+
+    #: A blob file whose garbage (bytes of values no longer referenced) reaches this fraction of its
+    #: size has its live values moved to a new file by the next compaction that reads a reference to it,
+    #: and compactions are scheduled for the tables that still reference it. Default 0.5.
+    blob_gc_garbage_ratio: float = 0.5
+
+    #: Number of L0 files that triggers an L0 → L1 compaction. Default 4.
+    l0_compaction_trigger: int = 4
+
+    #: Number of L0 files at which each write is delayed by 1 ms to let compaction catch up. Default 12.
+    l0_slowdown_trigger: int = 12
+
+    #: Number of L0 files at which writes wait until compaction brings the count down. Default 20.
+    l0_stop_trigger: int = 20
+
+    #: Target total size of L1; each deeper level is ``level_size_multiplier`` times larger.
+    #: Default 64 MiB.
+    max_bytes_for_level_base: int = 64 * MiB
+
+    #: Fan-out between levels. Default 10.
+    level_size_multiplier: int = 10
+
+    #: Number of levels. Default 7.
+    num_levels: int = 7
+
+    #: Size at which a compaction starts a new output SSTable. Default 8 MiB.
+    target_file_size: int = 8 * MiB
+
+    #: Bytes of decoded blocks kept in the LRU block cache; 0 disables it. Default 64 MiB.
+    block_cache_size: int = 64 * MiB
+
+    #: Run flushes and compactions on a background thread. False runs them inline in the writer
+    #: (deterministic; for tests). Default True. Fixed at open.
+    background_work: bool = True
+
+    #: Verify every block checksum on read. Default True (the cost is ~1 µs per 16 KiB block).
+    verify_checksums: bool = True
+
+    #: A manifest larger than this is rewritten as one snapshot edit into a new manifest. Default 64 MiB.
+    max_manifest_size: int = 64 * MiB
+
+    def validate(self) -> None:
+        if self.memtable_size < 1:
+            raise InvalidArgument("memtable_size must be positive")
+        if self.block_size < 64:
+            raise InvalidArgument("block_size must be at least 64 bytes")
+        if self.block_restart_interval < 1:
+            raise InvalidArgument("block_restart_interval must be at least 1")
+        if self.bloom_bits_per_key < 0:
+            raise InvalidArgument("bloom_bits_per_key must be >= 0")
+        if self.min_blob_size is not None and self.min_blob_size < 1:
+            raise InvalidArgument("min_blob_size must be positive or None")
+        if not 0.0 < self.blob_gc_garbage_ratio <= 1.0:
+            raise InvalidArgument("blob_gc_garbage_ratio must be in (0, 1]")
+        if not (1 <= self.l0_compaction_trigger <= self.l0_slowdown_trigger <= self.l0_stop_trigger):
+            raise InvalidArgument("need 1 <= l0_compaction_trigger <= l0_slowdown_trigger <= l0_stop_trigger")
+        if self.level_size_multiplier < 2:
+            raise InvalidArgument("level_size_multiplier must be at least 2")
+        if not 2 <= self.num_levels <= 12:
+            raise InvalidArgument("num_levels must be between 2 and 12")
+        if self.target_file_size < 1 or self.max_bytes_for_level_base < 1:
+            raise InvalidArgument("sizes must be positive")

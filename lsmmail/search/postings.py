@@ -1,0 +1,270 @@
+"""Key layout and byte encodings of the search index (specified in docs/search.md, "Key layout").
+
+Keys (``u8``/``u64be`` = big-endian so that byte order is numeric order)::
+
+    s F <ulen u8><user> <doc 16>                  -> forward record of a doc not yet in a flushed segment
+    s D <ulen u8><user> <doc 16>                  -> b""  (doc unindexed; filtered at query time)
+    s M                                           -> u64be next segment id
+    S <ulen u8><user> # <seg u64be>               -> doc table of one segment (sorted 16-byte doc ids)
+    S <ulen u8><user> <field u8> <term utf-8> 00 <seg u64be>  -> posting block of (field, term) in a segment
+
+Terms never contain NUL (see tokenizer.special_term), so ``<field><term>00`` is a prefix exactly of that
+term's blocks. Every decoder checks lengths and ranges and raises :class:`Corruption` rather than return
+data it cannot vouch for.
+"""
+
+from __future__ import annotations
+
+import struct
+from itertools import accumulate
+
+from ..engine.coding import get_varint, put_varint
+from ..engine.errors import Corruption
+
+TAG_SEGMENT = b"S"
+TAG_SMALL = b"s"
+FORWARD = b"F"
+DELETED = b"D"
+META_NEXT_SEGMENT = b"sM"
+DOC_TABLE = b"#"
+DOC_ID_LEN = 16
+
+FORMAT_V1 = 1
+# Ordinal-delta encodings inside a posting block (byte 1 of the block).
+DELTAS_U8 = 0  # every delta < 256: one byte each, decoded at C speed by accumulate(bytes)
+DELTAS_VARINT = 1
+
+_u64 = struct.Struct(">Q")
+
+
+def user_prefix(user_key: bytes) -> bytes:
+    if not 0 < len(user_key) < 256:
+        raise ValueError("user_key must be 1..255 bytes")
+    return bytes((len(user_key),)) + user_key
+
+
+def forward_key(user_key: bytes, doc_id: bytes) -> bytes:
+    return TAG_SMALL + FORWARD + user_prefix(user_key) + doc_id
+
+
+def deleted_key(user_key: bytes, doc_id: bytes) -> bytes:
+    return TAG_SMALL + DELETED + user_prefix(user_key) + doc_id
+
+
+def segment_user_prefix(user_key: bytes) -> bytes:
+    return TAG_SEGMENT + user_prefix(user_key)
+
+
+def doc_table_key(user_key: bytes, seg: int) -> bytes:
+    return TAG_SEGMENT + user_prefix(user_key) + DOC_TABLE + _u64.pack(seg)
+
+
+def term_prefix(user_key: bytes, field: str, term: str) -> bytes:
+    return TAG_SEGMENT + user_prefix(user_key) + field.encode("ascii") + term.encode("utf-8") + b"\x00"
+
+
+def block_key(user_key: bytes, field: str, term: str, seg: int) -> bytes:
+    return term_prefix(user_key, field, term) + _u64.pack(seg)
+
+
+def split_user_key(key: bytes, skip: int) -> tuple[bytes, bytes]:
+    """``(user_key, rest)`` of a key whose length-prefixed user starts at offset ``skip``."""
+    n = key[skip] if len(key) > skip else 0
+    end = skip + 1 + n
+    if n == 0 or end > len(key):
+        raise Corruption(f"search key with a bad user prefix: {key[:40]!r}")
+    return key[skip + 1 : end], key[end:]
+
+
+def parse_segment_key(rest: bytes) -> tuple[str, str, int]:
+    """Decode what follows ``S <user>``: ``(field, term, seg)``; ``("#", "", seg)`` for doc tables."""
+    if len(rest) < 9:
+        raise Corruption(f"short search segment key {rest!r}")
+    (seg,) = _u64.unpack_from(rest, len(rest) - 8)
+    if rest[:1] == DOC_TABLE:
+        if len(rest) != 9:
+            raise Corruption(f"bad doc table key {rest!r}")
+        return "#", "", seg
+    if rest[-9] != 0:
+        raise Corruption(f"posting key without term terminator {rest!r}")
+    try:
+        return chr(rest[0]), rest[1:-9].decode("utf-8"), seg
+    except UnicodeDecodeError as e:
+        raise Corruption(f"posting key with a non-UTF-8 term {rest!r}") from e
+
+
+def encode_u64(v: int) -> bytes:
+    return _u64.pack(v)
+
+
+def decode_u64(b: bytes) -> int:
+    if len(b) != 8:
+        raise Corruption("bad u64 value in the search index")
+    return _u64.unpack(b)[0]
+
+
+# --------------------------------------------------------------------------- doc tables
+
+
+def encode_doc_table(doc_ids: list[bytes]) -> bytes:
+    """Sorted 16-byte ids, concatenated (the count is the length / 16)."""
+    return b"".join(doc_ids)
+
+
+def decode_doc_table(value: bytes) -> list[bytes]:
+    if len(value) % DOC_ID_LEN:
+        raise Corruption("doc table length is not a multiple of 16")
+    ids = [value[i : i + DOC_ID_LEN] for i in range(0, len(value), DOC_ID_LEN)]
+    for a, b in zip(ids, ids[1:], strict=False):
+        if a >= b:
+            raise Corruption("doc table not strictly ascending")
+    return ids
+
+
+# --------------------------------------------------------------------------- posting blocks
+#
+#   u8 format (1) | u8 delta mode | varint n | varint first ordinal
+#   deltas of ordinals 2..n: n-1 bytes (mode 0) or n-1 varints (mode 1), each delta >= 1
+#   then per doc, in ordinal order: varint npos, npos varints (first position absolute, then deltas >= 1)
+
+
+def encode_block(entries: list[tuple[int, list[int]]]) -> bytes:
+    """Encode ``[(ordinal, positions)]`` with ordinals strictly ascending and positions ascending."""
+    if not entries:
+        raise ValueError("empty posting block")
+    out = bytearray((FORMAT_V1,))
+    ords = [o for o, _ in entries]
+    deltas = [b - a for a, b in zip(ords, ords[1:], strict=False)]
+    if any(d <= 0 for d in deltas):
+        raise ValueError("ordinals must be strictly ascending")
+    if all(d < 256 for d in deltas):
+        out.append(DELTAS_U8)
+        put_varint(out, len(ords))
+        put_varint(out, ords[0])
+        out += bytes(deltas)
+    else:
+        out.append(DELTAS_VARINT)
+        put_varint(out, len(ords))
+        put_varint(out, ords[0])
+        for d in deltas:
+            put_varint(out, d)
+    for _, positions in entries:
+        put_varint(out, len(positions))
+        prev = -1
+        for p in positions:
+            put_varint(out, p - prev - 1 if prev >= 0 else p)
+            prev = p
+    return bytes(out)
+
+
+def _header(block: bytes, table_len: int) -> tuple[list[int], int]:
+    if len(block) < 4 or block[0] != FORMAT_V1:
+        raise Corruption("posting block with unknown format")
+    mode = block[1]
+    n, pos = get_varint(block, 2)
+    first, pos = get_varint(block, pos)
+    if n == 0:
+        raise Corruption("empty posting block")
+    if mode == DELTAS_U8:
+        end = pos + n - 1
+        if end > len(block):
+            raise Corruption("posting block truncated")
+        raw = block[pos:end]
+        if 0 in raw:
+            raise Corruption("posting block with a zero ordinal delta")
+        ords = list(accumulate(raw, initial=first))
+        pos = end
+    elif mode == DELTAS_VARINT:
+        ords = [first]
+        for _ in range(n - 1):
+            d, pos = get_varint(block, pos)
+            if d == 0:
+                raise Corruption("posting block with a zero ordinal delta")
+            ords.append(ords[-1] + d)
+    else:
+        raise Corruption(f"posting block with unknown delta mode {mode}")
+    if ords[-1] >= table_len:
+        raise Corruption("posting ordinal beyond its segment's doc table")
+    return ords, pos
+
+
+def decode_ordinals(block: bytes, table_len: int) -> list[int]:
+    """Ordinals only (positions not decoded): the fast path of single-word queries."""
+    return _header(block, table_len)[0]
+
+
+def decode_block(block: bytes, table_len: int) -> list[tuple[int, list[int]]]:
+    """Ordinals with their positions."""
+    ords, pos = _header(block, table_len)
+    out = []
+    for o in ords:
+        npos, pos = get_varint(block, pos)
+        plist = []
+        prev = -1
+        for _ in range(npos):
+            d, pos = get_varint(block, pos)
+            prev = d if prev < 0 else prev + d + 1
+            plist.append(prev)
+        out.append((o, plist))
+    if pos != len(block):
+        raise Corruption("trailing bytes after a posting block")
+    return out
+
+
+# --------------------------------------------------------------------------- forward records
+#
+#   u8 format (1) | varint nfields | per field: u8 code, varint nterms,
+#   per term: bytes term (varint length + utf-8), varint npos, positions (first absolute, then deltas >= 1)
+
+
+def encode_forward(fields: dict[str, dict[str, list[int]]]) -> bytes:
+    out = bytearray((FORMAT_V1,))
+    put_varint(out, len(fields))
+    for code in sorted(fields):
+        terms = fields[code]
+        out.append(ord(code))
+        put_varint(out, len(terms))
+        for term in sorted(terms):
+            tb = term.encode("utf-8")
+            put_varint(out, len(tb))
+            out += tb
+            positions = terms[term]
+            put_varint(out, len(positions))
+            prev = -1
+            for p in positions:
+                put_varint(out, p - prev - 1 if prev >= 0 else p)
+                prev = p
+    return bytes(out)
+
+
+def decode_forward(value: bytes) -> dict[str, dict[str, list[int]]]:
+    if not value or value[0] != FORMAT_V1:
+        raise Corruption("forward record with unknown format")
+    try:
+        nfields, pos = get_varint(value, 1)
+        fields: dict[str, dict[str, list[int]]] = {}
+        for _ in range(nfields):
+            code = chr(value[pos])
+            pos += 1
+            nterms, pos = get_varint(value, pos)
+            terms: dict[str, list[int]] = {}
+            for _ in range(nterms):
+                tlen, pos = get_varint(value, pos)
+                if pos + tlen > len(value):
+                    raise Corruption("forward record term runs past the end")
+                term = value[pos : pos + tlen].decode("utf-8")
+                pos += tlen
+                npos, pos = get_varint(value, pos)
+                plist = []
+                prev = -1
+                for _ in range(npos):
+                    d, pos = get_varint(value, pos)
+                    prev = d if prev < 0 else prev + d + 1
+                    plist.append(prev)
+                terms[term] = plist
+            fields[code] = terms
+    except (IndexError, UnicodeDecodeError) as e:
+        raise Corruption(f"malformed forward record: {e}") from e
+    if pos != len(value):
+        raise Corruption("trailing bytes after a forward record")
+    return fields

@@ -1,0 +1,222 @@
+"""The tokenizer: the one definition of "a word" shared by indexing, querying and the tests.
+
+Normalisation
+    ``normalize(text) = NFKC(casefold(NFKC(text)))``. NFKC first folds compatibility forms (ligatures
+    ``ﬁ`` -> ``fi``, full-width ``Ａ`` -> ``A``, circled ``①`` -> ``1``); casefold then does full Unicode
+    case folding (``ß`` -> ``ss``, ``Σ``/``ς`` -> ``σ``); the second NFKC re-composes what casefolding may
+    decompose, so ``normalize`` is idempotent (a property test checks it).
+
+Words
+    A word token is a maximal run of characters matched by ``[^\\W_]`` after normalisation: Unicode letters
+    and digits (``str.isalnum``), *excluding* the underscore. Everything else separates words, so
+    ``foo_bar`` -> ``foo bar``, ``don't`` -> ``don t``, ``3.14`` -> ``3 14``, ``alice@example.com`` ->
+    ``alice example com``. Numbers are words like any other. Scripts written without spaces (CJK, Thai) give
+    one token per unbroken run: a query must then name the whole run (a known limitation; no dictionary
+    segmentation here).
+
+Positions
+    Tokens carry positions (0, 1, 2, ... within one field) so phrase queries can demand true adjacency.
+    Tokens longer than :data:`MAX_TOKEN_BYTES` UTF-8 bytes (base64 blobs, long hex strings) are *not
+    indexed*, but they still consume their position, so a phrase never bridges over them.
+
+Addresses (from/to/cc)
+    Each ``(display name, address)`` pair contributes its display-name words and its address words at
+    consecutive positions, then a gap of one position (so phrases never span two recipients), plus three
+    position-less *special* terms: the whole normalised address, its local part and its domain.
+    Specials contain characters (``@``, ``.``) that a word never does, so they cannot collide with words
+    except when equal in meaning (a local part ``alice`` is also the word ``alice``).
+
+HTML
+    :func:`html_to_text` strips tags with the stdlib ``html.parser`` (tolerant of broken markup), drops
+    ``script``/``style``/``head`` content, decodes character references and turns block-level tags into
+    spaces so ``<td>a</td><td>b</td>`` gives two words.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from html.parser import HTMLParser
+
+#: Longest indexed token, in UTF-8 bytes. English words are < 30 bytes; 64 leaves room for long
+#: identifiers and scripts with 3-byte characters while keeping engine keys short.
+MAX_TOKEN_BYTES = 64
+
+#: Field codes (one byte each in the key layout of docs/search.md).
+SUBJECT = "s"
+BODY = "b"
+FROM = "f"
+TO = "t"
+CC = "c"
+FILENAME = "a"
+META = "h"  # has:attachment lives here as the term "attachment"
+
+#: Fields a query word without ``field:`` searches (Gmail semantics: a bare word matches anywhere).
+TEXT_FIELDS = (SUBJECT, BODY, FROM, TO, CC, FILENAME)
+#: Fields that also hold position-less whole-value special terms.
+SPECIAL_FIELDS = frozenset((FROM, TO, CC, FILENAME))
+ADDRESS_FIELDS = frozenset((FROM, TO, CC))
+
+_WORD = re.compile(r"[^\W_]+")
+_SPACE = re.compile(r"\s+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def normalize(text: str) -> str:
+    """NFKC + full case folding (idempotent). See the module docstring."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
+
+
+def tokenize(text: str) -> list[str]:
+    """The word tokens of ``text`` in order (normalised; long tokens included, see :func:`word_positions`)."""
+    return _WORD.findall(normalize(text))
+
+
+def word_positions(text: str, start: int = 0) -> tuple[list[tuple[str, int]], int]:
+    """Indexable ``(token, position)`` pairs of ``text`` with positions from ``start``, and the next position.
+
+    Over-long tokens are left out but still advance the position.
+    """
+    out: list[tuple[str, int]] = []
+    pos = start
+    for tok in _WORD.findall(normalize(text)):
+        if len(tok) * 4 <= MAX_TOKEN_BYTES or len(tok.encode("utf-8")) <= MAX_TOKEN_BYTES:
+            out.append((tok, pos))
+        pos += 1
+    return out, pos
+
+
+def special_term(value: str) -> str | None:
+    """The whole-value special term of an address, local part, domain or file name, or None if unusable.
+
+    Normalised, surrounding white space and angle brackets removed, inner white space collapsed, control
+    characters dropped (so a term never contains NUL, which the key layout uses as the term terminator).
+    """
+    v = _CONTROL.sub("", normalize(value)).strip().strip("<>").strip()
+    v = _SPACE.sub(" ", v)
+    if not v or len(v.encode("utf-8")) > MAX_TOKEN_BYTES:
+        return None
+    return v
+
+
+def address_terms(value: str) -> list[str]:
+    """Specials of one address: the whole address, its local part and its domain (those that exist)."""
+    whole = special_term(value)
+    if whole is None:
+        return []
+    terms = [whole]
+    if "@" in whole:
+        local, _, domain = whole.rpartition("@")
+        for part in (local, domain):
+            p = special_term(part)
+            if p is not None and p not in terms:
+                terms.append(p)
+    return terms
+
+
+Postings = dict[str, list[int]]  # term -> ascending positions (empty for position-less specials)
+
+
+def _add(field: Postings, tok: str, pos: int | None) -> None:
+    lst = field.setdefault(tok, [])
+    if pos is not None:
+        lst.append(pos)
+
+
+def analyze(doc: object) -> dict[str, Postings]:
+    """Tokenise an :class:`~lsmmail.search.IndexedDocument` into ``field code -> term -> positions``.
+
+    Deterministic: the same document always gives the same result (the crash-recovery argument of
+    docs/search.md relies on it). Fields with no terms are absent.
+    """
+    fields: dict[str, Postings] = {}
+
+    def words_into(code: str, texts: list[str]) -> None:
+        f = fields.setdefault(code, {})
+        pos = 0
+        for text in texts:
+            pairs, pos = word_positions(text, pos)
+            for tok, p in pairs:
+                _add(f, tok, p)
+            pos += 1  # gap: a phrase never spans two parts
+
+    words_into(SUBJECT, [doc.subject])  # type: ignore[attr-defined]
+    words_into(BODY, [doc.body_text, html_to_text(doc.body_html)])  # type: ignore[attr-defined]
+    for code, pairs in ((FROM, doc.from_), (TO, doc.to), (CC, doc.cc)):  # type: ignore[attr-defined]
+        f = fields.setdefault(code, {})
+        pos = 0
+        for name, addr in pairs:
+            name_pairs, pos = word_positions(name or "", pos)
+            addr_pairs, pos = word_positions(addr or "", pos)
+            for tok, p in name_pairs + addr_pairs:
+                _add(f, tok, p)
+            for special in address_terms(addr or ""):
+                _add(f, special, None)
+            pos += 1
+    f = fields.setdefault(FILENAME, {})
+    pos = 0
+    for name in doc.attachment_names:  # type: ignore[attr-defined]
+        pairs, pos = word_positions(name, pos)
+        for tok, p in pairs:
+            _add(f, tok, p)
+        special = special_term(name)
+        if special is not None:
+            _add(f, special, None)
+        pos += 1
+    if doc.has_attachment:  # type: ignore[attr-defined]
+        fields[META] = {"attachment": []}
+    return {code: terms for code, terms in fields.items() if terms}
+
+
+# --------------------------------------------------------------------------- HTML
+
+_DROP = frozenset(("script", "style", "head", "title", "template", "noscript"))
+_BLOCK = frozenset(
+    "address article aside blockquote br dd div dl dt fieldset figcaption figure footer form h1 h2 h3 h4 h5 "
+    "h6 header hr li main nav ol p pre section table tbody td tfoot th thead tr ul img option".split()
+)
+
+
+class _TextExtractor(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.skip = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _DROP:
+            self.skip += 1
+        elif tag == "body":
+            self.skip = 0  # an unclosed <head> or <title> must not swallow the whole message
+        elif tag in _BLOCK:
+            self.parts.append(" ")
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _BLOCK:
+            self.parts.append(" ")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _DROP:
+            self.skip = max(0, self.skip - 1)
+        elif tag in _BLOCK:
+            self.parts.append(" ")
+
+    def handle_data(self, data: str) -> None:
+        if not self.skip:
+            self.parts.append(data)
+
+
+_TAG = re.compile(r"<[^>]*>")
+
+
+def html_to_text(html: str) -> str:
+    """Visible text of an HTML fragment (never raises; falls back to a regex strip on parser failure)."""
+    if not html:
+        return ""
+    parser = _TextExtractor()
+    try:
+        parser.feed(html)
+        parser.close()
+    except Exception:  # noqa: BLE001 - html.parser can still assert on pathological markup
+        return _TAG.sub(" ", html)
+    return "".join(parser.parts)

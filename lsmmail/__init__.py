@@ -6,3 +6,30 @@ Layers (each usable alone; arrows point down only): service -> mail -> search ->
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+from .engine.batch import WriteBatch
+from .engine.db import DB, Snapshot
+from .engine.errors import (
+    Corruption,
+    DBClosed,
+    InvalidArgument,
+    IOFailure,
+    Locked,
+    LsmError,
+    ReadOnlyError,
+)
+from .engine.options import Options
+
+__all__ = [
+    "DB",
+    "Corruption",
+    "DBClosed",
+    "IOFailure",
+    "InvalidArgument",
+    "Locked",
+    "LsmError",
+    "Options",
+    "ReadOnlyError",
+    "Snapshot",
+    "WriteBatch",
+]

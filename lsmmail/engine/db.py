@@ -1,0 +1,713 @@
+"""``lsmmail.DB``: the engine's public face — an ordered, durable key-value store (an LSM tree).
+
+Write path (docs/architecture.md): a writer joins a queue; the writer at its head becomes the *leader*,
+takes the batches queued behind it (group commit), gives them consecutive sequence numbers, appends them
+to the WAL with **one** write and at most **one** fdatasync, applies them to the memtable, and then
+publishes the new last sequence number, which makes them visible to readers all at once. A full
+memtable is frozen and flushed to an L0 SSTable by a background thread while writes go on into a new
+memtable and WAL. A second background thread compacts.
+
+Durability contract:
+
+* ``sync=True``: the call returns after the WAL was fdatasync'ed. The write survives a process crash and
+  power loss.
+* ``sync=False`` (default, see ``Options.sync_writes``): the call returns once the operating system has
+  the bytes. The write survives a process crash (kill -9), not power loss. After power loss, recovery
+  yields a *prefix* of the acknowledged writes: never a later write without the earlier ones.
+* If any write or fsync of the WAL, a table, the manifest or the directory fails, the database refuses
+  all further writes with ``ReadOnlyError`` until it is reopened (reads go on). Retrying a failed fsync
+  can report success for data the kernel already dropped, so the engine never retries one.
+
+Thread safety: any number of threads may read and write one ``DB`` at once. One process holds the
+database directory at a time (the ``LOCK`` file); a second open raises ``Locked``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Iterator
+from typing import Any
+
+from sortedcontainers import SortedList
+
+from .batch import WriteBatch, decode_batch, encode_batch
+from .blob import BlobFileReader, decode_blob_ref
+from .cache import BlockCache
+from .errors import Corruption, DBClosed, InvalidArgument, IOFailure, Locked, LsmError, ReadOnlyError
+from .iterators import concat, covering_tombstone_seq, merge_entries, visible_entries
+from .keys import KIND_BLOB, KIND_DELETE, MAX_KEY_SIZE
+from .maintenance import Maintenance
+from .manifest import (
+    ManifestWriter,
+    VersionEdit,
+    apply_edit,
+    manifest_name,
+    read_current,
+    replay_manifest,
+    set_current,
+    snapshot_edit,
+)
+from .memtable import MemTable
+from .options import Options
+from .sstable import TableReader
+from .version import FileMeta, Version
+from .wal import LogWriter, read_log
+
+#: A group commit takes queued batches up to this many bytes: 1 MiB amortises the write and fsync over
+#: many writers while keeping the leader's latency bounded (LevelDB uses the same limit).
+MAX_GROUP_BYTES = 1 << 20
+
+
+class Snapshot:
+    """A consistent, read-only view of the database as of one sequence number.
+
+    Use as a context manager (or call :meth:`release`); while it lives, compaction keeps every version
+    it can see.
+    """
+
+    __slots__ = ("seq", "_db", "_released", "__weakref__")
+
+    def __init__(self, db: DB, seq: int) -> None:
+        self.seq = seq
+        self._db = db
+        self._released = False
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._db._release_snapshot(self.seq)
+
+    def __enter__(self) -> Snapshot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def __del__(self) -> None:
+        try:
+            self.release()
+        except Exception:
+            pass
+
+
+class _Writer:
+    __slots__ = ("entries", "sync", "size", "done", "error", "force_flush")
+
+    def __init__(self, entries: list[tuple[int, bytes, bytes]] | None, sync: bool, size: int,
+                 force_flush: bool = False) -> None:
+        self.entries = entries
+        self.sync = sync
+        self.size = size
+        self.done = False
+        self.error: BaseException | None = None
+        self.force_flush = force_flush
+
+
+def _check_key(key: object) -> bytes:
+    if type(key) is not bytes:
+        if isinstance(key, (bytearray, memoryview)):
+            key = bytes(key)
+        else:
+            raise InvalidArgument(f"keys must be bytes, not {type(key).__name__}")
+    if not key or len(key) > MAX_KEY_SIZE:
+        raise InvalidArgument(f"keys must be 1 to {MAX_KEY_SIZE} bytes, got {len(key)}")
+    return key
+
+
+def _prefix_end(prefix: bytes) -> bytes | None:
+    """The smallest key greater than every key that starts with ``prefix`` (None: no bound)."""
+    p = bytearray(prefix)
+    while p and p[-1] == 0xFF:
+        p.pop()
+    if not p:
+        return None
+    p[-1] += 1
+    return bytes(p)
+
+
+class DB(Maintenance):
+    """An LSM-tree key-value store in one directory. Open with :meth:`DB.open`."""
+
+    # ------------------------------------------------------------------------------------------------
+    # Opening and closing
+
+    def __init__(self, path: str, options: Options) -> None:
+        self.path = path
+        self.options = options
+        self._fs = options.fs
+        self._mu = threading.Lock()
+        self._write_cv = threading.Condition(self._mu)
+        self._bg_cv = threading.Condition(self._mu)
+        self._version_lock = threading.Lock()
+        self._compaction_lock = threading.Lock()
+        self._table_lock = threading.Lock()
+        self._writers: deque[_Writer] = deque()
+        self._snapshots: SortedList = SortedList()
+        self._tables: dict[int, TableReader] = {}
+        self._blob_readers: dict[int, BlobFileReader] = {}
+        self._cache = BlockCache(options.block_cache_size) if options.block_cache_size > 0 else None
+        self._live_versions: weakref.WeakSet[Version] = weakref.WeakSet()
+        self._obsolete: set[str] = set()
+        self._closed = False
+        self._closing = False
+        self._poisoned: BaseException | None = None
+        self._threads: list[threading.Thread] = []
+        self._compaction_pointers: dict[int, bytes] = {}
+        self._lock_handle: Any = None
+        self._manifest: ManifestWriter | None = None
+        self._log: LogWriter | None = None
+        self._stats: dict[str, int] = {
+            "user_bytes_written": 0, "wal_bytes_written": 0, "flush_bytes_written": 0,
+            "compaction_bytes_written": 0, "compaction_bytes_read": 0, "flushes": 0, "compactions": 0,
+            "trivial_moves": 0, "stall_slowdowns": 0, "stall_stops": 0, "stall_memtable": 0,
+            "group_commits": 0, "grouped_writes": 0, "wal_syncs": 0, "blob_files_deleted": 0,
+        }
+        self._bg_work_pending = False
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], options: Options | None = None) -> DB:
+        """Open (creating if missing, per ``options.create_if_missing``) the database in ``path``.
+
+        Recovery replays the manifest and then every WAL newer than the last flush; the recovered
+        memtable is flushed to L0 at once. Raises ``Locked`` if another handle holds the directory,
+        ``Corruption`` if a file fails its checks, ``InvalidArgument`` for bad options.
+        """
+        opts = options or Options()
+        opts.validate()
+        db = cls(os.fspath(path), opts)
+        try:
+            db._open()
+        except BaseException:
+            db._abort_open()
+            raise
+        return db
+
+    def _p(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    def _abort_open(self) -> None:
+        self._closed = True
+        for closable in (self._log, self._manifest):
+            if closable is not None:
+                try:
+                    closable.close()
+                except Exception:
+                    pass
+        self._close_readers()
+        if self._lock_handle is not None:
+            self._lock_handle.release()
+
+    def _open(self) -> None:
+        fs = self._fs
+        try:
+            fs.makedirs(self.path)
+            self._lock_handle = fs.lock(self._p("LOCK"))
+        except BlockingIOError:
+            raise Locked(f"database {self.path!r} is held by another process or handle") from None
+        except OSError as e:
+            raise IOFailure(e.errno, f"cannot open database directory: {e}") from e
+        opts = self.options
+        if fs.exists(self._p("CURRENT")):
+            if opts.error_if_exists:
+                raise InvalidArgument(f"database {self.path!r} already exists")
+            rec = replay_manifest(fs, self._p(read_current(fs, self.path)), opts.num_levels)
+            version, log_number = rec.version, rec.log_number
+            self._next_file = rec.next_file_number
+            self._last_seq = rec.last_sequence
+            self._compaction_pointers = rec.compact_pointers
+            self._check_files_exist(version)
+        else:
+            if not opts.create_if_missing:
+                raise InvalidArgument(f"no database in {self.path!r} and create_if_missing is False")
+            version, log_number = Version.empty(opts.num_levels), 0
+            self._next_file = 1
+            self._last_seq = 0
+        self._current = version
+        self._live_versions.add(version)
+        recovered = self._replay_logs(log_number)
+        edit = VersionEdit()
+        if len(recovered):
+            self._flush_memtable_to_edit(recovered, edit, snapshots=[])
+            version = apply_edit(version, edit, opts.num_levels)
+            self._install(version)
+        new_log = self._new_file_number()
+        manifest_number = self._new_file_number()
+        self._manifest = ManifestWriter(fs, self._p(manifest_name(manifest_number)))
+        self._manifest.append(snapshot_edit(version, new_log, self._next_file, self._last_seq,
+                                            self._compaction_pointers))
+        set_current(fs, self.path, manifest_name(manifest_number))
+        self._mem = MemTable(new_log)
+        self._imms: list[MemTable] = []
+        self._log = LogWriter(fs.create(self._p(f"{new_log:06d}.log")))
+        fs.sync_dir(self.path)
+        self._remove_unreferenced_files(keep_logs_from=new_log, manifest=manifest_name(manifest_number))
+        if opts.background_work:
+            loops = (("lsmmail-flush", self._flush_loop), ("lsmmail-compact", self._compact_loop))
+            for name, target in loops:
+                t = threading.Thread(target=target, name=name, daemon=True)
+                t.start()
+                self._threads.append(t)
+            with self._mu:
+                self._bg_cv.notify_all()
+        else:
+            self._run_inline_work()
+
+    def _check_files_exist(self, version: Version) -> None:
+        names = set(self._fs.listdir(self.path))
+        for f in version.files():
+            if f"{f.number:06d}.sst" not in names:
+                raise Corruption(f"manifest names {f.number:06d}.sst, which is missing")
+        for b in version.blobs:
+            if f"{b:06d}.blob" not in names:
+                raise Corruption(f"manifest names {b:06d}.blob, which is missing")
+
+    def _replay_logs(self, log_number: int) -> MemTable:
+        mem = MemTable(0)
+        logs = sorted(int(n[:-4]) for n in self._fs.listdir(self.path)
+                      if n.endswith(".log") and n[:-4].isdigit() and int(n[:-4]) >= log_number)
+        for i, number in enumerate(logs):
+            name = f"{number:06d}.log"
+            data = self._fs.read_file(self._p(name))
+            records, good_end = read_log(data, name=name)
+            if good_end < len(data) and i != len(logs) - 1:
+                # An older log is synced before a newer one is started, so it cannot be torn.
+                raise Corruption(f"{name}: torn record in a log that is not the newest")
+            for rec in records:
+                # Every log at or after ``log_number`` holds only writes no flush has persisted.
+                seq, entries = decode_batch(rec)
+                mem.add_batch(seq, entries)
+                self._last_seq = max(self._last_seq, seq + len(entries) - 1)
+            if number >= self._next_file:
+                self._next_file = number + 1
+        return mem
+
+    def _remove_unreferenced_files(self, keep_logs_from: int, manifest: str) -> None:
+        live = {f"{f.number:06d}.sst" for f in self._current.files()}
+        live |= {f"{b:06d}.blob" for b in self._current.blobs}
+        for name in self._fs.listdir(self.path):
+            stem, _, ext = name.partition(".")
+            drop = False
+            if name.endswith(".tmp"):
+                drop = True
+            elif ext in ("sst", "blob") and stem.isdigit():
+                drop = name not in live
+            elif ext == "log" and stem.isdigit():
+                drop = int(stem) < keep_logs_from
+            elif name.startswith("MANIFEST-"):
+                drop = name != manifest
+            if drop:
+                self._try_remove(self._p(name))
+
+    def _try_remove(self, path: str) -> None:
+        try:
+            self._fs.remove(path)
+        except OSError:
+            # Harmless: an unreferenced file left behind is removed at the next open.
+            pass
+
+    def close(self) -> None:
+        """Stop background work and close every file. Writes already acknowledged stay as their ``sync``
+        promised; nothing needs flushing, since the WAL holds the memtable. Idempotent."""
+        with self._mu:
+            if self._closed:
+                return
+            self._closing = True
+            while self._writers:
+                self._write_cv.wait()
+            self._bg_cv.notify_all()
+        for t in self._threads:
+            t.join()
+        with self._compaction_lock, self._version_lock, self._mu:
+            self._closed = True
+            for closable in (self._log, self._manifest):
+                if closable is not None:
+                    try:
+                        closable.close()
+                    except OSError:
+                        pass
+            self._close_readers()
+            if self._lock_handle is not None:
+                self._lock_handle.release()
+                self._lock_handle = None
+
+    def _close_readers(self) -> None:
+        for r in list(self._tables.values()):
+            r.close()
+        for b in list(self._blob_readers.values()):
+            b.close()
+        self._tables.clear()
+        self._blob_readers.clear()
+
+    def __enter__(self) -> DB:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------------------------------
+    # Writing
+
+    def put(self, key: bytes, value: bytes, *, sync: bool | None = None) -> None:
+        """Set ``key`` to ``value``. Durability: see the module docstring (``sync``)."""
+        b = WriteBatch()
+        b.put(key, value)
+        self.write(b, sync=sync)
+
+    def delete(self, key: bytes, *, sync: bool | None = None) -> None:
+        """Remove ``key`` (no error if it is absent)."""
+        b = WriteBatch()
+        b.delete(key)
+        self.write(b, sync=sync)
+
+    def delete_range(self, start: bytes, end: bytes, *, sync: bool | None = None) -> None:
+        """Remove every key in ``[start, end)`` with one range tombstone (O(1) however many keys)."""
+        b = WriteBatch()
+        b.delete_range(start, end)
+        self.write(b, sync=sync)
+
+    def write(self, batch: WriteBatch, *, sync: bool | None = None) -> None:
+        """Apply ``batch`` atomically: after a crash, all of it or none of it is there.
+
+        Raises ``ReadOnlyError`` once the database refuses writes, ``IOFailure`` if this write's I/O
+        failed (the batch may or may not be present after a reopen; it was not acknowledged).
+        """
+        if not isinstance(batch, WriteBatch):
+            raise InvalidArgument("write() takes a WriteBatch")
+        if not batch.entries:
+            return
+        sync = self.options.sync_writes if sync is None else bool(sync)
+        self._submit(_Writer(list(batch.entries), sync, batch.byte_size))
+
+    def _check_writable(self) -> None:
+        if self._closed or self._closing:
+            raise DBClosed("the database is closed")
+        if self._poisoned is not None:
+            raise ReadOnlyError(f"the database refuses writes after an I/O failure ({self._poisoned}); "
+                                "reopen it") from self._poisoned
+
+    def _poison(self, exc: BaseException) -> None:
+        if self._poisoned is None:
+            self._poisoned = exc
+
+    def _submit(self, w: _Writer) -> None:
+        with self._mu:
+            self._check_writable()
+            self._writers.append(w)
+            while not w.done and self._writers[0] is not w:
+                self._write_cv.wait()
+            if w.done:
+                if w.error is not None:
+                    raise w.error
+                return
+            try:
+                self._make_room_for_write(force=w.force_flush)
+            except BaseException as e:
+                self._writers.popleft()
+                self._write_cv.notify_all()
+                if isinstance(e, OSError):
+                    raise IOFailure(e.errno, f"write failed: {e}") from e
+                raise
+            if w.force_flush:
+                self._writers.popleft()
+                self._write_cv.notify_all()
+                return
+            group = [w]
+            size = w.size
+            for other in list(self._writers)[1:]:
+                if other.force_flush or (other.sync and not w.sync) or size + other.size > MAX_GROUP_BYTES:
+                    break
+                group.append(other)
+                size += other.size
+            need_sync = any(g.sync for g in group)
+            first_seq = self._last_seq + 1
+            mem, log = self._mem, self._log
+        assert log is not None
+        err: BaseException | None = None
+        seq = first_seq
+        try:
+            framed = bytearray()
+            for g in group:
+                assert g.entries is not None
+                framed += log.encode_record(encode_batch(seq, g.entries))
+                seq += len(g.entries)
+            log.append_encoded(framed)
+            if need_sync:
+                log.sync()
+            for g in group:
+                assert g.entries is not None
+                mem.add_batch(first_seq, g.entries)
+                first_seq += len(g.entries)
+        except OSError as e:
+            err = IOFailure(e.errno, f"WAL write failed: {e}")
+            err.__cause__ = e
+        except LsmError as e:
+            err = e
+        with self._mu:
+            if err is None:
+                self._last_seq = seq - 1
+                st = self._stats
+                st["user_bytes_written"] += size
+                st["wal_bytes_written"] += len(framed)
+                st["group_commits"] += 1
+                st["grouped_writes"] += len(group)
+                if need_sync:
+                    st["wal_syncs"] += 1
+            else:
+                self._poison(err)
+            for g in group:
+                self._writers.popleft()
+                g.done = True
+                g.error = err
+            self._write_cv.notify_all()
+        if err is not None:
+            raise err
+
+    def _make_room_for_write(self, force: bool) -> None:
+        """Called by the leader with ``_mu`` held: freeze the memtable when full, stall when behind."""
+        opts = self.options
+        allow_delay = not force
+        while True:
+            if self._poisoned is not None:
+                self._check_writable()
+            l0 = len(self._current.levels[0])
+            if allow_delay and l0 >= opts.l0_slowdown_trigger:
+                # Spread the slowdown over many writes instead of one long stop (LevelDB: 1 ms).
+                self._stats["stall_slowdowns"] += 1
+                allow_delay = False
+                self._mu.release()
+                try:
+                    time.sleep(0.001)
+                finally:
+                    self._mu.acquire()
+                continue
+            if not force and self._mem.approximate_size < opts.memtable_size:
+                return
+            if force and len(self._mem) == 0:
+                return
+            if len(self._imms) >= opts.max_immutable_memtables:
+                self._stats["stall_memtable"] += 1
+                self._wait_for_background()
+                continue
+            if l0 >= opts.l0_stop_trigger:
+                self._stats["stall_stops"] += 1
+                self._wait_for_background()
+                continue
+            self._switch_memtable()
+            force = False
+            if not opts.background_work:
+                self._mu.release()
+                try:
+                    self._run_inline_work()
+                finally:
+                    self._mu.acquire()
+
+    def _wait_for_background(self) -> None:
+        if self.options.background_work:
+            self._bg_cv.wait(timeout=1.0)
+        else:
+            self._mu.release()
+            try:
+                self._run_inline_work()
+            finally:
+                self._mu.acquire()
+
+    def _switch_memtable(self) -> None:
+        """Start a new WAL and memtable; the old memtable waits for flush. ``_mu`` is held."""
+        assert self._log is not None
+        number = self._new_file_number()
+        try:
+            # Sync the old log first: an older log is then never torn, so recovery can tell a torn
+            # tail (only in the newest log) from lost data. Costs one fdatasync per memtable.
+            self._log.sync()
+            new_file = self._fs.create(self._p(f"{number:06d}.log"))
+            self._fs.sync_dir(self.path)
+        except OSError as e:
+            err = IOFailure(e.errno, f"cannot start a new WAL: {e}")
+            self._poison(err)
+            raise err from e
+        self._log.close()
+        self._log = LogWriter(new_file)
+        self._imms.append(self._mem)
+        self._mem = MemTable(number)
+        self._bg_cv.notify_all()
+
+    def _new_file_number(self) -> int:
+        n = self._next_file
+        self._next_file += 1
+        return n
+
+    # ------------------------------------------------------------------------------------------------
+    # Reading
+
+    def _read_state(self, snapshot: Snapshot | None) -> tuple[int, MemTable, tuple[MemTable, ...], Version]:
+        with self._mu:
+            if self._closed:
+                raise DBClosed("the database is closed")
+            if snapshot is not None:
+                if snapshot._db is not self or snapshot._released:
+                    raise InvalidArgument("snapshot is released or belongs to another database")
+                seq = snapshot.seq
+            else:
+                seq = self._last_seq
+            return seq, self._mem, tuple(self._imms), self._current
+
+    def get(self, key: bytes, *, snapshot: Snapshot | None = None) -> bytes | None:
+        """The value of ``key`` (as of ``snapshot`` if given), or None. Raises ``Corruption`` rather than
+        return data that fails its checks."""
+        key = _check_key(key)
+        seq, mem, imms, version = self._read_state(snapshot)
+        found = mem.get(key, seq)
+        if found is None:
+            for imm in reversed(imms):
+                found = imm.get(key, seq)
+                if found is not None:
+                    break
+        if found is None:
+            found = self._get_from_version(version, key, seq)
+        tombs = self._tombstones(mem, imms, version)
+        if tombs and found is not None and covering_tombstone_seq(tombs, key, seq) > found[0]:
+            return None
+        if found is None or found[1] == KIND_DELETE:
+            return None
+        if found[1] == KIND_BLOB:
+            return self._read_blob(found[2])
+        return found[2]
+
+    def _get_from_version(self, v: Version, key: bytes, seq: int) -> tuple[int, int, bytes] | None:
+        for f in v.levels[0]:
+            if f.smallest_user <= key <= f.largest_user:
+                r = self._table(f).get(key, seq)
+                if r is not None:
+                    return r
+        for level in range(1, len(v.levels)):
+            if not v.levels[level]:
+                continue
+            f = v.file_for_key(level, key)
+            if f is not None:
+                r = self._table(f).get(key, seq)
+                if r is not None:
+                    return r
+        return None
+
+    @staticmethod
+    def _tombstones(mem: MemTable, imms: tuple[MemTable, ...], v: Version) -> list[tuple[int, bytes, bytes]]:
+        if not (mem.range_tombstones or v.range_tombstones or any(m.range_tombstones for m in imms)):
+            return []
+        tombs = list(v.range_tombstones)
+        for m in imms:
+            tombs += m.range_tombstones
+        tombs += list(mem.range_tombstones)
+        return tombs
+
+    def scan(self, start: bytes | None = None, end: bytes | None = None, *, prefix: bytes | None = None,
+             reverse: bool = False, snapshot: Snapshot | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """Iterate ``(key, value)`` for ``start <= key < end`` (and starting with ``prefix``), in key
+        order or, with ``reverse``, in reverse order. The iterator sees one consistent state (the
+        snapshot, or the state when ``scan`` was called) however long it lives; files it reads are kept
+        until it is exhausted or dropped."""
+        if start is not None:
+            start = _check_key(start)
+        if end is not None:
+            end = _check_key(end)
+        if prefix is not None:
+            if not isinstance(prefix, (bytes, bytearray, memoryview)):
+                raise InvalidArgument("prefix must be bytes")
+            prefix = bytes(prefix)
+            if prefix:
+                if start is None or start < prefix:
+                    start = prefix
+                pend = _prefix_end(prefix)
+                if pend is not None and (end is None or end > pend):
+                    end = pend
+        seq, mem, imms, version = self._read_state(snapshot)
+        if start is not None and end is not None and start >= end:
+            return iter(())
+        sources: list[Iterator[tuple[bytes, int, int, bytes]]] = []
+        if reverse:
+            sources.append(mem.entries_reverse(start, end))
+            sources += [m.entries_reverse(start, end) for m in imms]
+        else:
+            sources.append(mem.entries(start, end))
+            sources += [m.entries(start, end) for m in imms]
+        for level, files in enumerate(version.levels):
+            if not files:
+                continue
+            chosen = version.files_in_range(level, start, end)
+            if level == 0:
+                for f in chosen:
+                    t = self._table(f)
+                    sources.append(t.entries_reverse(start, end) if reverse else t.entries(start, end))
+            elif chosen:
+                sources.append(self._level_entries(chosen, start, end, reverse))
+        merged = merge_entries(sources, reverse)
+        tombs = self._tombstones(mem, imms, version)
+        return self._scan_iter(visible_entries(merged, seq, reverse, tombs, self._read_blob), version)
+
+    @staticmethod
+    def _scan_iter(it: Iterator[tuple[bytes, bytes]], version: Version) -> Iterator[tuple[bytes, bytes]]:
+        # Holding ``version`` here keeps its files alive for as long as the iterator lives.
+        _pin = version  # noqa: F841
+        yield from it
+
+    def _level_entries(self, files: list[FileMeta], start: bytes | None, end: bytes | None,
+                       reverse: bool) -> Iterator[tuple[bytes, int, int, bytes]]:
+        if reverse:
+            return concat(self._table(f).entries_reverse(start, end) for f in reversed(files))
+        return concat(self._table(f).entries(start, end) for f in files)
+
+    def snapshot(self) -> Snapshot:
+        """A snapshot of the current state; release it (context manager) when done."""
+        with self._mu:
+            if self._closed:
+                raise DBClosed("the database is closed")
+            s = Snapshot(self, self._last_seq)
+            self._snapshots.add(s.seq)
+            return s
+
+    def _release_snapshot(self, seq: int) -> None:
+        with self._mu:
+            self._snapshots.discard(seq)
+
+    # ------------------------------------------------------------------------------------------------
+    # Files: tables and blobs
+
+    def _table(self, f: FileMeta) -> TableReader:
+        t = self._tables.get(f.number)
+        if t is not None:
+            return t
+        with self._table_lock:
+            t = self._tables.get(f.number)
+            if t is None:
+                path = self._p(f"{f.number:06d}.sst")
+                try:
+                    t = TableReader.open(self._fs.open_read(path), f.number, cache=self._cache,
+                                         verify_checksums=self.options.verify_checksums)
+                except OSError as e:
+                    raise IOFailure(e.errno, f"cannot open {path}: {e}") from e
+                self._tables[f.number] = t
+            return t
+
+    def _blob_reader(self, number: int) -> BlobFileReader:
+        r = self._blob_readers.get(number)
+        if r is not None:
+            return r
+        with self._table_lock:
+            r = self._blob_readers.get(number)
+            if r is None:
+                path = self._p(f"{number:06d}.blob")
+                try:
+                    r = BlobFileReader.open(self._fs.open_read(path), number)
+                except FileNotFoundError as e:
+                    raise Corruption(f"blob reference to missing file {number:06d}.blob") from e
+                except OSError as e:
+                    raise IOFailure(e.errno, f"cannot open {path}: {e}") from e
+                self._blob_readers[number] = r
+            return r
+
+    def _read_blob(self, ref: bytes) -> bytes:
+        number, offset, length = decode_blob_ref(ref)
+        return self._blob_reader(number).get(offset, length)

@@ -1,0 +1,280 @@
+"""Parse only what the mail layer stores, and never raise.
+
+Cost matters: MIME parsing is most of the CPU of a delivery. The stdlib parser with
+``email.policy.default`` builds a header object (with a full RFC 5322 grammar) for every header it
+touches; ``compat32`` keeps headers as strings, which is several times cheaper (see docs/mail.md for the
+measurement). We therefore parse with ``compat32`` and decode *only* the headers we store (From, To, Cc,
+Bcc, Subject, Date, Message-ID, In-Reply-To, References) with targeted helpers (RFC 2047 encoded words,
+address lists), and decode only text parts and attachments.
+
+Robustness: every step that can fail on malformed input is guarded; a header or part that cannot be read
+is left empty and noted in ``ParsedMessage.defects``. The corpus has messages that make the default
+policy raise (``Message-Id: <>``, group syntax ``To: unlisted-recipients:;``); the helpers here handle both.
+"""
+
+from __future__ import annotations
+
+import codecs
+import email.parser
+import email.utils
+import hashlib
+import html as html_lib
+import re
+from dataclasses import dataclass, field
+from email.header import decode_header
+from email.message import Message
+from email.policy import compat32
+
+PREVIEW_CHARS = 200
+
+# Signature parts are not attachments (the corpus README counts the same way).
+_SIGNATURE_TYPES = frozenset(
+    {"application/pgp-signature", "application/pkcs7-signature", "application/x-pkcs7-signature"}
+)
+_ATTACHMENT_MAJOR = frozenset({"image", "audio", "video", "application"})
+
+_PARSER = email.parser.BytesParser(policy=compat32)
+_MSGID_RE = re.compile(r"<([^<>]*)>")
+_TAG_RE = re.compile(r"<[^>]*>")
+_SCRIPT_RE = re.compile(r"<(script|style)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_WS_RE = re.compile(r"\s+")
+_REPLY_PREFIX_RE = re.compile(
+    r"^\s*((re|fw|fwd|aw|wg|sv|vs|antw|ref|tr)\s*(\[\d+\])?\s*:\s*|\[[^\]]{1,40}\]\s*)+", re.IGNORECASE
+)
+
+Address = tuple[str, str]  # (display name, address)
+
+
+@dataclass
+class Attachment:
+    """One attachment part: its decoded bytes and what the message says about it."""
+
+    filename: str
+    content_type: str
+    data: bytes
+
+    @property
+    def sha256(self) -> bytes:
+        return hashlib.sha256(self.data).digest()
+
+
+@dataclass
+class ParsedMessage:
+    """What the store keeps from a message besides its raw bytes."""
+
+    message_id: str | None = None
+    in_reply_to: list[str] = field(default_factory=list)
+    references: list[str] = field(default_factory=list)
+    subject: str = ""
+    from_: list[Address] = field(default_factory=list)
+    to: list[Address] = field(default_factory=list)
+    cc: list[Address] = field(default_factory=list)
+    bcc: list[Address] = field(default_factory=list)
+    date: float | None = None  # Unix seconds from the Date header, None if missing or unusable
+    text: str = ""
+    html: str = ""
+    attachments: list[Attachment] = field(default_factory=list)
+    defects: list[str] = field(default_factory=list)
+
+    @property
+    def preview(self) -> str:
+        """About 200 characters of body text (tags stripped from HTML), whitespace collapsed."""
+        source = self.text if self.text.strip() else html_to_text(self.html[: PREVIEW_CHARS * 20])
+        return _WS_RE.sub(" ", source[: PREVIEW_CHARS * 4]).strip()[:PREVIEW_CHARS]
+
+
+def parse(raw: bytes) -> ParsedMessage:
+    """Parse ``raw`` into a :class:`ParsedMessage`. Never raises for any input bytes."""
+    out = ParsedMessage()
+    try:
+        msg = _PARSER.parsebytes(raw)
+    except Exception as exc:  # the compat32 feed parser does not raise in practice; be sure anyway
+        out.defects.append(f"parse: {exc!r}")
+        return out
+    _read_headers(msg, out)
+    try:
+        _walk(msg, out)
+    except Exception as exc:  # pragma: no cover - walk guards each part; this is a last resort
+        out.defects.append(f"walk: {exc!r}")
+    return out
+
+
+def _header(msg: Message, name: str, out: ParsedMessage) -> str | None:
+    try:
+        value = msg.get(name)
+    except Exception as exc:
+        out.defects.append(f"{name}: {exc!r}")
+        return None
+    return None if value is None else str(value)
+
+
+def _all_headers(msg: Message, name: str, out: ParsedMessage) -> list[str]:
+    try:
+        return [str(v) for v in msg.get_all(name) or ()]
+    except Exception as exc:
+        out.defects.append(f"{name}: {exc!r}")
+        return []
+
+
+def _read_headers(msg: Message, out: ParsedMessage) -> None:
+    subject = _header(msg, "Subject", out)
+    out.subject = _WS_RE.sub(" ", decode_words(subject)).strip() if subject else ""
+    out.from_ = addresses(_all_headers(msg, "From", out))
+    out.to = addresses(_all_headers(msg, "To", out))
+    out.cc = addresses(_all_headers(msg, "Cc", out))
+    out.bcc = addresses(_all_headers(msg, "Bcc", out))
+    mid = _header(msg, "Message-ID", out)
+    out.message_id = normalise_message_id(mid) if mid else None
+    irt = _header(msg, "In-Reply-To", out)
+    out.in_reply_to = _msgid_list(irt)
+    refs = _header(msg, "References", out)
+    out.references = _msgid_list(refs)
+    date = _header(msg, "Date", out)
+    out.date = parse_date(date) if date else None
+
+
+def normalise_message_id(value: str) -> str | None:
+    """The text between the first ``<`` and ``>`` (or the stripped value without brackets); None if
+    empty, so ``Message-Id: <>`` counts as no Message-ID."""
+    value = unsurrogate(value)
+    m = _MSGID_RE.search(value)
+    text = (m.group(1) if m else value).strip()
+    return text or None
+
+
+def _msgid_list(value: str | None) -> list[str]:
+    if not value:
+        return []
+    return [t.strip() for t in _MSGID_RE.findall(unsurrogate(value)) if t.strip()]
+
+
+def parse_date(value: str) -> float | None:
+    """Unix seconds for an RFC 5322 date, or None when missing, unparsable or before 1970."""
+    try:
+        parts = email.utils.parsedate_tz(unsurrogate(value))
+        if parts is None:
+            return None
+        ts = float(email.utils.mktime_tz(parts))
+    except Exception:
+        return None
+    return ts if 0 <= ts < 2**47 / 1000 else None
+
+
+def unsurrogate(text: str) -> str:
+    """compat32 keeps undecodable 8-bit header bytes as surrogate escapes; read them as UTF-8 (RFC 6532)
+    and replace what is not UTF-8."""
+    if text.isascii():
+        return text
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeError:
+        return text.encode("utf-8", "replace").decode("utf-8", "replace")
+
+
+def decode_bytes(data: bytes, charset: str | None) -> str:
+    """Decode with the declared charset; an unknown label falls back to UTF-8, then Latin-1 (which
+    never fails), so text is always returned."""
+    if charset:
+        try:
+            return data.decode(codecs.lookup(charset).name, "replace")
+        except (LookupError, ValueError):
+            pass
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def decode_words(value: str) -> str:
+    """Decode RFC 2047 encoded words in a header value. Never raises."""
+    if "=?" not in value:
+        return unsurrogate(value)
+    try:
+        pieces = decode_header(value)
+    except Exception:
+        return unsurrogate(value)
+    out = []
+    for chunk, charset in pieces:
+        if isinstance(chunk, str):
+            out.append(unsurrogate(chunk))
+        else:
+            out.append(decode_bytes(chunk, charset))
+    return "".join(out)
+
+
+def addresses(values: list[str]) -> list[Address]:
+    """(display name, address) pairs of address headers. Group syntax yields its members (an empty group
+    yields nothing); names are RFC 2047-decoded. Never raises."""
+    if not values:
+        return []
+    try:
+        pairs = email.utils.getaddresses([unsurrogate(v) for v in values])
+    except Exception:
+        return []
+    out = []
+    for name, addr in pairs:
+        addr = addr.strip()
+        if not addr or "@" not in addr and not name:
+            continue
+        out.append((decode_words(name).strip() if name else "", addr))
+    return out
+
+
+def html_to_text(markup: str) -> str:
+    """Crude but safe tag stripping for previews: drops script/style, tags, entities."""
+    if not markup:
+        return ""
+    text = _TAG_RE.sub(" ", _SCRIPT_RE.sub(" ", markup))
+    return html_lib.unescape(text)
+
+
+def normalise_subject(subject: str) -> str:
+    """Subject for threading: reply/forward prefixes (Re:, Fwd:, AW:, [list] tags) removed, whitespace
+    collapsed, case-folded."""
+    return _WS_RE.sub(" ", _REPLY_PREFIX_RE.sub("", subject)).strip().casefold()
+
+
+def is_reply_subject(subject: str) -> bool:
+    return bool(_REPLY_PREFIX_RE.match(subject))
+
+
+def _walk(msg: Message, out: ParsedMessage) -> None:
+    texts: list[str] = []
+    htmls: list[str] = []
+    for part in msg.walk():
+        try:
+            if part.is_multipart():
+                continue
+            ctype = part.get_content_type()
+            disposition = part.get_content_disposition()
+            try:
+                filename = part.get_filename()
+            except Exception:
+                filename = None
+            filename = decode_words(filename).strip() if filename else ""
+            maintype = ctype.partition("/")[0]
+            if maintype == "text" and disposition != "attachment" and not filename:
+                payload = part.get_payload(decode=True)
+                if not isinstance(payload, bytes):
+                    continue
+                text = decode_bytes(payload, _charset(part))
+                (htmls if ctype == "text/html" else texts).append(text)
+                continue
+            if ctype in _SIGNATURE_TYPES:
+                continue
+            if disposition == "attachment" or filename or maintype in _ATTACHMENT_MAJOR:
+                payload = part.get_payload(decode=True)
+                if not isinstance(payload, bytes):
+                    payload = b""
+                out.attachments.append(Attachment(filename, ctype, payload))
+        except Exception as exc:
+            out.defects.append(f"part: {exc!r}")
+    out.text = "\n".join(texts)
+    out.html = "\n".join(htmls)
+
+
+def _charset(part: Message) -> str | None:
+    try:
+        return part.get_content_charset()
+    except Exception:
+        return None

@@ -249,8 +249,9 @@ class DataBlock:
     def find(self, user_key: bytes, snapshot_seq: int) -> int:
         """Index of the newest entry for ``user_key`` with sequence <= ``snapshot_seq``.
 
-        Returns -1 if the block holds no such entry and ``-2`` if the block's versions of ``user_key``
-        run to its end, all too new: the next block may hold older ones.
+        Returns -1 if no block after this one can hold such an entry either (a larger user key follows),
+        and -2 if the entries from ``user_key`` on, if any, are all versions of it too new for the
+        snapshot: the next block may hold older ones.
         """
         keys = self.user_keys
         seqs = self.seqs

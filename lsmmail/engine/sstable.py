@@ -222,6 +222,7 @@ class TableBuilder:
 
     def _flush_data_block(self) -> None:
         block = self._block
+        self.largest_key = bytes(block.last_key)
         offset, size = self._write_block(block.finish(), self._opts.compression)
         self._index.add(block.last_key, encode_handle(offset, size))
         self._props.num_data_blocks += 1
@@ -242,7 +243,6 @@ class TableBuilder:
         if self._finished:
             raise InvalidArgument("TableBuilder.finish called twice")
         if not self._block.empty:
-            self.largest_key = bytes(self._block.last_key)
             self._flush_data_block()
         self._finished = True
         props = self._props
@@ -341,9 +341,9 @@ class TableReader:
             first = self._data_block(0)
             if not len(first):
                 raise self._corrupt("empty data block", 0)
-            props.smallest_key = first.user_keys[0] + (
-                (first.seqs[0] << 8) | first.kinds[0]
-            ).to_bytes(8, "little")
+            props.smallest_key = first.user_keys[0] + ((first.seqs[0] << 8) | first.kinds[0]).to_bytes(
+                8, "little"
+            )
         self.properties = props
 
     def _load_index(self, raw: bytes, index_at: int) -> None:

@@ -1,0 +1,518 @@
+"""The native core loader, and the batch-shaped kernels with their pure-Python twins.
+
+``lsmmail._native`` is a cffi API-mode extension built from ``native/*.c`` at install time (setup.py).
+
+* ``lib`` / ``ffi``: the extension, or ``None`` when it is missing or ``LSMMAIL_PURE=1`` is set.
+  A missing extension is reported once with ``warnings.warn`` (the engine still works, slower).
+* Every C call releases the GIL (cffi's default for API mode), so flushes and compactions that use these
+  kernels on a background thread let Python threads run.
+
+Each kernel has a C version ``<name>_native`` (callable when ``BUILT``, even under LSMMAIL_PURE=1) and a twin
+with the same contract; tests in ``tests/native`` require equal results, or the same ``Corruption``, on
+random and adversarial inputs. Twins that are engine functions (the engine dispatches, see its modules):
+
+* ``decode_block_native`` / ``decode_data_block_native`` / ``encode_block_native``
+  -- ``engine.block.decode_block`` / ``decode_data_block`` / ``BlockBuilder``
+* ``bloom_build_native`` / ``bloom_may_contain_native`` / ``bloom_probe_native``
+  -- ``engine.bloom.BloomBuilder.finish`` / ``bloom_may_contain``
+* ``frame_records_native`` -- ``engine.wal.LogWriter.encode_record`` (one call frames many records)
+
+Twins that live here, with a dispatch name (``<name>`` = native if loaded, else pure):
+``encode_varints``, ``decode_varints``, ``block_seek``, ``merge_runs``, ``frame_records``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import os
+import struct
+import warnings
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import xxhash
+
+from .engine.errors import Corruption, InvalidArgument
+
+_xxh3 = xxhash.xxh3_64_intdigest
+
+#: The compiled extension (``None`` if it was not built). The ``*_native`` functions use it even under
+#: ``LSMMAIL_PURE=1``, so differential tests and benchmarks can always compare both sides.
+_lib: Any = None
+_ffi: Any = None
+try:
+    from . import _native  # type: ignore[attr-defined]
+
+    _lib, _ffi = _native.lib, _native.ffi
+except ImportError as _exc:  # pragma: no cover - depends on how the package was installed
+    _import_error: ImportError | None = _exc
+else:
+    _import_error = None
+
+BUILT = _lib is not None
+PURE_FORCED = os.environ.get("LSMMAIL_PURE", "") == "1"
+
+#: What the engine dispatches on: the extension, or ``None`` when it is missing or LSMMAIL_PURE=1.
+lib: Any = None if PURE_FORCED else _lib
+ffi: Any = None if PURE_FORCED else _ffi
+AVAILABLE = lib is not None
+
+if not BUILT and not PURE_FORCED:
+    warnings.warn(
+        f"lsmmail's C extension is not available ({_import_error}); running on the pure-Python twins "
+        "(correct, slower). Reinstall with a C compiler to build it, or set LSMMAIL_PURE=1 to silence this.",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+
+_ECORRUPT, _ESPACE, _EINVAL = -1, -2, -3
+_u32 = struct.Struct("<I")
+_u64 = struct.Struct("<Q")
+if BUILT:
+    # Scratch arrays are written by C before Python reads them, so skip cffi's zero-fill.
+    _new = _ffi.new_allocator(should_clear_after_alloc=False)
+
+
+def _check(rc: int, what: str) -> int:
+    if rc == _ECORRUPT:
+        raise Corruption(f"malformed {what}")
+    if rc == _EINVAL:
+        raise InvalidArgument(f"invalid argument to native {what}")
+    return rc
+
+
+# --------------------------------------------------------------------------------------------- varints
+
+
+def encode_varints_pure(values: Sequence[int]) -> bytes:
+    out = bytearray()
+    for v in values:
+        if not 0 <= v < 1 << 64:
+            raise InvalidArgument("varint value out of range")
+        while v >= 0x80:
+            out.append((v & 0x7F) | 0x80)
+            v >>= 7
+        out.append(v)
+    return bytes(out)
+
+
+def decode_varints_pure(buf: bytes | bytearray | memoryview, max_n: int = -1) -> tuple[list[int], int]:
+    """Decode up to ``max_n`` varints (all when -1) from the start of ``buf``.
+
+    Returns ``(values, bytes_consumed)``. A varint that runs past the buffer, past 10 bytes, or beyond
+    64 bits (a 10th byte above 1) raises ``Corruption``.
+    """
+    out: list[int] = []
+    pos, end = 0, len(buf)
+    limit = end if max_n < 0 else max_n
+    while len(out) < limit and pos < end:
+        result = shift = 0
+        while True:
+            if pos >= end or shift > 63:
+                raise Corruption("malformed varint")
+            b = buf[pos]
+            pos += 1
+            if shift == 63 and b > 1:
+                raise Corruption("malformed varint")
+            result |= (b & 0x7F) << shift
+            if b < 0x80:
+                break
+            shift += 7
+        out.append(result)
+    return out, pos
+
+
+def encode_varints_native(values: Sequence[int]) -> bytes:
+    n = len(values)
+    try:
+        vals = _ffi.new("uint64_t[]", values) if n else _ffi.NULL
+    except OverflowError as exc:
+        raise InvalidArgument("varint value out of range") from exc
+    cap = 10 * n
+    out = _new("uint8_t[]", cap or 1)
+    size = _check(_lib.lsm_varint_encode(vals, n, out, cap), "varint")
+    return _ffi.buffer(out, size)[:]
+
+
+def decode_varints_native(buf: bytes | bytearray | memoryview, max_n: int = -1) -> tuple[list[int], int]:
+    n = len(buf) if max_n < 0 else min(max_n, len(buf))
+    out = _new("uint64_t[]", n or 1)
+    consumed = _ffi.new("size_t *")
+    got = _check(_lib.lsm_varint_decode(_ffi.from_buffer(buf), len(buf), out, n, consumed), "varint")
+    return _ffi.unpack(out, got), consumed[0]
+
+
+# --------------------------------------------------------------------------------------------- bloom
+
+
+def bloom_build_native(hashes: Sequence[int], bits_per_key: int) -> bytes:
+    """The filter block for keys with these XXH3-64 ``hashes``; twin: ``engine.bloom.BloomBuilder.finish``."""
+    if bits_per_key <= 0:
+        return bytes((0,))
+    k = min(30, max(1, int(bits_per_key * math.log(2) + 0.5)))
+    m = max(64, bits_per_key * len(hashes))
+    nbytes = (m + 7) >> 3
+    bits = _ffi.new("uint8_t[]", nbytes + 1)  # zeroed: build only sets bits
+    bits[nbytes] = k
+    if hashes:
+        _lib.lsm_bloom_build(_ffi.new("uint64_t[]", hashes), len(hashes), bits, nbytes, k)
+    return _ffi.buffer(bits)[:]
+
+
+def bloom_may_contain_native(filt: bytes, h: int) -> bool:
+    """Twin: ``engine.bloom.bloom_may_contain(filt, key)`` with ``h = XXH3-64(key)``."""
+    return bool(_lib.lsm_bloom_may_contain(filt, len(filt), h))
+
+
+def bloom_probe_native(filt: bytes, hashes: Sequence[int]) -> list[bool]:
+    """``bloom_may_contain_native`` for many hashes in one call (a multi-get, a batch of lookups)."""
+    n = len(hashes)
+    out = _new("uint8_t[]", n or 1)
+    if n:
+        _lib.lsm_bloom_probe(filt, len(filt), _ffi.new("uint64_t[]", hashes), n, out)
+    return [b == 1 for b in _ffi.buffer(out, n)[:]]
+
+
+# --------------------------------------------------------------------------------------------- blocks
+
+
+class BlockSeek(NamedTuple):
+    """Result of :func:`block_seek`: the first entry whose key is ``>=`` the target."""
+
+    index: int  # its position; == count when every key is smaller
+    key: bytes | None
+    value: bytes | None
+    count: int  # entries in the block
+
+
+def _restarts_pure(blk: bytes | memoryview) -> tuple[int, int]:
+    n = len(blk)
+    if n < 4:
+        raise Corruption("block shorter than its restart count")
+    (nr,) = _u32.unpack_from(blk, n - 4)
+    tail = 4 + 4 * nr
+    if tail > n:
+        raise Corruption("restart array runs past the block")
+    data_end = n - tail
+    if nr == 0 and data_end != 0:
+        raise Corruption("block with entries has no restart point")
+    prev = 0
+    for i in range(nr):
+        (r,) = _u32.unpack_from(blk, data_end + 4 * i)
+        if (r != 0) if i == 0 else (r <= prev):
+            raise Corruption("restart offsets out of order")
+        if r >= data_end:
+            raise Corruption("restart offset past the entries")
+        prev = r
+    return data_end, nr
+
+
+def _varint_at(buf: bytes | memoryview, pos: int, end: int) -> tuple[int, int]:
+    b = buf[pos] if pos < end else 0x80
+    if b < 0x80:
+        return b, pos + 1
+    result = shift = 0
+    while True:
+        if pos >= end or shift > 63:
+            raise Corruption("malformed varint in block")
+        b = buf[pos]
+        pos += 1
+        if shift == 63 and b > 1:
+            raise Corruption("malformed varint in block")
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, pos
+        shift += 7
+
+
+def _walk_pure(blk: bytes | memoryview):  # type: ignore[no-untyped-def]
+    """Yield ``(key, value_offset, value_length)`` per entry, validating as block.c does."""
+    data_end, nr = _restarts_pure(blk)
+    restarts = [_u32.unpack_from(blk, data_end + 4 * i)[0] for i in range(nr)]
+    pos = ri = 0
+    key = b""
+    while pos < data_end:
+        is_restart = False
+        if ri < nr:
+            if restarts[ri] < pos:
+                raise Corruption("restart offset inside an entry")
+            is_restart = restarts[ri] == pos
+        shared, pos = _varint_at(blk, pos, data_end)
+        non_shared, pos = _varint_at(blk, pos, data_end)
+        vlen, pos = _varint_at(blk, pos, data_end)
+        if shared > len(key) or (is_restart and shared != 0):
+            raise Corruption("bad shared prefix length in block")
+        if non_shared > data_end - pos or vlen > data_end - pos - non_shared:
+            raise Corruption("block entry runs past the entries")
+        key = key[:shared] + bytes(blk[pos : pos + non_shared])
+        pos += non_shared
+        yield key, pos, vlen
+        pos += vlen
+        if is_restart:
+            ri += 1
+    if ri != nr:
+        raise Corruption("restart offset inside an entry")
+
+
+def _internal_order(key: bytes) -> tuple[bytes, int]:
+    if len(key) < 8:
+        raise Corruption("internal key shorter than its trailer")
+    return key[:-8], -_u64.unpack_from(key, len(key) - 8)[0]
+
+
+def block_seek_pure(blk: bytes, target: bytes, internal: bool = True) -> BlockSeek:
+    """The first entry with key ``>= target`` (internal-key order, or bytewise when not ``internal``).
+
+    The whole block is validated, exactly as :func:`decode_block` does.
+    """
+    if internal and len(target) < 8:
+        raise InvalidArgument("internal key target shorter than 8 bytes")
+    t = _internal_order(target) if internal else target
+    hit: BlockSeek | None = None
+    n = 0
+    for key, vo, vl in _walk_pure(blk):
+        if hit is None:
+            if (_internal_order(key) if internal else key) >= t:
+                hit = BlockSeek(n, key, blk[vo : vo + vl], 0)
+        n += 1
+    if hit is None:
+        return BlockSeek(n, None, None, n)
+    return hit._replace(count=n)
+
+
+def _decode(blk: bytes, data: bool):  # type: ignore[no-untyped-def]
+    n = len(blk)
+    src = _ffi.from_buffer(blk)
+    max_n = min(n // 3 + 1, 1024)  # an entry takes at least 3 bytes; most blocks hold < 1024
+    keycap = 4 * n + 256  # prefix compression rarely expands keys by more than 4x
+    need = _ffi.new("uint64_t[2]")
+    for _ in range(2):  # the second round has the exact sizes the first one counted
+        keybuf = _new("uint8_t[]", keycap or 1)
+        key_end = _new("uint64_t[]", max_n or 1)
+        val_off = _new("uint64_t[]", max_n or 1)
+        val_len = _new("uint64_t[]", max_n or 1)
+        if data:
+            seq = _new("uint64_t[]", max_n or 1)
+            kind = _new("uint8_t[]", max_n or 1)
+            got = _lib.lsm_block_decode_data(
+                src, n, keybuf, keycap, key_end, seq, kind, val_off, val_len, max_n, need
+            )
+        else:
+            seq = kind = None
+            got = _lib.lsm_block_decode(src, n, keybuf, keycap, key_end, val_off, val_len, max_n, need)
+        if got != _ESPACE:
+            break
+        max_n, keycap = need[0], need[1]
+    count = _check(got, "block")
+    if count == 0:
+        return count, b"", [], [], seq, kind
+    ends = _ffi.unpack(key_end, count)
+    kb = _ffi.buffer(keybuf, ends[-1])[:]
+    offs = _ffi.unpack(val_off, count)
+    lens = _ffi.unpack(val_len, count)
+    vals = [blk[a : a + b] for a, b in zip(offs, lens, strict=True)]
+    return count, kb, ends, vals, seq, kind
+
+
+def decode_block_native(blk: bytes) -> tuple[list[bytes], list[bytes]]:
+    """``(keys, values)`` of a raw block payload. Twin: ``engine.block.decode_block`` (same outcome)."""
+    count, kb, ends, vals, _, _ = _decode(blk, False)
+    if not count:
+        return [], []
+    return [kb[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True)], vals
+
+
+def decode_data_block_native(blk: bytes) -> tuple[list[bytes], list[int], list[int], list[bytes]]:
+    """``(user_keys, seqs, kinds, values)`` of a data block. Twin: ``engine.block.decode_data_block``."""
+    count, kb, ends, vals, seq, kind = _decode(blk, True)
+    if not count:
+        return [], [], [], []
+    ukeys = [kb[a : b - 8] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
+    return ukeys, _ffi.unpack(seq, count), list(_ffi.buffer(kind, count)[:]), vals
+
+
+def block_seek_native(blk: bytes, target: bytes, internal: bool = True) -> BlockSeek:
+    if internal and len(target) < 8:
+        raise InvalidArgument("internal key target shorter than 8 bytes")
+    n = len(blk)
+    keyout = _new("uint8_t[]", n or 1)
+    found = _ffi.new("uint64_t[5]")
+    hit = _check(_lib.lsm_block_seek(blk, n, target, len(target), int(internal), keyout, n, found), "block")
+    if not hit:
+        return BlockSeek(found[0], None, None, found[4])
+    vo = found[2]
+    return BlockSeek(found[0], _ffi.buffer(keyout, found[1])[:], blk[vo : vo + found[3]], found[4])
+
+
+def encode_block_native(keys: Sequence[bytes], values: Sequence[bytes], restart_interval: int = 16) -> bytes:
+    """The raw block payload of ``keys``/``values`` in order. Twin: ``engine.block.BlockBuilder`` (``add``
+    each pair, then ``finish``): same bytes."""
+    if restart_interval < 1 or len(keys) != len(values):
+        raise InvalidArgument("bad block encode arguments")
+    n = len(keys)
+    kcat = b"".join(keys)
+    vcat = b"".join(values)
+    key_end = _ffi.new("uint64_t[]", _cumulative(keys))
+    val_end = _ffi.new("uint64_t[]", _cumulative(values))
+    cap = len(kcat) + len(vcat) + 30 * n + 4 * (n // restart_interval + 2)
+    out = _new("uint8_t[]", cap)
+    size = _check(
+        _lib.lsm_block_encode(kcat, key_end, vcat, val_end, n, restart_interval, out, cap), "block encode"
+    )
+    return _ffi.buffer(out, size)[:]
+
+
+def _cumulative(items: Sequence[bytes]) -> list[int]:
+    out = []
+    total = 0
+    for it in items:
+        total += len(it)
+        out.append(total)
+    return out
+
+
+# --------------------------------------------------------------------------------------------- merge
+
+
+Run = tuple[Sequence[bytes], Sequence[int]]
+
+
+def merge_runs_pure(runs: Sequence[Run]) -> tuple[list[int], bytes]:
+    """Merge runs of versions; return ``(order, new_user_key)``.
+
+    Each run is ``(user_keys, seqs)`` in internal order (user key ascending, seq descending), e.g. the
+    ``user_keys``/``seqs`` lists of a decoded data block or of a whole table. ``order`` lists indices into
+    the runs laid end to end (run 0 first); equal ``(user_key, seq)`` pairs come out in run order, so list
+    the newest source first. ``new_user_key[j]`` is 1 where ``order[j]``'s user key differs from the one
+    before it: where compaction's per-key decisions (newest visible version, snapshots) restart.
+    """
+    streams = []
+    base = 0
+    for r, (keys, seqs) in enumerate(runs):
+        if len(keys) != len(seqs):
+            raise InvalidArgument("run keys and seqs differ in length")
+        streams.append([(k, -s, r, base + i) for i, (k, s) in enumerate(zip(keys, seqs, strict=True))])
+        base += len(keys)
+    order: list[int] = []
+    flags = bytearray()
+    prev: bytes | None = None
+    for ukey, _, _, idx in heapq.merge(*streams):
+        order.append(idx)
+        flags.append(ukey != prev)
+        prev = ukey
+    return order, bytes(flags)
+
+
+def merge_runs_native(runs: Sequence[Run]) -> tuple[list[int], bytes]:
+    flat: list[bytes] = []
+    seqs: list[int] = []
+    run_end = []
+    for keys, sq in runs:
+        if len(keys) != len(sq):
+            raise InvalidArgument("run keys and seqs differ in length")
+        flat.extend(keys)
+        seqs.extend(sq)
+        run_end.append(len(flat))
+    n = len(flat)
+    order = _new("uint64_t[]", n or 1)
+    flags = _new("uint8_t[]", n or 1)
+    try:
+        seq_arr = _ffi.new("uint64_t[]", seqs) if n else _ffi.NULL
+    except OverflowError as exc:
+        raise InvalidArgument("sequence number out of range") from exc
+    got = _check(
+        _lib.lsm_merge_runs(
+            b"".join(flat),
+            _ffi.new("uint64_t[]", _cumulative(flat)) if n else _ffi.NULL,
+            seq_arr,
+            _ffi.new("uint64_t[]", run_end) if runs else _ffi.NULL,
+            len(runs),
+            order,
+            flags,
+        ),
+        "merge",
+    )
+    return _ffi.unpack(order, got), _ffi.buffer(flags, got)[:]
+
+
+# --------------------------------------------------------------------------------------------- WAL
+
+LOG_BLOCK = 32768
+LOG_HEADER = 7
+
+
+def frame_records_pure(payloads: Sequence[bytes], block_offset: int) -> bytes:
+    """Log bytes for ``payloads`` appended to a log whose size mod 32768 is ``block_offset``.
+
+    Each record becomes FULL or FIRST/MIDDLE.../LAST fragments with checksums (docs/format.md).
+    The new block offset is ``(block_offset + len(result)) % 32768``.
+    """
+    if not 0 <= block_offset < LOG_BLOCK:
+        raise InvalidArgument("block_offset out of range")
+    out = bytearray()
+    for payload in payloads:
+        mv = memoryview(payload)
+        left = len(mv)
+        begin = True
+        while True:
+            leftover = LOG_BLOCK - block_offset
+            if leftover < LOG_HEADER:
+                out += bytes(leftover)
+                block_offset = 0
+            frag = min(left, LOG_BLOCK - block_offset - LOG_HEADER)
+            end = frag == left
+            typ = (1 if end else 2) if begin else (4 if end else 3)
+            start = len(out)
+            out += b"\0\0\0\0"
+            out += struct.pack("<HB", frag, typ)
+            out += mv[:frag]
+            _u32.pack_into(out, start, _xxh3(memoryview(out)[start + 6 :]) & 0xFFFFFFFF)
+            mv = mv[frag:]
+            left -= frag
+            block_offset += LOG_HEADER + frag
+            begin = False
+            if left == 0:
+                break
+    return bytes(out)
+
+
+def frame_records_native(payloads: Sequence[bytes], block_offset: int) -> bytes:
+    if not 0 <= block_offset < LOG_BLOCK:
+        raise InvalidArgument("block_offset out of range")
+    nrec = len(payloads)
+    cat = b"".join(payloads)
+    # At most one fragment per started block plus one per record; each adds a header and maybe padding.
+    max_frags = len(cat) // (LOG_BLOCK - LOG_HEADER) + 2 * nrec + 1
+    cap = len(cat) + max_frags * (2 * LOG_HEADER)
+    out = _new("uint8_t[]", cap)
+    starts = _new("uint64_t[]", max_frags)
+    nf = _ffi.new("uint64_t *")
+    ends = _ffi.new("uint64_t[]", _cumulative(payloads)) if nrec else _ffi.NULL
+    size = _check(_lib.lsm_wal_frame(cat, ends, nrec, block_offset, out, cap, starts, max_frags, nf), "frame")
+    buf = bytearray(_ffi.buffer(out, size))
+    mv = memoryview(buf)
+    for p in _ffi.unpack(starts, nf[0]):
+        length = buf[p + 4] | (buf[p + 5] << 8)
+        _u32.pack_into(buf, p, _xxh3(mv[p + 6 : p + 7 + length]) & 0xFFFFFFFF)
+    mv.release()
+    return bytes(buf)
+
+
+# --------------------------------------------------------------------------------------------- dispatch
+# Kernels whose twin lives here get a dispatch name. Kernels whose twin is an engine function (block
+# decode/encode, bloom, WAL framing) are dispatched by the engine: ``if native.lib is not None`` at the
+# top of the twin, calling the ``*_native`` function here.
+
+if AVAILABLE:
+    encode_varints = encode_varints_native
+    decode_varints = decode_varints_native
+    block_seek = block_seek_native
+    merge_runs = merge_runs_native
+    frame_records = frame_records_native
+else:
+    encode_varints = encode_varints_pure
+    decode_varints = decode_varints_pure
+    block_seek = block_seek_pure
+    merge_runs = merge_runs_pure
+    frame_records = frame_records_pure

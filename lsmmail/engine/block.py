@@ -8,8 +8,8 @@ A block's *raw payload* is a run of prefix-compressed entries followed by the re
 On disk the payload may be stored LZ4-compressed (``compress_block`` / ``decompress_block``); the
 checksummed trailer around it is written and checked by :mod:`lsmmail.engine.sstable`.
 
-The per-entry loops live in three plain functions with bytes in and lists out -- ``BlockBuilder.add``,
-:func:`decode_block` and :func:`decode_data_block` -- so that a C twin can mirror them exactly.
+The per-entry loops live in a few plain functions with bytes in and lists out -- ``BlockBuilder.add``,
+:func:`decode_block`, :func:`split_internal_keys` -- so that a C twin can mirror them exactly.
 Every decoder raises :class:`Corruption` (and nothing else) on malformed input.
 """
 
@@ -202,15 +202,14 @@ def decode_block(payload: bytes) -> tuple[list[bytes], list[bytes]]:
     return keys, values
 
 
-def decode_data_block(payload: bytes) -> tuple[list[bytes], list[int], list[int], list[bytes]]:
-    """Decode a data block into parallel lists ``(user_keys, seqs, kinds, values)``.
+def split_internal_keys(keys: list[bytes]) -> tuple[list[bytes], list[int], list[int]]:
+    """Split internal keys into parallel lists ``(user_keys, seqs, kinds)``.
 
-    Raises ``Corruption`` if the block is malformed, an internal key is shorter than 9 bytes (a user key
-    of at least 1 byte plus the 8-byte trailer) or a kind is not one an SSTable holds (0, 1, 2).
+    Raises ``Corruption`` if a key is shorter than 9 bytes (a user key of at least 1 byte plus the
+    8-byte trailer) or a kind is not one an SSTable holds (0 DELETE, 1 PUT, 2 BLOB).
     """
-    keys, values = decode_block(payload)
     if not keys:
-        return [], [], [], values
+        return [], [], []
     if min(map(len, keys)) < 9:
         raise Corruption("internal key shorter than 9 bytes in data block")
     from_bytes = int.from_bytes
@@ -218,7 +217,17 @@ def decode_data_block(payload: bytes) -> tuple[list[bytes], list[int], list[int]
     kinds = [t & 0xFF for t in trailers]
     if max(kinds) > KIND_BLOB:
         raise Corruption(f"unknown entry kind {max(kinds)} in data block")
-    return [k[:-8] for k in keys], [t >> 8 for t in trailers], kinds, values
+    return [k[:-8] for k in keys], [t >> 8 for t in trailers], kinds
+
+
+def decode_data_block(payload: bytes) -> tuple[list[bytes], list[int], list[int], list[bytes]]:
+    """Decode a data block into parallel lists ``(user_keys, seqs, kinds, values)``.
+
+    ``Corruption`` as for :func:`decode_block` and :func:`split_internal_keys`.
+    """
+    keys, values = decode_block(payload)
+    user_keys, seqs, kinds = split_internal_keys(keys)
+    return user_keys, seqs, kinds, values
 
 
 class DataBlock:

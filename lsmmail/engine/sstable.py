@@ -22,8 +22,8 @@ from .block import (
     DataBlock,
     compress_block,
     decode_block,
-    decode_data_block,
     decompress_block,
+    split_internal_keys,
 )
 from .bloom import BloomBuilder, bloom_may_contain
 from .cache import BlockCache
@@ -512,7 +512,7 @@ class TableReader:
             raw = self._read_block(offset, self._sizes[bi], True)
             try:
                 ikeys, values = decode_block(raw)
-                user_keys, seqs, kinds, _ = decode_data_block(raw)
+                user_keys, seqs, kinds = split_internal_keys(ikeys)
             except Corruption as e:
                 raise self._corrupt(f"bad data block ({e})", offset) from None
             if not ikeys:

@@ -581,3 +581,29 @@ def test_golden_file_reads_back() -> None:
     assert len(handles) == props.num_data_blocks >= 5
     assert set(compressions) == {0, 1}, "the golden file must pin both raw and LZ4 data blocks"
     assert bloom_may_contain(golden[f_off : f_off + f_size], b"ab")
+
+
+@pytest.mark.parametrize("rounds", [3000, pytest.param(100_000, marks=pytest.mark.slow)])
+def test_multi_byte_flips_on_a_larger_table(rounds: int) -> None:
+    fs = MemFileSystem()
+    entries = golden_entries()
+    path, _ = write_table(fs, entries, GOLDEN_OPTS)
+    data = fs.read_file(path)
+    keys = sorted({e[0] for e in entries})
+    rng = random.Random(3)
+    for _ in range(rounds):
+        bad = bytearray(data)
+        for _ in range(rng.randrange(1, 5)):
+            bad[rng.randrange(len(bad))] ^= rng.randrange(1, 256)
+        try:
+            reader = open_bytes(bytes(bad))
+            assert list(reader.entries()) == entries
+            expect = model_range(entries, b"b", b"user:2")[::-1]
+            assert list(reader.entries_reverse(b"b", b"user:2")) == expect
+            for key in rng.sample(keys, 10):
+                snap = rng.randrange(1100)
+                assert reader.get(key, snap) == model_get(entries, key, snap)
+            reader.verify()
+        except Corruption:
+            continue
+        assert bytes(bad) == data  # only a flip that cancelled itself out may pass unnoticed

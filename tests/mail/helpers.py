@@ -45,7 +45,8 @@ def check_user(store: MailStore, user_id: str) -> dict[str, set[str]]:
         n = store._folder_num(store._user(user_id), f.id)
         listed = {schema.id_of_list_key(k): json.loads(v) for k, v in
                   db.scan(prefix=schema.list_prefix(schema.LISTING, uk, n))}
-        unread = {schema.id_of_list_key(k) for k, _ in db.scan(prefix=schema.list_prefix(schema.UNREAD, uk, n))}
+        unread_prefix = schema.list_prefix(schema.UNREAD, uk, n)
+        unread = {schema.id_of_list_key(k) for k, _ in db.scan(prefix=unread_prefix)}
         assert f.total == len(listed), (f, len(listed))
         assert f.unread == len(unread), (f, len(unread))
         assert unread == {m for m, s in listed.items() if not s["r"]}

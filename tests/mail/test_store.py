@@ -24,7 +24,8 @@ from lsmmail.mail import (
 from .helpers import check_attachments, check_user
 
 
-def msg(n: int, *, mid: str | None = None, subject: str | None = None, extra: str = "", body: str = "") -> bytes:
+def msg(n: int, *, mid: str | None = None, subject: str | None = None, extra: str = "",
+        body: str = "") -> bytes:
     head = f"From: sender{n}@example.org\r\nTo: alice@example.com\r\nSubject: {subject or f'message {n}'}\r\n"
     if mid is not None:
         head += f"Message-ID: <{mid}>\r\n"
@@ -107,7 +108,8 @@ def test_pagination_stable_under_delivery_and_moves(store: MailStore) -> None:
         seen += [m.id for m in page.items]
     assert seen == [i for i in reversed(ids) if i != ids[5]]
     with pytest.raises(InvalidCursor):
-        store.list_messages("alice", "Sent", cursor=store.list_messages("alice", "INBOX", limit=1).next_cursor)
+        inbox_cursor = store.list_messages("alice", "INBOX", limit=1).next_cursor
+        store.list_messages("alice", "Sent", cursor=inbox_cursor)
     with pytest.raises(InvalidCursor):
         store.list_messages("alice", "INBOX", cursor="!!!")
 
@@ -214,7 +216,8 @@ def test_user_folders(store: MailStore) -> None:
 def test_threads_by_reference_and_subject(store: MailStore) -> None:
     a = store.deliver("alice", msg(1, mid="root@x", subject="Plans"))
     b = store.deliver("alice", msg(2, mid="r1@x", subject="Re: Plans", extra="In-Reply-To: <root@x>\r\n"))
-    c = store.deliver("alice", msg(3, mid="r2@x", subject="something else", extra="References: <root@x> <r1@x>\r\n"))
+    refs = "References: <root@x> <r1@x>\r\n"
+    c = store.deliver("alice", msg(3, mid="r2@x", subject="something else", extra=refs))
     d = store.deliver("alice", msg(4, mid="r3@x", subject="RE: plans"))  # no references: by subject
     e = store.deliver("alice", msg(5, mid="o@x", subject="Plans"))  # not a reply: new thread
     t = store.get_summary("alice", a).thread_id

@@ -1,0 +1,95 @@
+"""Shared pieces of the DB-level tests: tiny options that make every path run, a dict model of the
+database, and small utilities (directory size, whole-state reads).
+
+The model is the oracle: a ``dict`` of user key -> value, changed by the same ``(kind, key, value)``
+entries a :class:`~lsmmail.engine.batch.WriteBatch` holds.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+from lsmmail.engine.db import DB
+from lsmmail.engine.fs import FileSystem, MemFileSystem
+from lsmmail.engine.keys import KIND_DELETE, KIND_PUT, KIND_RANGE_DEL
+from lsmmail.engine.options import Options
+
+Entry = tuple[int, bytes, bytes]
+
+#: The DB directory inside a MemFileSystem.
+MEM_DIR = "/db"
+
+
+def tiny_options(fs: FileSystem | None = None, *, background: bool = False, **over: object) -> Options:
+    """Options so small that a few dozen writes flush memtables, cut blocks and files, fill L1 and push
+    values into blob files: a memtable of 1 KiB is ~8 entries (100 bytes of overhead each), 64-byte
+    blocks hold a couple of entries, and values of 40+ bytes go to blob files."""
+    kw: dict[str, object] = dict(
+        fs=fs if fs is not None else MemFileSystem(),
+        memtable_size=1024,
+        block_size=64,
+        target_file_size=300,
+        max_bytes_for_level_base=600,
+        level_size_multiplier=2,
+        num_levels=4,
+        l0_compaction_trigger=2,
+        l0_slowdown_trigger=3,
+        l0_stop_trigger=4,
+        min_blob_size=40,
+        block_cache_size=4096,
+        background_work=background,
+    )
+    kw.update(over)
+    return Options(**kw)  # type: ignore[arg-type]
+
+
+def apply_entries(model: dict[bytes, bytes], entries: Iterable[Entry]) -> None:
+    """Apply write-batch entries to the model, in order (a later entry for a key wins)."""
+    for kind, key, value in entries:
+        if kind == KIND_PUT:
+            model[key] = value
+        elif kind == KIND_DELETE:
+            model.pop(key, None)
+        elif kind == KIND_RANGE_DEL:
+            for k in [k for k in model if key <= k < value]:
+                del model[k]
+        else:  # pragma: no cover - the tests only build these three kinds
+            raise AssertionError(f"unknown kind {kind}")
+
+
+def prefix_states(base: dict[bytes, bytes], batches: list[list[Entry]]) -> list[dict[bytes, bytes]]:
+    """``[state after the first k batches for k in 0..len(batches)]``, starting from ``base``."""
+    states = [dict(base)]
+    cur = dict(base)
+    for b in batches:
+        apply_entries(cur, b)
+        states.append(dict(cur))
+    return states
+
+
+def db_state(db: DB) -> dict[bytes, bytes]:
+    """The whole database as a dict (one forward scan)."""
+    return dict(db.scan())
+
+
+def model_scan(model: dict[bytes, bytes], start: bytes | None, end: bytes | None, prefix: bytes | None,
+               reverse: bool) -> list[tuple[bytes, bytes]]:
+    items = sorted((k, v) for k, v in model.items()
+                   if (start is None or k >= start) and (end is None or k < end)
+                   and (prefix is None or k.startswith(prefix)))
+    return items[::-1] if reverse else items
+
+
+def dir_bytes(path: str | os.PathLike[str]) -> int:
+    """Sum of the sizes of the regular files in ``path`` (not recursive)."""
+    total = 0
+    with os.scandir(path) as it:
+        for e in it:
+            if e.is_file():
+                total += e.stat().st_size
+    return total
+
+
+def mem_dir_bytes(fs: MemFileSystem, path: str = MEM_DIR) -> int:
+    return sum(fs.file_size(os.path.join(path, n)) for n in fs.listdir(path))

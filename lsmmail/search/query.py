@@ -16,8 +16,8 @@ Grammar (``OR`` and ``AND`` are operators only in capitals; juxtaposition means 
 * In from/to/cc/filename a term also matches the field's whole-value *special* terms (the whole address,
   its local part, its domain, the whole file name). In from/to/cc a value containing ``@`` matches *only*
   a whole address, exactly (``from:bob@x.org`` never matches ``bob@x.org.evil.com``).
-* A word with no word characters (``&``, ``--``) and no special meaning matches everything (it is
-  ignored, as Gmail does), so ``a & b`` is ``a b``.
+* A word or phrase with no word characters (``&``, ``--``, ``""``) matches everything (it is ignored,
+  as Gmail does), so ``a & b`` is ``a b``.
 * ``has:attachment``, ``is:read``, ``is:unread``, ``in:FOLDER`` (compared case-insensitively with the
   mail layer's folder id), ``before:DATE`` (received before 00:00 UTC of DATE), ``after:DATE`` (received
   at or after 00:00 UTC of DATE); DATE is ``YYYY-MM-DD`` or ``YYYY/MM/DD``.
@@ -198,12 +198,11 @@ def _date_ms(value: str, pos: int, q: str) -> int:
 
 
 def make_term(field: str | None, text: str) -> Node:
-    """The AST leaf for a word or phrase (``All`` when it has neither word tokens nor a special term)."""
+    """The AST leaf for a word or phrase (``All`` when it has no word tokens: pure punctuation is ignored)."""
     tokens = tuple(tokenize(text))
-    special = special_term(text)
-    if not tokens and special is None:
+    if not tokens:
         return All()
-    return Term(field, text, tokens, special)
+    return Term(field, text, tokens, special_term(text))
 
 
 class _Parser:

@@ -48,8 +48,22 @@ def random_doc(r: random.Random) -> IndexedDocument:
 _word = st.sampled_from(WORDS + ["missing", "éPÉE", "strasse"])
 _field = st.sampled_from(["from", "to", "cc", "subject", "filename"])
 _value = st.sampled_from(
-    ["alice", "alice@example.com", "example.com", "Carol Danvers", "danvers", "report.pdf", "pdf", "numbers",
-     "Q3 numbers.xlsx", "photo_1.png", "dimitris@example.gr", "δημήτρης", "mail.example.com", "42"]
+    [
+        "alice",
+        "alice@example.com",
+        "example.com",
+        "Carol Danvers",
+        "danvers",
+        "report.pdf",
+        "pdf",
+        "numbers",
+        "Q3 numbers.xlsx",
+        "photo_1.png",
+        "dimitris@example.gr",
+        "δημήτρης",
+        "mail.example.com",
+        "42",
+    ]
 )
 
 

@@ -74,8 +74,16 @@ def test_word_found_before_and_after_flush(db: object) -> None:
 def test_addresses_and_attachments(db: object) -> None:
     m = Mail(db)
     a, b = doc_id(BASE_MS, 1), doc_id(BASE_MS + 1, 2)
-    m.deliver(U1, a, IndexedDocument(from_=[("Alice Smith", "Alice@Example.com")], to=[("", "bob@x.org")],
-                                     attachment_names=["Invoice 2024.PDF"], has_attachment=True))
+    m.deliver(
+        U1,
+        a,
+        IndexedDocument(
+            from_=[("Alice Smith", "Alice@Example.com")],
+            to=[("", "bob@x.org")],
+            attachment_names=["Invoice 2024.PDF"],
+            has_attachment=True,
+        ),
+    )
     m.deliver(U1, b, IndexedDocument(from_=[("", "alice@example.com.evil.net")], cc=[("Bob", "bob@x.org")]))
     assert m.ix.search(U1, "from:alice@example.com")[0] == [a]
     assert m.ix.search(U1, "from:example.com")[0] == [b, a]  # domain special, and the words of a subdomain
@@ -144,8 +152,11 @@ def test_rebuild_gives_identical_results(db: object) -> None:
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     seed=st.integers(0, 2**32 - 1),
-    ops=st.lists(st.sampled_from(["deliver"] * 6 + ["delete", "state", "flush", "merge", "reopen"]),
-                 min_size=1, max_size=60),
+    ops=st.lists(
+        st.sampled_from(["deliver"] * 6 + ["delete", "state", "flush", "merge", "reopen"]),
+        min_size=1,
+        max_size=60,
+    ),
     qs=st.lists(queries, min_size=1, max_size=6),
     flush_postings=st.sampled_from([10, 40, 100_000]),
 )

@@ -1,0 +1,98 @@
+"""The tokenizer's definition of a word, normalisation, positions, addresses and HTML stripping."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lsmmail.search import IndexedDocument, analyze, normalize, tokenize
+from lsmmail.search.tokenizer import (
+    MAX_TOKEN_BYTES,
+    address_terms,
+    html_to_text,
+    special_term,
+    word_positions,
+)
+
+
+def test_words_numbers_and_separators() -> None:
+    assert tokenize("Hello, World! 42 times") == ["hello", "world", "42", "times"]
+    assert tokenize("foo_bar don't 3.14 x1") == ["foo", "bar", "don", "t", "3", "14", "x1"]
+    assert tokenize("alice@example.com") == ["alice", "example", "com"]
+    assert tokenize("   ...  ") == []
+
+
+def test_unicode_normalisation() -> None:
+    assert tokenize("STRASSE Straße") == ["strasse", "strasse"]
+    assert tokenize("ﬁle Ｆｕｌｌ ①") == ["file", "full", "1"]
+    assert tokenize("ΣΊΣΥΦΟΣ") == tokenize("σίσυφος")
+    assert tokenize("e\u0301te\u0301") == ["été"]  # combining accents compose, not split
+    assert tokenize("日本語のテキスト") == ["日本語のテキスト"]  # no segmentation of unspaced scripts
+
+
+@given(st.text())
+def test_normalize_idempotent_and_tokens_stable(s: str) -> None:
+    n = normalize(s)
+    assert normalize(n) == n
+    toks = tokenize(s)
+    assert tokenize(" ".join(toks)) == toks  # a token is a fixed point: query text round-trips
+
+
+def test_positions_skip_but_count_long_tokens() -> None:
+    long = "a" * (MAX_TOKEN_BYTES + 1)
+    pairs, nxt = word_positions(f"one {long} two", 10)
+    assert pairs == [("one", 10), ("two", 12)] and nxt == 13
+
+
+def test_address_terms() -> None:
+    assert address_terms(" <Alice.Smith@Example.COM> ") == [
+        "alice.smith@example.com",
+        "alice.smith",
+        "example.com",
+    ]
+    assert address_terms("undisclosed") == ["undisclosed"]
+    assert address_terms("") == []
+    assert special_term("a\x00b") == "ab"
+
+
+def test_html_stripping() -> None:
+    html = (
+        "<html><head><title>T</title><style>p{color:red}</style></head><body>"
+        "<p>Hello&nbsp;<b>wor</b>ld</p><script>var secret=1;</script><table><tr><td>a</td><td>b</td></tr>"
+        "</table>&amp; caf&eacute;</body>"
+    )
+    assert tokenize(html_to_text(html)) == ["hello", "world", "a", "b", "café"]
+    assert tokenize(html_to_text("<p>unclosed <div <b>bold</b> <!-- c --> tail")) == [
+        "unclosed",
+        "bold",
+        "tail",
+    ]
+    assert tokenize(html_to_text("<head><title>never closed <body>text")) == ["text"]
+    assert html_to_text("") == ""
+
+
+@given(st.text())
+def test_html_to_text_never_raises(s: str) -> None:
+    assert isinstance(html_to_text(s), str)
+
+
+def test_analyze_fields() -> None:
+    doc = IndexedDocument(
+        subject="Re: Quarterly report",
+        from_=[("Alice Smith", "alice@example.com")],
+        to=[("", "bob@x.org"), ("Carol", "carol@y.org")],
+        body_text="see attached",
+        body_html="<p>the <i>report</i></p>",
+        attachment_names=["Q3.pdf"],
+        has_attachment=True,
+    )
+    f = analyze(doc)
+    assert f["s"] == {"re": [0], "quarterly": [1], "report": [2]}
+    assert f["f"]["alice"] == [0, 2] and f["f"]["smith"] == [1] and f["f"]["alice@example.com"] == []
+    assert f["f"]["example.com"] == []
+    # a gap of one position between recipients: no phrase across two addresses
+    assert f["t"]["org"] == [2, 7] and f["t"]["carol"] == [4, 5]
+    assert f["b"] == {"see": [0], "attached": [1], "the": [3], "report": [4]}
+    assert f["a"] == {"q3": [0], "pdf": [1], "q3.pdf": []}
+    assert f["h"] == {"attachment": []}
+    assert "c" not in f and "h" not in analyze(IndexedDocument(subject="x"))

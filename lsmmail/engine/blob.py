@@ -154,7 +154,9 @@ class BlobFileWriter:
 class BlobFileReader:
     """Reads values of one complete blob file. :meth:`get` is safe to call from many threads."""
 
-    def __init__(self, file: ReadableFile, file_number: int, size: int, record_count: int, value_bytes: int):
+    def __init__(
+        self, file: ReadableFile, file_number: int, size: int, record_count: int, value_bytes: int
+    ) -> None:
         self.file = file
         self.file_number = file_number
         self.name = getattr(file, "path", "") or blob_file_name(file_number)

@@ -181,8 +181,11 @@ class DB(Maintenance):
         db = cls(os.fspath(path), opts)
         try:
             db._open()
-        except BaseException:
+        except BaseException as e:
             db._abort_open()
+            if isinstance(e, OSError) and not isinstance(e, LsmError):
+                # Recovery's reads and writes (manifest, CURRENT, the new WAL) raise plain OSError.
+                raise IOFailure(e.errno, f"cannot open database {db.path!r}: {e}") from e
             raise
         return db
 
@@ -560,6 +563,16 @@ class DB(Maintenance):
         return data that fails its checks."""
         key = _check_key(key)
         seq, mem, imms, version = self._read_state(snapshot)
+        try:
+            return self._get(key, seq, mem, imms, version)
+        except LsmError:
+            raise
+        except OSError as e:
+            # Table and blob readers let read errors through as plain OSError.
+            raise IOFailure(e.errno, f"read failed: {e}") from e
+
+    def _get(self, key: bytes, seq: int, mem: MemTable, imms: tuple[MemTable, ...],
+             version: Version) -> bytes | None:
         found = mem.get(key, seq)
         if found is None:
             for imm in reversed(imms):
@@ -651,7 +664,12 @@ class DB(Maintenance):
     def _scan_iter(it: Iterator[tuple[bytes, bytes]], version: Version) -> Iterator[tuple[bytes, bytes]]:
         # Holding ``version`` here keeps its files alive for as long as the iterator lives.
         _pin = version  # noqa: F841
-        yield from it
+        try:
+            yield from it
+        except LsmError:
+            raise
+        except OSError as e:
+            raise IOFailure(e.errno, f"read failed: {e}") from e
 
     def _level_entries(self, files: list[FileMeta], start: bytes | None, end: bytes | None,
                        reverse: bool) -> Iterator[tuple[bytes, int, int, bytes]]:

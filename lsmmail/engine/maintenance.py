@@ -24,7 +24,7 @@ from .compaction import (
     pick_compaction,
     setup_compaction,
 )
-from .errors import Corruption, DBClosed, InvalidArgument, IOFailure
+from .errors import Corruption, DBClosed, InvalidArgument, IOFailure, LsmError
 from .iterators import concat, merge_entries
 from .keys import KIND_BLOB
 from .manifest import (
@@ -294,8 +294,28 @@ class Maintenance:
                     self._bg_cv.notify_all()
                 return
 
+    def _maintenance_error(self, e: BaseException) -> BaseException:
+        """Poison the database after a failed flush or compaction, as the background threads do, and
+        return the error for the caller to raise: a plain ``OSError`` (the table and blob readers and
+        writers let those through) becomes ``IOFailure``."""
+        with self._mu:
+            self._poison(e)
+            self._bg_cv.notify_all()
+        if isinstance(e, OSError) and not isinstance(e, LsmError):
+            err = IOFailure(e.errno, f"flush or compaction failed: {e}")
+            err.__cause__ = e
+            return err
+        return e
+
     def _run_inline_work(self) -> None:
-        """Flush every frozen memtable, then compact until the tree is in shape (no background threads)."""
+        """Flush every frozen memtable, then compact until the tree is in shape (no background threads).
+        A failure poisons the database (like a failure on the background threads)."""
+        try:
+            self._run_inline_work_unguarded()
+        except Exception as e:
+            raise self._maintenance_error(e)  # noqa: B904 - the cause is set on the error
+
+    def _run_inline_work_unguarded(self) -> None:
         while True:
             with self._mu:
                 imm = self._imms[0] if self._imms else None
@@ -385,6 +405,12 @@ class Maintenance:
         """Compact every key in ``[start, end)`` (None = unbounded) down to the last level, dropping
         overwritten versions, tombstones and blob garbage that no snapshot needs. Blocks until done."""
         self.flush()
+        try:
+            self._compact_range_unguarded(start, end)
+        except Exception as e:
+            raise self._maintenance_error(e)  # noqa: B904 - the cause is set on the error
+
+    def _compact_range_unguarded(self, start: bytes | None, end: bytes | None) -> None:
         with self._compaction_lock:
             with self._mu:
                 target = max(self._current.deepest_nonempty_level(), 1)

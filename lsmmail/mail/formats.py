@@ -46,7 +46,7 @@ def read_mbox(stream: BinaryIO) -> Iterator[bytes]:
         if line.startswith(b">") and _QUOTED_FROM.match(line):
             line = line[1:]
         lines.append(line)
-    if lines is not None and (lines or True):
+    if lines is not None:
         yield _finish(lines)
 
 
@@ -101,7 +101,8 @@ def write_maildir_message(path: Path, name: str, raw: bytes, seen: bool) -> None
 
 def iter_sources(paths: Iterable[Path]) -> Iterator[tuple[str, bytes]]:
     """Yield (label, raw) for every message under the given paths: mbox files (``.xz`` too), Maildirs,
-    single message files and directories of them (recursively, sorted)."""
+    single message files and directories of them (recursively, sorted). A file is an mbox when it
+    starts with ``From `` and is not named ``*.eml``; otherwise it is one message, kept byte for byte."""
     for path in paths:
         if is_maildir(path):
             for name, raw in read_maildir(path):
@@ -112,7 +113,8 @@ def iter_sources(paths: Iterable[Path]) -> Iterator[tuple[str, bytes]]:
         else:
             with open_maybe_xz(path) as f:
                 head = f.read(5)
-            if head == b"From ":
+            # A .eml file is one message even when it starts with a "From " envelope line.
+            if head == b"From " and not path.name.removesuffix(".xz").endswith(".eml"):
                 with open_maybe_xz(path) as f:
                     for i, raw in enumerate(read_mbox(f)):
                         yield f"{path}#{i}", raw

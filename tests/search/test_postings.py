@@ -1,0 +1,71 @@
+"""Posting blocks, doc tables and forward records: round trips, the documented bytes, and corruption."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lsmmail.engine.errors import Corruption
+from lsmmail.search import postings as P
+
+_positions = st.lists(st.integers(0, 5000), max_size=6, unique=True).map(sorted)
+_entries = st.lists(
+    st.tuples(st.integers(0, 100_000), _positions), min_size=1, max_size=40, unique_by=lambda e: e[0]
+).map(sorted)
+
+
+def test_documented_example() -> None:
+    assert P.encode_block([(3, [0]), (4, [2, 5]), (9, [])]).hex(" ") == "01 00 03 03 01 05 01 00 02 02 02 00"
+
+
+@given(_entries)
+def test_block_round_trip(entries: list[tuple[int, list[int]]]) -> None:
+    block = P.encode_block(entries)
+    n = entries[-1][0] + 1
+    assert P.decode_block(block, n) == entries
+    assert P.decode_ordinals(block, n) == [o for o, _ in entries]
+    with pytest.raises(Corruption):
+        P.decode_block(block, entries[-1][0])  # an ordinal beyond the doc table is caught
+
+
+@given(_entries, st.data())
+def test_truncated_block_is_corruption(entries: list[tuple[int, list[int]]], data: st.DataObject) -> None:
+    block = P.encode_block(entries)
+    cut = data.draw(st.integers(0, len(block) - 1))
+    with pytest.raises(Corruption):
+        P.decode_block(block[:cut], 10**6)
+    with pytest.raises(Corruption):
+        P.decode_block(block + b"\x00", 10**6)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from("sbftcah"),
+        st.dictionaries(st.text(min_size=1, max_size=8), _positions, max_size=5),
+        max_size=4,
+    )
+)
+def test_forward_round_trip(fields: dict[str, dict[str, list[int]]]) -> None:
+    value = P.encode_forward(fields)
+    assert P.decode_forward(value) == fields
+    for cut in range(len(value)):
+        with pytest.raises(Corruption):
+            P.decode_forward(value[:cut])
+
+
+def test_doc_table_and_keys() -> None:
+    ids = [bytes([i]) * 16 for i in (1, 2, 3)]
+    assert P.decode_doc_table(P.encode_doc_table(ids)) == ids
+    with pytest.raises(Corruption):
+        P.decode_doc_table(P.encode_doc_table(ids[::-1]))
+    with pytest.raises(Corruption):
+        P.decode_doc_table(b"x" * 17)
+    key = P.block_key(b"\x00\x00\x00\x01", "f", "alice@example.com", 7)
+    user, rest = P.split_user_key(key, 1)
+    assert user == b"\x00\x00\x00\x01" and P.parse_segment_key(rest) == ("f", "alice@example.com", 7)
+    assert key.startswith(P.term_prefix(b"\x00\x00\x00\x01", "f", "alice@example.com"))
+    assert not P.block_key(b"\x00\x00\x00\x01", "f", "alice@example.comx", 7).startswith(
+        P.term_prefix(b"\x00\x00\x00\x01", "f", "alice@example.com")
+    )
+    assert P.parse_segment_key(P.doc_table_key(b"u", 9)[3:]) == ("#", "", 9)

@@ -33,6 +33,9 @@ Things the mail engineer must know:
 * ``in:X`` compares ``normalize(X)`` with ``normalize(DocState.folder_id)`` (NFKC + casefold): give the
   folder id users type (e.g. ``"INBOX"``, ``"Sent"``). ``state_lookup`` is called only for queries with
   ``is:``/``in:``; returning None hides the doc from those queries.
+* Lock order: ``search`` holds the index lock while it calls ``state_lookup``; so ``state_lookup`` must
+  not wait for a lock that your code holds while calling ``index``/``unindex``/``committed``/``search``.
+  Reading through the snapshot it is given (no lock) is the intended implementation.
 * ``IndexedDocument.body_html`` is raw HTML (tags stripped here); ``body_text`` the text/plain parts.
 * ``search`` raises ``QuerySyntaxError`` (ValueError, ``.position``) for bad queries and
   ``InvalidArgument`` (ValueError) for a bad limit/cursor. Results: newest first (descending id).

@@ -125,10 +125,15 @@ class MailStore:
         return cls(db, opts)
 
     def close(self) -> None:
-        """Close the database. Every acknowledged operation is already durable; nothing is flushed here."""
+        """Close the database. Every acknowledged operation is already durable; the search index's memory
+        segment is persisted first (an optimisation: it is rebuilt from durable records otherwise)."""
         if not self._closed:
             self._closed = True
-            self._db.close()
+            try:
+                if self._search is not None and hasattr(self._search, "flush"):
+                    self._search.flush()
+            finally:
+                self._db.close()
 
     def __enter__(self) -> MailStore:
         return self

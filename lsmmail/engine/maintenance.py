@@ -374,12 +374,10 @@ class Maintenance:
         edit.new_files = [(c.output_level, f) for f in out.files]
         edit.new_blobs = out.blobs
         edit.blob_garbage = [(n, g[0], g[1]) for n, g in sorted(out.garbage.items())]
-        try:
-            self._log_and_apply(edit)
-        except BaseException:
-            for f in out.files:
-                self._try_remove(self._p(f"{f.number:06d}.sst"))
-            raise
+        # No cleanup of the outputs if this fails: a failed manifest append may still have reached the
+        # file (a failed fsync says nothing about what was written), so the edit naming them may be
+        # replayed at the next open. Unreferenced outputs are removed by that open instead.
+        self._log_and_apply(edit)
         self._stats["compactions"] += 1
         self._stats["compaction_bytes_written"] += out.bytes_written
         self._stats["compaction_bytes_read"] += sum(f.file_size for f in c.all_inputs())

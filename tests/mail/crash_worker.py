@@ -35,8 +35,15 @@ def main() -> None:
             for res in store.import_messages("crash", raws[start:], batch_size=16):
                 out.write(f"ACK {res.index + start} {res.id}\n")
             out.flush()
-    out.write("DONE\n")
-    out.flush()
+        # Everything is in: keep changing flags and folders until killed, so the kill always lands
+        # in the middle of some operation.
+        ids = [m.id for m in store.list_messages("crash", "INBOX", limit=200).items]
+        n = 0
+        while ids:
+            mid = ids[n % len(ids)]
+            store.mark_read("crash", mid, read=n % 2 == 0)
+            store.move("crash", mid, "Archive" if n % 3 else "INBOX")
+            n += 1
 
 
 if __name__ == "__main__":

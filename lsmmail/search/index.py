@@ -45,6 +45,9 @@ from .tokenizer import ADDRESS_FIELDS, MAX_TOKEN_BYTES, META, SPECIAL_FIELDS, TE
 
 Fields = dict[str, dict[str, list[int]]]
 
+#: Bound of the flushed-term cache: 20,000 terms x a few hundred ids ~ tens of MB at most.
+_SEG_CACHE_ENTRIES = 20_000
+
 
 @dataclass(frozen=True)
 class IndexedDocument:
@@ -186,6 +189,9 @@ class SearchIndex:
         self._mem = _MemSegment()
         self._tables: dict[bytes, dict[int, list[bytes]]] = {}  # per user, loaded lazily
         self._deleted: dict[bytes, set[bytes]] = {}  # per user, loaded lazily
+        #: (user, field, term) -> doc ids in flushed segments. Segments are immutable, so entries stay valid
+        #: until the next flush, merge or rebuild, which clear it. Helps paging (each page repeats the query).
+        self._seg_docs: dict[tuple[bytes, str, str], frozenset[bytes]] = {}
         raw = db.get(P.META_NEXT_SEGMENT)
         self._next_seg = P.decode_u64(raw) if raw is not None else 1
         for key, value in db.scan(prefix=P.TAG_SMALL + P.FORWARD):
@@ -269,6 +275,7 @@ class SearchIndex:
                 written[user] = ids
             batch.put(P.META_NEXT_SEGMENT, P.encode_u64(seg + 1))
             self.db.write(batch, sync=self.flush_sync)
+            self._seg_docs.clear()
             self._next_seg = seg + 1
             self._mem = _MemSegment()
             for user, ids in written.items():
@@ -328,6 +335,7 @@ class SearchIndex:
                 batch.delete(P.deleted_key(user_key, d))
             batch.put(P.META_NEXT_SEGMENT, P.encode_u64(seg + 1))
             self.db.write(batch, sync=self.flush_sync)
+            self._seg_docs.clear()
             self._next_seg = seg + 1
             for s in victims:
                 del tables[s]
@@ -350,6 +358,7 @@ class SearchIndex:
             ):
                 batch.delete_range(prefix, _prefix_end(prefix))
             self.db.write(batch, sync=True)
+            self._seg_docs.clear()
             for doc in list(self._mem.docs.get(user_key, {})):
                 self._mem.remove(user_key, doc)
             self._tables[user_key] = {}
@@ -440,9 +449,18 @@ class _Evaluator:
             mem = self.mem_post.get((field, term))
             if mem:
                 out.update(mem)
-            for table, block in self._blocks(field, term):
-                ords = P.decode_ordinals(block, len(table))
-                out.update([table[o] for o in ords])
+            sk = (self.user, field, term)
+            seg_docs = self.ix._seg_docs.get(sk)
+            if seg_docs is None:
+                found: set[bytes] = set()
+                for table, block in self._blocks(field, term):
+                    ords = P.decode_ordinals(block, len(table))
+                    found.update([table[o] for o in ords])
+                seg_docs = frozenset(found)
+                if len(self.ix._seg_docs) >= _SEG_CACHE_ENTRIES:
+                    self.ix._seg_docs.clear()
+                self.ix._seg_docs[sk] = seg_docs
+            out.update(seg_docs)
         self.cache[ck] = out
         return out
 

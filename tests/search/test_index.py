@@ -149,11 +149,19 @@ def test_rebuild_gives_identical_results(db: object) -> None:
     assert {q: brute_force(parse(q), fields) for q in qs} == before
 
 
+def check(m: Mail, live: dict[bytes, dict[bytes, object]], q: str) -> None:
+    node = parse(q)
+    for user in (U1, U2):
+        states = {d: m.states[(user, d)] for d in live[user]}
+        want = brute_force(node, live[user], states)  # type: ignore[arg-type]
+        assert search_all(m.ix, user, q, page=3) == want, q
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     seed=st.integers(0, 2**32 - 1),
     ops=st.lists(
-        st.sampled_from(["deliver"] * 6 + ["delete", "state", "flush", "merge", "reopen"]),
+        st.sampled_from(["deliver"] * 6 + ["delete", "state", "flush", "merge", "reopen", "query"]),
         min_size=1,
         max_size=60,
     ),
@@ -189,11 +197,9 @@ def test_matches_model(seed: int, ops: list[str], qs: list[str], flush_postings:
                     m.ix.merge(user)
                 elif op == "reopen":
                     m.reopen()
+                elif op == "query":  # mid-sequence queries fill caches that later flushes must invalidate
+                    check(m, live, r.choice(qs))
             for q in qs:
-                node = parse(q)
-                for user in (U1, U2):
-                    states = {d: m.states[(user, d)] for d in live[user]}
-                    want = brute_force(node, live[user], states)  # type: ignore[arg-type]
-                    assert search_all(m.ix, user, q, page=3) == want, q
+                check(m, live, q)
         finally:
             db.close()

@@ -6,7 +6,7 @@ Strings that come out of stored mail may hold lone surrogates (undecodable heade
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,6 +17,9 @@ MAX_RECIPIENTS = 100
 #: Attachments per JSON send (the size limit bounds the bytes; this bounds the per-part work).
 MAX_ATTACHMENTS = 100
 
+#: A loose shape check (the store validates fully); it lets the OpenAPI document say what an address is.
+_ADDR_PATTERN = r"^[^@\s<>,;]+@[^@\s<>,;]+$"
+Addr = Annotated[str, Field(max_length=254, pattern=_ADDR_PATTERN)]
 _CTYPE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$"
 
 
@@ -108,9 +111,9 @@ class SendRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    to: list[str] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
-    cc: list[str] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
-    bcc: list[str] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
+    to: list[Addr] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
+    cc: list[Addr] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
+    bcc: list[Addr] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
     subject: str = Field("", max_length=998)  # RFC 5322 line length limit
     text: str | None = None
     html: str | None = None

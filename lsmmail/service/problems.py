@@ -124,7 +124,10 @@ def install(app: FastAPI) -> None:
     async def _value(request: Request, exc: ValueError) -> JSONResponse:
         mapped = map_exception(exc)
         if mapped is None:
-            return problem_response(400, "bad-request", "Bad request", str(exc), instance=request.url.path)
+            # Plain ValueErrors from the store are about values in the request (e.g. a folder name with a
+            # control character): well-formed JSON with an unacceptable value is 422.
+            return problem_response(422, "invalid-value", "Invalid value", str(exc),
+                                    instance=request.url.path)
         status, kind, title, detail = mapped
         return problem_response(status, kind, title, detail, instance=request.url.path)
 

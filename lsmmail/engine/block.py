@@ -133,7 +133,7 @@ class BlockBuilder:
         return bytes(out)
 
 
-def decode_block(payload: bytes) -> tuple[list[bytes], list[bytes]]:
+def decode_block_py(payload: bytes) -> tuple[list[bytes], list[bytes]]:
     """All keys and values of a raw block payload, in order.
 
     Checks every length against the buffer, that the restart array lists exactly the entries that
@@ -220,12 +220,12 @@ def split_internal_keys(keys: list[bytes]) -> tuple[list[bytes], list[int], list
     return [k[:-8] for k in keys], [t >> 8 for t in trailers], kinds
 
 
-def decode_data_block(payload: bytes) -> tuple[list[bytes], list[int], list[int], list[bytes]]:
+def decode_data_block_py(payload: bytes) -> tuple[list[bytes], list[int], list[int], list[bytes]]:
     """Decode a data block into parallel lists ``(user_keys, seqs, kinds, values)``.
 
     ``Corruption`` as for :func:`decode_block` and :func:`split_internal_keys`.
     """
-    keys, values = decode_block(payload)
+    keys, values = decode_block_py(payload)
     user_keys, seqs, kinds = split_internal_keys(keys)
     return user_keys, seqs, kinds, values
 
@@ -307,3 +307,11 @@ def decompress_block(stored: bytes, compression: int) -> bytes:
     if len(raw) != size:
         raise Corruption("LZ4 block decodes to the wrong length")
     return raw
+
+
+# Dispatch to the C kernels when the extension is built (and LSMMAIL_PURE is not set). The pure
+# functions above stay importable as the twins the differential tests hold the kernels against.
+from .. import native as _native  # noqa: E402
+
+decode_block = _native.decode_block_native if _native.lib is not None else decode_block_py
+decode_data_block = _native.decode_data_block_native if _native.lib is not None else decode_data_block_py

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+from .. import native as _native
 from .coding import hash64
 from .errors import InvalidArgument
 
@@ -50,6 +51,12 @@ class BloomBuilder:
 
     def finish(self) -> bytes:
         """The filter block payload. The builder keeps its keys (finishing twice gives the same bytes)."""
+        if self._k and _native.lib is not None:
+            return _native.bloom_build_native(self._hashes, self._bits_per_key)
+        return self.finish_py()
+
+    def finish_py(self) -> bytes:
+        """The pure-Python twin of :meth:`finish` (the C kernel must give the same bytes)."""
         k = self._k
         if k == 0:
             return bytes((0,))
@@ -72,6 +79,13 @@ def bloom_may_contain(filter_bytes: bytes, user_key: bytes) -> bool:
 
     An empty filter, or one whose ``k`` is 0 or above 30, matches every key.
     """
+    if _native.lib is not None:
+        return _native.bloom_may_contain_native(filter_bytes, hash64(user_key))
+    return bloom_may_contain_py(filter_bytes, user_key)
+
+
+def bloom_may_contain_py(filter_bytes: bytes, user_key: bytes) -> bool:
+    """The pure-Python twin of :func:`bloom_may_contain`."""
     n = len(filter_bytes)
     if n < 2:
         return True

@@ -272,6 +272,13 @@ class DB(Maintenance):
         mem = MemTable(0)
         logs = sorted(int(n[:-4]) for n in self._fs.listdir(self.path)
                       if n.endswith(".log") and n[:-4].isdigit() and int(n[:-4]) >= log_number)
+        if log_number and logs and logs[0] != log_number:
+            # The WAL at log_number is removed only after a synced edit moves log_number past it, and a
+            # newer WAL is created (and its directory synced) only while it exists. So a newer WAL
+            # without it means the manifest lost an edit: a bad last record read as a torn tail, whose
+            # flushed data is gone with its WAL. Reporting beats silently returning older values.
+            raise Corruption(f"{log_number:06d}.log, the oldest live WAL per the manifest, is missing while "
+                             f"{logs[0]:06d}.log exists: the manifest lost an edit")
         for i, number in enumerate(logs):
             name = f"{number:06d}.log"
             data = self._fs.read_file(self._p(name))

@@ -37,7 +37,7 @@ def main() -> None:
             out.flush()
         # Everything is in: keep changing flags and folders until killed, so the kill always lands
         # in the middle of some operation.
-        ids = [m.id for m in store.list_messages("crash", "INBOX", limit=200).items]
+        ids = [m.id for f in ("INBOX", "Archive") for m in store.list_messages("crash", f, limit=100).items]
         n = 0
         while ids:
             mid = ids[n % len(ids)]

@@ -16,6 +16,7 @@ import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from .blob import BlobFileReader
 from .compaction import (
     Compaction,
     OutputSink,
@@ -37,17 +38,16 @@ from .manifest import (
     snapshot_edit,
 )
 from .memtable import MemTable
+from .sstable import TableReader
 from .version import Version
 from .wal import read_log
 
 if TYPE_CHECKING:
     from sortedcontainers import SortedList
 
-    from .blob import BlobFileReader
     from .cache import BlockCache
     from .fs import FileSystem
     from .options import Options
-    from .sstable import TableReader
     from .version import FileMeta
 
 
@@ -474,14 +474,32 @@ class Maintenance:
             v = self._current
             assert self._manifest is not None
             manifest_path = self._manifest.path
+        try:
+            self._verify_files(v, manifest_path)
+        except LsmError:
+            raise
+        except OSError as e:
+            raise IOFailure(e.errno, f"verify failed: {e}") from e
+
+    def _verify_files(self, v: Version, manifest_path: str) -> None:
+        # Fresh readers, not the cached ones: those decoded footer, index, filter and properties when
+        # first opened and would never read those bytes again.
         for f in v.files():
-            t = self._table(f)
-            t.verify()
-            if t.properties.num_entries != f.num_entries:
-                raise Corruption(f"{f.number:06d}.sst: manifest says {f.num_entries} entries, "
-                                 f"table has {t.properties.num_entries}")
+            t = TableReader.open(self._fs.open_read(self._p(f"{f.number:06d}.sst")), f.number, cache=None,
+                                 verify_checksums=True)
+            try:
+                t.verify()
+                if t.properties.num_entries != f.num_entries:
+                    raise Corruption(f"{f.number:06d}.sst: manifest says {f.num_entries} entries, "
+                                     f"table has {t.properties.num_entries}")
+            finally:
+                t.close()
         for b in v.blobs:
-            self._blob_reader(b).verify()
+            r = BlobFileReader.open(self._fs.open_read(self._p(f"{b:06d}.blob")), b)
+            try:
+                r.verify()
+            finally:
+                r.close()
         replay_manifest(self._fs, manifest_path, self.options.num_levels)
         for name in sorted(self._fs.listdir(self.path)):
             if name.endswith(".log"):

@@ -19,6 +19,7 @@ from .engine.errors import (
     ReadOnlyError,
 )
 from .engine.options import Options
+from .mail import MailOptions, MailStore, OutgoingMessage
 
 __all__ = [
     "DB",
@@ -28,7 +29,10 @@ __all__ = [
     "InvalidArgument",
     "Locked",
     "LsmError",
+    "MailOptions",
+    "MailStore",
     "Options",
+    "OutgoingMessage",
     "ReadOnlyError",
     "Snapshot",
     "WriteBatch",

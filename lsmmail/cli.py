@@ -129,9 +129,145 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- serve / user (the service extra) ---------------------------------------------------------------------
+
+def _need_server_extra() -> None:
+    try:
+        import aiosmtpd  # noqa: F401
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise SystemExit(
+            f"lsmmail: this command needs the service extra: pip install 'lsmmail[server]' ({exc})"
+        ) from None
+
+
+def add_serve(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, type=Path, help="data directory (created if missing)")
+    p.add_argument("--http-host", default="127.0.0.1")
+    p.add_argument("--http-port", type=int, default=8080)
+    p.add_argument("--smtp-host", default="127.0.0.1")
+    p.add_argument("--smtp-port", type=int, default=2525)
+    p.add_argument("--seed-corpus", type=Path, default=None,
+                   help="corpus directory: seed demo@example.com with 500 sample messages (once)")
+    p.add_argument("--smarthost", default=None, help="host:port to relay remote recipients to")
+    p.add_argument("--max-message-size", type=int, default=None, help="bytes (default 25 MiB)")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    _need_server_extra()
+    from lsmmail.service.server import serve
+
+    serve(str(args.data), args.http_host, args.http_port, args.smtp_host, args.smtp_port,
+          str(args.seed_corpus) if args.seed_corpus else None, smarthost=args.smarthost,
+          max_message_size=args.max_message_size)
+    return 0
+
+
+def add_user(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["add"], help="add: create the user (if new) and print a new token")
+    p.add_argument("address", help="the user's address; it is also the user id")
+    p.add_argument("--data", required=True, type=Path, help="data directory (the server must be stopped)")
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    from lsmmail.service.auth import add_user as service_add_user
+
+    print(service_add_user(str(args.data), args.address))
+    return 0
+
+
+# ---- search ------------------------------------------------------------------------------------------------
+
+def add_search(p: argparse.ArgumentParser) -> None:
+    p.add_argument("query", nargs="+", help="Gmail-style query, e.g. from:alice has:attachment invoice")
+    p.add_argument("--user", required=True)
+    p.add_argument("--data", required=True, type=Path)
+    p.add_argument("--limit", type=int, default=20)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from lsmmail.mail import MailStore
+    from lsmmail.search import QuerySyntaxError
+
+    with MailStore.open(args.data) as store:
+        try:
+            page = store.search(args.user, " ".join(args.query), limit=args.limit)
+        except QuerySyntaxError as exc:
+            print(f"lsmmail: bad query: {exc}", file=sys.stderr)
+            return 2
+        for m in page.items:
+            sender = m.from_[0][1] if m.from_ else ""
+            print(f"{m.id}  {m.folder_id:<8} {sender[:30]:<30} {m.subject[:70]}")
+    return 0
+
+
+# ---- engine tools: bench, check, stats, backup -------------------------------------------------------------
+
+def add_bench(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bench_args", nargs=argparse.REMAINDER,
+                   help="arguments of the benchmark (see lsmmail bench --help)")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from lsmmail.bench import main as bench_main
+
+    return int(bench_main(args.bench_args))
+
+
+def add_dbdir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", type=Path, help="database directory (a DB, or a MailStore data directory)")
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from lsmmail import DB, LsmError, Options
+
+    try:
+        with DB.open(args.dir, Options(create_if_missing=False, background_work=False)) as db:
+            db.verify()
+            st = db.stats()
+    except LsmError as exc:
+        print(f"{args.dir}: FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.dir}: OK ({st['sst_files']} tables, {st['blob_files']} blob files, "
+          "every checksum verified)")
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    import json
+
+    from lsmmail import DB, Options
+
+    with DB.open(args.dir, Options(create_if_missing=False, background_work=False)) as db:
+        print(json.dumps(db.stats(), indent=2, sort_keys=True))
+    return 0
+
+
+def add_backup(p: argparse.ArgumentParser) -> None:
+    add_dbdir(p)
+    p.add_argument("dest", type=Path, help="new directory for the consistent copy")
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from lsmmail import DB, Options
+
+    with DB.open(args.dir, Options(create_if_missing=False)) as db:
+        db.checkpoint(args.dest)
+    print(f"checkpoint of {args.dir} written to {args.dest}")
+    return 0
+
+
 COMMANDS: dict[str, Command] = {
     "import": ("import messages (mbox, mbox.xz, Maildir, .eml) into a user's folder", add_import, cmd_import),
     "export": ("export a user's messages as mbox or Maildir", add_export, cmd_export),
+    "serve": ("serve HTTP (REST + SSE) and SMTP on one data directory", add_serve, cmd_serve),
+    "user": ("manage users of the service (user add ADDRESS prints a bearer token)", add_user, cmd_user),
+    "search": ("search a user's mail with a Gmail-style query", add_search, cmd_search),
+    "bench": ("db_bench-style engine benchmarks (--compare: side by side with peers)", add_bench, cmd_bench),
+    "check": ("verify every checksum of a database directory", add_dbdir, cmd_check),
+    "stats": ("print the shape and counters of a database directory as JSON", add_dbdir, cmd_stats),
+    "backup": ("write a consistent checkpoint of a database directory", add_backup, cmd_backup),
 }
 
 

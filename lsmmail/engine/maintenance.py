@@ -407,6 +407,9 @@ class Maintenance:
             self._compact_range_unguarded(start, end)
         except Exception as e:
             raise self._maintenance_error(e)  # noqa: B904 - the cause is set on the error
+        # The version the compactions started from was still referenced (a local there) when they
+        # installed their results, which kept its files alive; it is gone now, so delete them.
+        self._delete_obsolete_files()
 
     def _compact_range_unguarded(self, start: bytes | None, end: bytes | None) -> None:
         with self._compaction_lock:

@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
+import io
+import logging
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from . import compose, mime, schema
 from .errors import (
@@ -68,6 +71,29 @@ except ImportError:  # pragma: no cover - depends on the tree
     SearchIndex = None  # type: ignore[assignment,misc]
 
 MiB = 1024 * 1024
+log = logging.getLogger(__name__)
+#: A change listener: called with (user_id, new_state) after a committed write (see MailStore.add_listener).
+Listener = Callable[[str, str], None]
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _notifies(method: _F) -> _F:
+    """Mark a public write method: the change listeners for the writes it committed run when it returns
+    (or raises), i.e. after every lock it took is released. Nested calls notify once, at the outermost."""
+
+    @functools.wraps(method)
+    def wrapper(self: MailStore, *args: Any, **kwargs: Any) -> Any:
+        local = self._local
+        depth = getattr(local, "depth", 0)
+        local.depth = depth + 1
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            local.depth = depth
+            if depth == 0:
+                self._notify_listeners()
+
+    return wrapper  # type: ignore[return-value]
 
 
 @dataclass
@@ -112,6 +138,9 @@ class MailStore:
         self._att_lock = threading.Lock()  # attachment refcount check-and-write (see _add_attachments)
         self._closed = False
         self._search = SearchIndex(db, self._doc_state) if SearchIndex is not None else None
+        self._listeners: tuple[Listener, ...] = ()  # replaced, never mutated: callers iterate lock-free
+        self._listeners_lock = threading.Lock()
+        self._local = threading.local()  # per thread: write depth and (user, state) pairs to announce
 
     # ---- lifecycle ---------------------------------------------------------------------------------------
 
@@ -145,8 +174,75 @@ class MailStore:
     def db(self) -> Any:
         return self._db
 
+    @property
+    def max_message_size(self) -> int:
+        """The largest raw message (bytes) deliver/send/import accept (``MailOptions.max_message_size``);
+        larger raises MessageTooLarge. Read-only: fixed when the store is opened."""
+        return self._opts.max_message_size
+
+    # ---- change listeners ---------------------------------------------------------------------------------
+
+    def add_listener(self, fn: Listener) -> None:
+        """Call ``fn(user_id, new_state)`` after every committed write that changes a user's mailbox.
+
+        Contract:
+
+        * **When.** After the write is durable and the in-memory state is installed, so ``state(user_id)``
+          already returns ``new_state`` (or a later state) and reads see the change. Called by the thread
+          that made the write, just before the MailStore method returns, with **no MailStore lock held**:
+          a listener may call MailStore (even write; its own notifications follow at once).
+        * **What.** One call per user per committed batch: ``deliver``, each ``import_messages`` batch that
+          stored something, ``send`` (the sender and every local recipient), ``mark_read``, ``move``,
+          ``delete``, the folder operations and ``create_user`` (state ``"0"``). No call for a no-op
+          (duplicate delivery, mark to the same flag, move to the same folder) or a failed write.
+          ``new_state`` is the user's state after the write; folder create/rename are not in the change
+          log, so they report an unchanged state. ``outbox_done`` changes no mailbox and is not reported.
+        * **Order.** Calls for one thread's writes come in commit order; calls made by different threads
+          may interleave in any order, so treat a call as "look again" (compare states numerically, or
+          call ``changes``) rather than as an ordered log.
+        * **Failure.** An exception from a listener is logged (logger ``lsmmail.mail.store``) and
+          swallowed: the mail operation has already committed and returns normally; the other listeners
+          still run.
+        * **Cost.** The listener delays the writer's return, so keep it short (e.g. hand off to a queue
+          or an event loop). Adding the same function twice makes it run twice."""
+        if not callable(fn):
+            raise TypeError("listener must be callable")
+        with self._listeners_lock:
+            self._listeners = (*self._listeners, fn)
+
+    def remove_listener(self, fn: Listener) -> None:
+        """Unregister one registration of ``fn`` (a function not registered is ignored). A write that is
+        already notifying may still call it once."""
+        with self._listeners_lock:
+            items = list(self._listeners)
+            if fn in items:
+                items.remove(fn)
+                self._listeners = tuple(items)
+
+    def _announce(self, user_id: str, state: str) -> None:
+        """Queue a notification for the current thread's outermost write method to deliver."""
+        if self._listeners:
+            pending = getattr(self._local, "pending", None)
+            if pending is None:
+                pending = self._local.pending = []
+            pending.append((user_id, state))
+
+    def _notify_listeners(self) -> None:
+        pending = getattr(self._local, "pending", None)
+        if not pending:
+            return
+        self._local.pending = []
+        listeners = self._listeners
+        for user_id, state in pending:
+            for fn in listeners:
+                try:
+                    fn(user_id, state)
+                except Exception:  # noqa: BLE001 - the write is committed; a listener cannot undo it
+                    log.exception("mail change listener %r failed for user %r", fn, user_id)
+
     # ---- users -------------------------------------------------------------------------------------------
 
+    @_notifies
     def create_user(self, user_id: str, addresses: Iterable[str] = ()) -> None:
         """Create a user with the system folders and the given addresses (used to route local mail).
 
@@ -172,9 +268,24 @@ class MailStore:
                 batch.put(schema.folder_key(uk, n), FolderState(name, 0, 0).record())
             batch.put(schema.user_state_key(uk), pack_user_state(0, 0, USER_FOLDER_BASE))
             self._db.write(batch, sync=self._opts.sync)
+            self._announce(user_id, "0")
 
     def users(self) -> list[str]:
         return [k[1:].decode("utf-8") for k, _ in self._db.scan(prefix=schema.USER)]
+
+    def user_for_address(self, address: str) -> str | None:
+        """The id of the user owning ``address``, or None. Case-insensitive (addresses are stored
+        case-folded, the same rule ``send`` uses to route local mail); surrounding whitespace is ignored.
+        Never raises for malformed input (an empty, non-string or unencodable address is simply unknown);
+        engine errors (IOFailure, Corruption) pass through."""
+        if not isinstance(address, str) or not address.strip():
+            return None
+        try:
+            key = schema.address_key(address.strip())
+        except UnicodeEncodeError:  # e.g. surrogate-escaped bytes from an SMTP envelope
+            return None
+        raw = self._db.get(key)
+        return raw.decode("utf-8") if raw is not None else None
 
     def addresses(self, user_id: str) -> list[str]:
         return list(self._user(user_id).addresses)
@@ -230,6 +341,7 @@ class MailStore:
                 raise FolderExists(name)
         return name
 
+    @_notifies
     def create_folder(self, user_id: str, name: str) -> Folder:
         """Create a user folder. Names are unique per user, case-insensitively (FolderExists)."""
         u = self._user(user_id)
@@ -244,6 +356,7 @@ class MailStore:
             self._commit(txn)
             return Folder(folder_id_str(n), name, 0, 0, False)
 
+    @_notifies
     def rename_folder(self, user_id: str, folder_id: str, new_name: str) -> None:
         """Rename a user folder (its id does not change). System folders: FolderNotAllowed."""
         u = self._user(user_id)
@@ -258,6 +371,7 @@ class MailStore:
             ut.touched_folders.add(n)
             self._commit(txn)
 
+    @_notifies
     def delete_folder(self, user_id: str, folder_id: str) -> int:
         """Delete a user folder. Its messages are first moved to Trash (not destroyed) in the same batch;
         returns how many were moved. System folders: FolderNotAllowed."""
@@ -290,9 +404,12 @@ class MailStore:
         if self._search is not None:
             for token in txn.search_pending:
                 self._search.committed(token)
+        for ut in txn.users.values():  # listeners run later, outside the user locks (see _notifies)
+            self._announce(ut.user.user_id, str(ut.next_seq))
 
     # ---- delivery ----------------------------------------------------------------------------------------
 
+    @_notifies
     def deliver(self, user_id: str, raw: bytes, folder: str = "INBOX", *, read: bool = False) -> str:
         """Store ``raw`` (kept byte-exact) in ``folder`` and return the message id.
 
@@ -333,6 +450,7 @@ class MailStore:
         if pending:
             yield from self._import_batch(u, n, pending, read)
 
+    @_notifies
     def _import_batch(self, u: UserState, folder: int, items: list, read: bool) -> list[ImportResult]:
         results = []
         with u.lock:
@@ -479,6 +597,7 @@ class MailStore:
 
     # ---- send --------------------------------------------------------------------------------------------
 
+    @_notifies
     def send(self, user_id: str, message: bytes | OutgoingMessage) -> str:
         """Send mail as ``user_id``; returns the id of the copy stored in the sender's Sent folder.
 
@@ -533,10 +652,21 @@ class MailStore:
             for lock in reversed(locks):
                 lock.release()
 
-    def outbox(self, limit: int = 100) -> list[OutboxEntry]:
-        """Queued remote deliveries, oldest first."""
-        out = []
-        for k, v in self._db.scan(prefix=schema.OUTBOX):
+    def outbox(self, after: str | None = None, limit: int = 100) -> list[OutboxEntry]:
+        """Up to ``limit`` queued remote deliveries, oldest first. ``after``: an entry id from a previous
+        page; only entries queued after it are returned (it need not still exist, so entries finished
+        meanwhile do not disturb paging). A page shorter than ``limit`` is the end of the queue.
+        InvalidCursor if ``after`` is not an entry id; ValueError if ``limit`` < 1."""
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        start = schema.OUTBOX
+        if after is not None:
+            try:
+                start = schema.outbox_key(id_from_str(after)) + b"\x00"  # first key after that entry
+            except (TypeError, ValueError) as exc:
+                raise InvalidCursor(str(after)) from exc
+        out: list[OutboxEntry] = []
+        for k, v in self._db.scan(start, schema.prefix_end(schema.OUTBOX)):
             n = int.from_bytes(v[:4], "big")
             head = loads(v[4:4 + n])
             out.append(OutboxEntry(id_to_str(k[1:]), head["u"], head["s"], head["r"], v[4 + n:]))
@@ -640,6 +770,20 @@ class MailStore:
             raise Corruption(f"attachment blob {rec['at'][part][3]} of {message_id} is missing")
         return data
 
+    def open_raw(self, user_id: str, message_id: str) -> io.BytesIO:
+        """The raw message as a binary file-like object (``read(n)``, ``seek``), for copying out in chunks.
+
+        Honest cost: the engine stores a value whole and returns it whole, so this reads the entire
+        message into memory first (as get_raw does) and wraps it without a copy; it saves nothing
+        today. It exists so callers stream through a file interface that can later be served from the
+        blob file directly without changing them. Same errors as get_raw."""
+        return io.BytesIO(self.get_raw(user_id, message_id))
+
+    def open_attachment(self, user_id: str, message_id: str, part: int) -> io.BytesIO:
+        """Attachment ``part`` as a binary file-like object. Like open_raw: read whole, then wrapped (see
+        its note). Same errors as get_attachment."""
+        return io.BytesIO(self.get_attachment(user_id, message_id, part))
+
     def thread(self, user_id: str, thread_id: str) -> list[MessageSummary]:
         """Messages of a thread, oldest first (empty if none remain)."""
         u = self._user(user_id)
@@ -655,6 +799,7 @@ class MailStore:
 
     # ---- changing messages -------------------------------------------------------------------------------
 
+    @_notifies
     def mark_read(self, user_id: str, message_id: str, read: bool = True) -> None:
         """Set the read flag (updates the unread index and counter in one durable batch; no-op if same)."""
         u = self._user(user_id)
@@ -678,6 +823,7 @@ class MailStore:
             txn.log_change(ut, schema.CHANGE_UPDATED, mid)
             self._commit(txn)
 
+    @_notifies
     def move(self, user_id: str, message_id: str, folder_id: str) -> None:
         """Move a message to another folder (one durable batch; no-op if already there)."""
         u = self._user(user_id)
@@ -707,6 +853,7 @@ class MailStore:
         ut.count(target, 1, unread)
         txn.log_change(ut, schema.CHANGE_UPDATED, mid)
 
+    @_notifies
     def delete(self, user_id: str, message_id: str) -> None:
         """Move to Trash; a message already in Trash is deleted for good: its records, raw bytes, body,
         indexes, search postings and its hold on attachments go (an attachment blob is reclaimed when

@@ -9,7 +9,8 @@ All integers are big-endian and all fields fixed-width, so bytewise key order is
   prefix scan, which is what an LSM iterator does best (a reverse scan has to step back through blocks).
 * a user's keys of one family are contiguous, so sharding by user key moves whole users.
 
-Tags ``S`` and ``s`` are reserved for the search index (lsmmail.search) and are never used here.
+Tags ``S`` and ``s`` are reserved for the search index (lsmmail.search) and ``K`` for the service layer
+(lsmmail.service: tokens, idempotency records, relay retry state); they are never used here.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ HOLDER = b"H"  # H | sha256(32) | uk(4) | id(16) | part(2)    -> empty (one per 
 OUTBOX = b"O"  # O | entry id(16)                             -> queued remote delivery
 
 SEARCH_RESERVED = (b"S", b"s")
+#: Tag of lsmmail.service's keys (``K t`` tokens, ``K i`` idempotency, ``K r`` relay state; docs/service.md).
+SERVICE_RESERVED = b"K"
 ALL_TAGS = (
     USER, ADDRESS, GLOBAL, USER_STATE, FOLDER, LISTING, UNREAD, MESSAGE, RAW, BODY, DEDUP, THREAD,
     SUBJECT, CHANGE, ATTACHMENT, HOLDER, OUTBOX,

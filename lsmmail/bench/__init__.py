@@ -2,6 +2,7 @@
 
 ``main(argv)`` is the CLI entry (``lsmmail bench ...`` or ``python -m lsmmail.bench ...``)::
 
+    lsmmail bench mail [--compare] [--messages N] [--json]     (the mail workload: see bench/mail.py)
     lsmmail bench [--num N] [--value-size B] [--batch N] [--threads T] [--sync-num N] [--rounds R]
                   [--workloads a,b,...] [--compare] [--engines a,b] [--dir D] [--json] [--no-progress]
 
@@ -103,6 +104,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["mail"]:  # ``lsmmail bench mail ...``: the mail workload (lsmmail/bench/mail.py)
+        from .mail import main as mail_main
+
+        return mail_main(argv[1:])
     args = _parser().parse_args(argv)
     wanted = [w.strip() for w in args.workloads.split(",") if w.strip()]
     bad = [w for w in wanted if w not in WORKLOADS]

@@ -32,6 +32,7 @@ from __future__ import annotations
 import base64
 import heapq
 import threading
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from dataclasses import field as dc_field
@@ -47,6 +48,14 @@ Fields = dict[str, dict[str, list[int]]]
 
 #: Bound of the flushed-term cache: 20,000 terms x a few hundred ids ~ tens of MB at most.
 _SEG_CACHE_ENTRIES = 20_000
+#: Budget of the decoded-ordinals cache, in cached ordinals summed over entries: 1M ordinals is ~10-40 MB
+#: of Python lists (ints < 256 are shared), i.e. every term of ~2,000 typical mailboxes' worth of hot words.
+_ORDS_CACHE_BUDGET = 1_000_000
+
+#: The virtual "any text field" code: per segment, one ordinals-only block per term holding the union of
+#: the term's docs over TEXT_FIELDS, so a bare word is ONE prefix scan instead of six (docs/search.md).
+ANY = "*"
+_TEXT_FIELD_SET = frozenset(TEXT_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -192,13 +201,63 @@ class SearchIndex:
         #: (user, field, term) -> doc ids in flushed segments. Segments are immutable, so entries stay valid
         #: until the next flush, merge or rebuild, which clear it. Helps paging (each page repeats the query).
         self._seg_docs: dict[tuple[bytes, str, str], frozenset[bytes]] = {}
+        #: (user, field, term) -> {segment: ascending ordinals}: decoded flushed postings, valid until the
+        #: next flush/merge/rebuild (segments are immutable). FIFO-evicted past _ORDS_CACHE_BUDGET ordinals.
+        self._ords: dict[tuple[bytes, str, str], dict[int, list[int]]] = {}
+        self._ords_size = 0
         raw = db.get(P.META_NEXT_SEGMENT)
         self._next_seg = P.decode_u64(raw) if raw is not None else 1
+        # Segments written before the any-field blocks existed lack them: then bare words take the
+        # six-field path until `reindex` has rebuilt every user (mark_current()).
+        if db.get(P.META_FORMAT) is not None:
+            self._combined = True
+        else:
+            self._combined = next(iter(db.scan(prefix=P.TAG_SEGMENT)), None) is None
         for key, value in db.scan(prefix=P.TAG_SMALL + P.FORWARD):
             user, doc = P.split_user_key(key, 2)
             if len(doc) != P.DOC_ID_LEN:
                 raise Corruption(f"forward record key with a bad doc id: {key[:40]!r}")
             self._mem.add(user, doc, P.decode_forward(value))
+
+    def _drop_caches(self) -> None:
+        self._seg_docs.clear()
+        self._ords.clear()
+        self._ords_size = 0
+
+    def mark_current(self) -> None:
+        """Record that every user's segments carry the any-field blocks (after rebuilding every user)."""
+        with self._lock:
+            batch = WriteBatch()
+            batch.put(P.META_FORMAT, P.encode_u64(P.INDEX_FORMAT))
+            self.db.write(batch, sync=True)
+            self._combined = True
+
+    def _seg_ords(self, user: bytes, field: str, term: str, snap: Any) -> dict[int, list[int]]:
+        """``{segment: ascending ordinals}`` of (field, term) in ``user``'s flushed segments (cached)."""
+        ck = (user, field, term)
+        got = self._ords.get(ck)
+        if got is not None:
+            return got
+        got = {}
+        size = 0
+        if len(term) * 4 <= MAX_TOKEN_BYTES or len(term.encode("utf-8")) <= MAX_TOKEN_BYTES:
+            tables = self._tables_for(user)
+            prefix = P.term_prefix(user, field, term)
+            n = len(prefix)
+            for key, value in self.db.scan(prefix=prefix, snapshot=snap):
+                seg = P.decode_u64(key[n:])
+                table = tables.get(seg)
+                if table is None:
+                    raise Corruption(f"posting block of an unknown segment: {key[:60]!r}")
+                ords = P.decode_ordinals(value, len(table))
+                got[seg] = ords
+                size += len(ords)
+        self._ords_size += size + 1
+        while self._ords and self._ords_size > _ORDS_CACHE_BUDGET:
+            old = self._ords.pop(next(iter(self._ords)))
+            self._ords_size -= sum(len(v) for v in old.values()) + 1
+        self._ords[ck] = got
+        return got
 
     # ------------------------------------------------------------------ delivery path
 
@@ -267,15 +326,26 @@ class SearchIndex:
                 ids = sorted(docs)
                 ordinal = {d: i for i, d in enumerate(ids)}
                 batch.put(P.doc_table_key(user, seg), P.encode_doc_table(ids))
+                anyf: dict[str, set[int]] = {}
                 for (field, term), plist in self._mem.postings[user].items():
                     entries = sorted((ordinal[d], pos) for d, pos in plist.items())
                     batch.put(P.block_key(user, field, term, seg), P.encode_block(entries))
+                    if field in _TEXT_FIELD_SET:
+                        got = anyf.get(term)
+                        if got is None:
+                            anyf[term] = {o for o, _ in entries}
+                        else:
+                            got.update([o for o, _ in entries])
+                for term, ords in anyf.items():
+                    batch.put(P.block_key(user, ANY, term, seg), P.encode_ordinals(sorted(ords)))
                 for d in ids:
                     batch.delete(P.forward_key(user, d))
                 written[user] = ids
             batch.put(P.META_NEXT_SEGMENT, P.encode_u64(seg + 1))
+            if self._combined:
+                batch.put(P.META_FORMAT, P.encode_u64(P.INDEX_FORMAT))
             self.db.write(batch, sync=self.flush_sync)
-            self._seg_docs.clear()
+            self._drop_caches()
             self._next_seg = seg + 1
             self._mem = _MemSegment()
             for user, ids in written.items():
@@ -326,7 +396,11 @@ class SearchIndex:
                 batch.put(P.doc_table_key(user_key, seg), P.encode_doc_table(new_ids))
                 for (field, term), entries in acc.items():
                     entries.sort()
-                    batch.put(P.block_key(user_key, field, term, seg), P.encode_block(entries))
+                    if field == ANY:
+                        block = P.encode_ordinals([n for n, _ in entries])
+                    else:
+                        block = P.encode_block(entries)
+                    batch.put(P.block_key(user_key, field, term, seg), block)
             # Deletion markers are needed only while some segment still holds the doc.
             remaining = {d for s, ids in tables.items() if s not in victims for d in ids}
             remaining.update(self._mem.docs.get(user_key, {}))
@@ -335,7 +409,7 @@ class SearchIndex:
                 batch.delete(P.deleted_key(user_key, d))
             batch.put(P.META_NEXT_SEGMENT, P.encode_u64(seg + 1))
             self.db.write(batch, sync=self.flush_sync)
-            self._seg_docs.clear()
+            self._drop_caches()
             self._next_seg = seg + 1
             for s in victims:
                 del tables[s]
@@ -358,7 +432,7 @@ class SearchIndex:
             ):
                 batch.delete_range(prefix, _prefix_end(prefix))
             self.db.write(batch, sync=True)
-            self._seg_docs.clear()
+            self._drop_caches()
             for doc in list(self._mem.docs.get(user_key, {})):
                 self._mem.remove(user_key, doc)
             self._tables[user_key] = {}
@@ -583,7 +657,130 @@ class _Evaluator:
         assert isinstance(node, InFolder)
         return normalize(st.folder_id) == node.folder
 
+    # -- fast path: a leaf, or an AND of leaves and negated leaves (the common search-box shapes)
+
+    def leaf_keys(self, node: Node) -> list[tuple[str, str]] | None:
+        """(field, term) keys whose doc sets' union is exactly ``node``'s matches, or None if ``node`` is
+        not such a leaf (phrases, multi-token words, ``@`` values searched in every field)."""
+        if isinstance(node, HasAttachment):
+            return [(META, "attachment")]
+        if not isinstance(node, Term) or len(node.tokens) != 1:
+            return None
+        tok, sp = node.tokens[0], node.special
+        if node.field is None:
+            if sp is not None and "@" in sp:
+                return None  # address fields then match only the special, other fields the word
+            terms = [tok] if sp is None or sp == tok else [tok, sp]
+            if self.ix._combined:
+                return [(ANY, t) for t in terms]
+            keys = [(f, tok) for f in TEXT_FIELDS]
+            if sp is not None and sp != tok:
+                keys += [(f, sp) for f in TEXT_FIELDS if f in SPECIAL_FIELDS]
+            return keys
+        keys = []
+        special = sp if node.field in SPECIAL_FIELDS else None
+        if special is not None:
+            keys.append((node.field, special))
+        if not (special is not None and node.field in ADDRESS_FIELDS and "@" in special):
+            if special != tok:
+                keys.append((node.field, tok))
+        return keys
+
+    def _mem_docs(self, keys: list[tuple[str, str]]) -> set[bytes]:
+        out: set[bytes] = set()
+        mem = self.mem_post
+        if not mem:
+            return out
+        for field, term in keys:
+            for f in TEXT_FIELDS if field == ANY else (field,):
+                got = mem.get((f, term))
+                if got:
+                    out.update(got)
+        return out
+
+    def _seg_union(self, keys: list[tuple[str, str]]) -> dict[int, list[int]]:
+        parts = [self.ix._seg_ords(self.user, f, t, self.snap) for f, t in keys]
+        if len(parts) == 1:
+            return parts[0]
+        out: dict[int, set[int]] = {}
+        for part in parts:
+            for seg, ords in part.items():
+                out.setdefault(seg, set()).update(ords)
+        return {seg: sorted(o) for seg, o in out.items()}
+
+    def fast(self, node: Node, want: int, after: bytes | None) -> list[bytes] | None:
+        """Newest ``want`` matches of a leaf or an AND of leaves (at least one not negated), or None.
+
+        Per flushed segment, walks the shortest positive ordinal list from its highest ordinal down and
+        probes the others by bisection, stopping at ``want`` hits: a page costs O(want log n) per segment
+        after the (cached) decode, never a materialised set of every match.
+        """
+        children = node.children if isinstance(node, And) else (node,)
+        pos_keys: list[list[tuple[str, str]]] = []
+        neg_keys: list[list[tuple[str, str]]] = []
+        for c in children:
+            neg = isinstance(c, Not)
+            keys = self.leaf_keys(c.child if neg else c)  # type: ignore[union-attr]
+            if keys is None:
+                return None
+            (neg_keys if neg else pos_keys).append(keys)
+        if not pos_keys:
+            return None
+        deleted = self.deleted
+        # memory segment: small, plain sets
+        mem_sets = [self._mem_docs(k) for k in pos_keys]
+        found: list[bytes] = []
+        if all(mem_sets):
+            mem_sets.sort(key=len)
+            cand = mem_sets[0].intersection(*mem_sets[1:])
+            for k in neg_keys:
+                cand -= self._mem_docs(k)
+            found = [d for d in cand if d not in deleted and (after is None or d < after)]
+            if len(found) > want:
+                found = heapq.nlargest(want, found)
+        # flushed segments
+        pos_segs = [self._seg_union(k) for k in pos_keys]
+        neg_segs = [self._seg_union(k) for k in neg_keys]
+        for seg, table in self.tables.items():
+            lists = []
+            for ps in pos_segs:
+                ords = ps.get(seg)
+                if not ords:
+                    break
+                lists.append(ords)
+            else:
+                lists.sort(key=len)
+                probes = lists[1:] + [ords for ns in neg_segs if (ords := ns.get(seg))]
+                npos = len(lists) - 1
+                first = lists[0]
+                i = len(first) if after is None else bisect_left(first, bisect_left(table, after))
+                his = [len(p) for p in probes]
+                got = 0
+                while i > 0 and got < want:
+                    i -= 1
+                    o = first[i]
+                    ok = True
+                    for j, probe in enumerate(probes):
+                        k = bisect_right(probe, o, 0, his[j])
+                        his[j] = k
+                        if (k > 0 and probe[k - 1] == o) != (j < npos):
+                            ok = False
+                            break
+                    if ok:
+                        d = table[o]
+                        if d not in deleted:
+                            found.append(d)
+                            got += 1
+        if len(found) > want:
+            return heapq.nlargest(want, found)
+        found.sort(reverse=True)
+        return found
+
     def run(self, node: Node, want: int, after: bytes | None) -> list[bytes]:
+        if not isinstance(node, All):
+            hits = self.fast(node, want, after)
+            if hits is not None:
+                return hits
         dynamic = _has_dynamic(node)
         if not dynamic:
             neg, s = self.as_set(node)

@@ -26,10 +26,15 @@ TAG_SMALL = b"s"
 FORWARD = b"F"
 DELETED = b"D"
 META_NEXT_SEGMENT = b"sM"
+#: Present (u64 = INDEX_FORMAT) once every segment carries the any-field (``*``) blocks; see docs/search.md.
+META_FORMAT = b"sV"
+INDEX_FORMAT = 2
 DOC_TABLE = b"#"
 DOC_ID_LEN = 16
 
 FORMAT_V1 = 1
+#: An ordinals-only posting block (no positions): the any-field ``*`` blocks, one byte less per doc.
+FORMAT_ORDS = 2
 # Ordinal-delta encodings inside a posting block (byte 1 of the block).
 DELTAS_U8 = 0  # every delta < 256: one byte each, decoded at C speed by accumulate(bytes)
 DELTAS_VARINT = 1
@@ -157,8 +162,15 @@ def encode_block(entries: list[tuple[int, list[int]]]) -> bytes:
     return bytes(out)
 
 
+def encode_ordinals(ords: list[int]) -> bytes:
+    """An ordinals-only block (format 2): the header of :func:`encode_block` and nothing after it."""
+    block = bytearray(encode_block([(o, []) for o in ords]))
+    block[0] = FORMAT_ORDS
+    return bytes(block[: len(block) - len(ords)])  # drop the n trailing "npos = 0" bytes
+
+
 def _header(block: bytes, table_len: int) -> tuple[list[int], int]:
-    if len(block) < 4 or block[0] != FORMAT_V1:
+    if len(block) < 4 or block[0] not in (FORMAT_V1, FORMAT_ORDS):
         raise Corruption("posting block with unknown format")
     mode = block[1]
     n, pos = get_varint(block, 2)
@@ -196,6 +208,10 @@ def decode_ordinals(block: bytes, table_len: int) -> list[int]:
 def decode_block(block: bytes, table_len: int) -> list[tuple[int, list[int]]]:
     """Ordinals with their positions."""
     ords, pos = _header(block, table_len)
+    if block[0] == FORMAT_ORDS:
+        if pos != len(block):
+            raise Corruption("trailing bytes after an ordinals-only posting block")
+        return [(o, []) for o in ords]
     out = []
     for o in ords:
         npos, pos = get_varint(block, pos)

@@ -7,7 +7,8 @@ Contract:
   exactly like a missing one (same status, same body).
 * Errors are RFC 9457 problem+json (lsmmail.service.problems). Bad input is 400/413/415/422, never 500.
 * Store calls block (fdatasync), so sync routes run in the thread pool and async routes hand them to it.
-* After every write the event hub is notified, so server-sent-event streams wake at once.
+* Server-sent-event streams wake on MailStore's change listener (the hub is registered at startup), so
+  a change made by any writer in this process — a route, SMTP, the relay — is pushed at once.
 """
 
 
@@ -18,10 +19,9 @@ import email
 import email.policy
 import email.utils
 import json
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, BinaryIO
 
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.openapi.utils import get_openapi
@@ -45,7 +45,8 @@ API_VERSION = "1.0.0"
 CHUNK = 64 * 1024
 #: Page size bounds: 50 by default like the store; 200 keeps one response under ~100 KB of summaries.
 MAX_LIMIT = 200
-#: An SSE comment every 15 s keeps proxies (typical idle timeout 30-60 s) from closing the stream.
+#: An SSE comment after 15 s without a wake-up keeps proxies (typical idle timeout 30-60 s) from closing
+#: the stream.
 KEEPALIVE = 15.0
 
 _BINARY = {"type": "string", "format": "binary"}
@@ -92,20 +93,25 @@ class _SecurityHeaders:
 def create_app(store: MailStore, auth: TokenAuth | None = None, *, hub: EventHub | None = None,
                relay: Any = None, max_message_size: int | None = None) -> FastAPI:
     """Build the ASGI app over an open MailStore. ``auth`` defaults to TokenAuth(store); ``hub`` to a new
-    EventHub; ``relay`` (optional) gets ``wake()`` after a send with remote recipients."""
+    EventHub, connected to the store's change listener while the app runs (lifespan); ``relay``
+    (optional) gets ``wake()`` after a send with remote recipients. ``max_message_size`` overrides the
+    store's limit for uploads (default: ``store.max_message_size``)."""
     auth = auth or TokenAuth(store)
     hub = hub or EventHub()
     idem = IdempotencyKeys(store)
-    # MailStore has no public accessor for its size limit yet (notes/service_needs.md).
-    limit_raw = max_message_size or getattr(getattr(store, "_opts", None), "max_message_size", 25 << 20)
+    limit_raw = max_message_size or store.max_message_size
     # A JSON send carries attachments in base64 (4/3 of the bytes) plus JSON text: allow that much.
     limit_json = limit_raw * 4 // 3 + 64 * 1024
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         hub.attach(asyncio.get_running_loop())
-        yield
-        hub.close()
+        hub.connect(store)
+        try:
+            yield
+        finally:
+            hub.disconnect(store)
+            hub.close()
 
     app = FastAPI(title="lsmmail", version=API_VERSION, lifespan=lifespan,
                   description="REST API of an lsmmail mail store. Errors are RFC 9457 problem+json.")
@@ -137,14 +143,12 @@ def create_app(store: MailStore, auth: TokenAuth | None = None, *, hub: EventHub
               responses=_problem_responses(401, 409, 422), tags=["folders"])
     def create_folder(user: User, body: models.FolderName) -> models.FolderOut:
         f = store.create_folder(user, body.name)
-        hub.notify(user)
         return models.folder_out(f)
 
     @app.patch("/v1/folders/{folder_id}", response_model=models.FolderOut,
                responses=_problem_responses(401, 404, 409, 422), tags=["folders"])
     def rename_folder(user: User, folder_id: FolderPath, body: models.FolderName) -> models.FolderOut:
         store.rename_folder(user, folder_id, body.name)
-        hub.notify(user)
         return _folder(user, folder_id)
 
     @app.delete("/v1/folders/{folder_id}", response_model=models.FolderDeleted,
@@ -152,7 +156,6 @@ def create_app(store: MailStore, auth: TokenAuth | None = None, *, hub: EventHub
     def delete_folder(user: User, folder_id: FolderPath) -> models.FolderDeleted:
         """Delete a user folder; its messages move to Trash."""
         moved = store.delete_folder(user, folder_id)
-        hub.notify(user)
         return models.FolderDeleted(id=folder_id, moved_to_trash=moved)
 
     def _folder(user: str, folder_id: str) -> models.FolderOut:
@@ -229,7 +232,6 @@ def create_app(store: MailStore, auth: TokenAuth | None = None, *, hub: EventHub
         finally:
             if token is not None:
                 idem.end(token)
-        hub.notify_all()
         if relay is not None:
             relay.wake()
         return result, False
@@ -295,7 +297,6 @@ def create_app(store: MailStore, auth: TokenAuth | None = None, *, hub: EventHub
             store.move(user, message_id, body.folder_id)
         if body.is_read is not None:
             store.mark_read(user, message_id, body.is_read)
-        hub.notify(user)
         return models.summary_out(store.get_summary(user, message_id))
 
     @app.delete("/v1/messages/{message_id}", response_model=models.DeleteResult,
@@ -304,7 +305,6 @@ def create_app(store: MailStore, auth: TokenAuth | None = None, *, hub: EventHub
         """Move to Trash; a message already in Trash is deleted for good."""
         before = store.get_summary(user, message_id)
         store.delete(user, message_id)
-        hub.notify(user)
         status = "purged" if before.folder_id == "Trash" else "trashed"
         return models.DeleteResult(id=before.id, status=status)
 
@@ -312,10 +312,11 @@ def create_app(store: MailStore, auth: TokenAuth | None = None, *, hub: EventHub
              responses={200: {"content": {"message/rfc822": {"schema": _BINARY}},
                               "description": "the message byte for byte"},
                         **_problem_responses(401, 404, 422)}, tags=["messages"])
-    def get_raw(user: User, message_id: IdPath) -> Response:
-        raw = store.get_raw(user, message_id)
-        return Response(raw, media_type="message/rfc822",
-                        headers={"Content-Disposition": f'attachment; filename="{message_id}.eml"'})
+    def get_raw(user: User, message_id: IdPath) -> StreamingResponse:
+        f = store.open_raw(user, message_id)
+        headers = {"Content-Disposition": f'attachment; filename="{message_id}.eml"',
+                   "Content-Length": str(_size(f))}
+        return StreamingResponse(_chunks(f), media_type="message/rfc822", headers=headers)
 
     @app.get("/v1/messages/{message_id}/attachments/{part}", response_class=StreamingResponse,
              responses={200: {"content": {"*/*": {"schema": _BINARY}},
@@ -329,13 +330,13 @@ def create_app(store: MailStore, auth: TokenAuth | None = None, *, hub: EventHub
         if part >= len(m.attachments):
             raise ProblemError(404, "not-found", "Not found")
         info = m.attachments[part]
-        data = store.get_attachment(user, message_id, part)
+        f = store.open_attachment(user, message_id, part)
         ctype = _safe_content_type(info.content_type)
         disposition = "inline" if ctype in _SAFE_INLINE else "attachment"
         headers = {"Content-Disposition": _disposition(disposition, info.filename or f"part{part}"),
-                   "Content-Length": str(len(data)),
+                   "Content-Length": str(_size(f)),
                    "Content-Security-Policy": "default-src 'none'; sandbox"}
-        return StreamingResponse(_chunks(data), media_type=ctype, headers=headers)
+        return StreamingResponse(_chunks(f), media_type=ctype, headers=headers)
 
     @app.get("/v1/threads/{thread_id}", response_model=models.ThreadOut,
              responses=_problem_responses(401, 404, 422), tags=["messages"])
@@ -392,30 +393,31 @@ def create_app(store: MailStore, auth: TokenAuth | None = None, *, hub: EventHub
                                  headers={"X-Accel-Buffering": "no"})
 
     async def _event_stream(user: str, state: str) -> AsyncIterator[bytes]:
+        # No polling. Every mailbox write in this process goes through MailStore, which calls the hub after
+        # the commit (one process per data directory: the engine's LOCK), so a change always sets ``ev``.
+        # The event is cleared *before* the state is compared, so a write landing between the comparison
+        # and the wait leaves ``ev`` set and the wait returns at once: no wake-up falls in the gap (this
+        # also covers writes between the route reading ``state`` and ``subscribe``). The keepalive timeout
+        # loops through the comparison too, which would bound the delay at 15 s if a wake-up were ever lost.
         ev = hub.subscribe(user)
         try:
             yield _sse("ready", {"state": state}, state)
-            last_sent = time.monotonic()
             while not hub.closing:
-                try:
-                    await asyncio.wait_for(ev.wait(), timeout=hub.poll_interval)
-                except TimeoutError:
-                    pass
                 ev.clear()
-                if hub.closing:
-                    break
-                if store.state(user) != state:
-                    chunks, state = await run_in_threadpool(_pending_events, user, state)
-                    for chunk in chunks:
-                        yield chunk
-                        last_sent = time.monotonic()
-                if time.monotonic() - last_sent >= KEEPALIVE:
+                chunks, state = await run_in_threadpool(_pending_events, user, state)
+                for chunk in chunks:
+                    yield chunk
+                try:
+                    await asyncio.wait_for(ev.wait(), timeout=KEEPALIVE)
+                except TimeoutError:
                     yield b": keepalive\n\n"
-                    last_sent = time.monotonic()
         finally:
             hub.unsubscribe(user, ev)
 
     def _pending_events(user: str, state: str) -> tuple[list[bytes], str]:
+        # In a worker thread: state() takes the user's lock, which a writer holds across its fdatasync.
+        if store.state(user) == state:
+            return [], state
         try:
             c = store.changes(user, state)
         except StateTooOld:
@@ -499,10 +501,16 @@ def _disposition(kind: str, filename: str) -> str:
     return f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename[:200], safe='')}"
 
 
-def _chunks(data: bytes) -> Iterator[bytes]:
-    view = memoryview(data)
-    for i in range(0, len(data), CHUNK):
-        yield bytes(view[i:i + CHUNK])
+def _size(f: BinaryIO) -> int:
+    size = f.seek(0, 2)
+    f.seek(0)
+    return size
+
+
+def _chunks(f: BinaryIO) -> Iterator[bytes]:
+    with f:
+        while chunk := f.read(CHUNK):
+            yield chunk
 
 
 def _sse(event: str, data: dict, event_id: str) -> bytes:

@@ -20,9 +20,10 @@ import hashlib
 import secrets
 from pathlib import Path
 
-from lsmmail.mail import MailStore, UnknownUser
+from lsmmail.mail import MailStore, UnknownUser, schema
 
-SERVICE_TAG = b"K"
+#: Reserved for the service by the mail schema (schema.SERVICE_RESERVED), like S/s for search.
+SERVICE_TAG = schema.SERVICE_RESERVED
 TOKEN_FAMILY = SERVICE_TAG + b"t"
 IDEMPOTENCY_FAMILY = SERVICE_TAG + b"i"
 RELAY_FAMILY = SERVICE_TAG + b"r"
@@ -107,17 +108,3 @@ def _add_user(store: MailStore, address: str, user_id: str | None) -> str:
 
         raise UserExists(f"user {uid!r} exists without address {address!r}")
     return TokenAuth(store).issue(uid)
-
-
-def user_for_address(store: MailStore, address: str) -> str | None:
-    """The user owning ``address`` (case-insensitive), or None.
-
-    Workaround until MailStore exposes this (notes/service_needs.md): reads the mail schema's address
-    family directly, read-only."""
-    from lsmmail.mail import schema
-
-    try:
-        raw = store.db.get(schema.address_key(address))
-    except Exception:  # noqa: BLE001 - a malformed address is simply unknown
-        return None
-    return raw.decode("utf-8") if raw is not None else None

@@ -1,16 +1,14 @@
 """Real-time push: wake the server-sent-event streams of a user when their mailbox changes.
 
-Two paths lead to a wake-up, so an event reaches a connected client within a second whatever wrote:
-
-* **notify** (the fast path): every writer inside this process (REST routes, the SMTP handler, the outbox
-  relay's bounces) calls :meth:`EventHub.notify` after its write is durable; the stream wakes at once.
-* **poll** (the safety net): every stream also re-checks ``MailStore.state(user)`` every
-  ``poll_interval`` seconds (0.25 s: four cheap in-memory reads a second per connection), which catches
-  writes that bypass the service (e.g. a future API on MailStore itself). notes/service_needs.md asks
-  MailStore for a change hook that would make this unnecessary.
+The hub registers itself as a MailStore change listener (:meth:`EventHub.connect`, done by the app at
+startup). MailStore calls it after every committed write, from the writing thread, outside its locks —
+whoever wrote: a REST route, the SMTP handler, the outbox relay's bounces, or any other code in this
+process holding the same MailStore. One process owns a data directory (the engine's LOCK file), so no
+mailbox write can bypass the hook, and streams need no polling (see ``app._event_stream`` for the
+remaining keepalive wake-up).
 
 What a stream sends is computed from ``MailStore.changes(user, state)``, never from the notification, so
-a lost or duplicated wake-up cannot lose or duplicate an event.
+a lost or duplicated wake-up cannot lose or duplicate an event; a wake-up only says "look again".
 """
 
 from __future__ import annotations
@@ -18,12 +16,13 @@ from __future__ import annotations
 import asyncio
 import threading
 
+from lsmmail.mail import MailStore
+
 
 class EventHub:
     """Per-user wake-up events for the asyncio loop serving HTTP. Thread-safe ``notify`` and ``close``."""
 
-    def __init__(self, poll_interval: float = 0.25) -> None:
-        self.poll_interval = poll_interval
+    def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._subs: dict[str, set[asyncio.Event]] = {}
         self._lock = threading.Lock()
@@ -36,6 +35,19 @@ class EventHub:
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Bind to the loop that runs the streams (called at app startup)."""
         self._loop = loop
+
+    def connect(self, store: MailStore) -> None:
+        """Wake streams on every committed write to ``store`` (MailStore.add_listener). Pair with
+        :meth:`disconnect`."""
+        store.add_listener(self.on_change)
+
+    def disconnect(self, store: MailStore) -> None:
+        store.remove_listener(self.on_change)
+
+    def on_change(self, user_id: str, new_state: str) -> None:
+        """The MailStore listener: wake ``user_id``'s streams. Never raises (notify swallows a closed
+        loop), and costs one dict lookup when the user has no stream open."""
+        self.notify(user_id)
 
     def subscribe(self, user_id: str) -> asyncio.Event:
         """A new wake-up event for ``user_id`` (call from the loop). Pair with unsubscribe."""
@@ -58,39 +70,25 @@ class EventHub:
 
     def notify(self, user_id: str) -> None:
         """Wake every stream of ``user_id``. Callable from any thread; a no-op when nobody listens."""
-        loop = self._loop
         with self._lock:
             events = list(self._subs.get(user_id, ()))
+        self._wake(events)
+
+    def close(self) -> None:
+        """Ask every stream to end (server shutdown). Callable from any thread or a signal handler."""
+        self._closing = True
+        with self._lock:
+            events = [ev for subs in self._subs.values() for ev in subs]
+        self._wake(events)
+
+    def _wake(self, events: list[asyncio.Event]) -> None:
+        loop = self._loop
         if not events or loop is None or loop.is_closed():
             return
         try:
             loop.call_soon_threadsafe(_set_all, events)
         except RuntimeError:  # loop closed between the check and the call (shutdown)
             pass
-
-    def notify_all(self) -> None:
-        """Wake every stream (a send may land in any local user's INBOX; each stream then compares its
-        user's state, an in-memory read, so a spurious wake-up costs microseconds)."""
-        loop = self._loop
-        with self._lock:
-            events = [ev for subs in self._subs.values() for ev in subs]
-        if events and loop is not None and not loop.is_closed():
-            try:
-                loop.call_soon_threadsafe(_set_all, events)
-            except RuntimeError:
-                pass
-
-    def close(self) -> None:
-        """Ask every stream to end (server shutdown). Callable from any thread or a signal handler."""
-        self._closing = True
-        loop = self._loop
-        with self._lock:
-            events = [ev for subs in self._subs.values() for ev in subs]
-        if events and loop is not None and not loop.is_closed():
-            try:
-                loop.call_soon_threadsafe(_set_all, events)
-            except RuntimeError:
-                pass
 
 
 def _set_all(events: list[asyncio.Event]) -> None:

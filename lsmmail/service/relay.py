@@ -34,9 +34,11 @@ from lsmmail.mail import MailStore, OutboxEntry, UnknownUser
 from lsmmail.mail.ids import id_from_str
 
 from .auth import RELAY_FAMILY
-from .events import EventHub
 
 log = logging.getLogger("lsmmail.service.relay")
+#: Outbox entries read per page (MailStore.outbox cursor): bounds memory (an entry holds its raw message,
+#: ~20 KB on average, so ~20 MB per page) however long the queue grows.
+PAGE = 1000
 
 
 @dataclass
@@ -78,13 +80,12 @@ class _State:
 
 class OutboxRelay:
     """Background sender. ``start``/``stop`` the thread, ``wake`` after queueing, ``run_once`` to process
-    every due entry synchronously (returns how many entries were finished)."""
+    every due entry synchronously (returns how many entries were finished). A bounce is an ordinary
+    ``MailStore.deliver``, so the sender's SSE streams learn of it through the store's change listener."""
 
-    def __init__(self, store: MailStore, config: RelayConfig, *, hub: EventHub | None = None,
-                 poll_interval: float = 1.0) -> None:
+    def __init__(self, store: MailStore, config: RelayConfig, *, poll_interval: float = 1.0) -> None:
         self.store = store
         self.config = config
-        self.hub = hub
         self.poll_interval = poll_interval
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -119,12 +120,20 @@ class OutboxRelay:
     # ---- one round -------------------------------------------------------------------------------------
 
     def run_once(self, now: float | None = None) -> int:
+        """One pass over the whole queue, PAGE entries at a time (oldest first); entries not yet due are
+        skipped. Entries queued during the pass are reached too (they sort after the cursor)."""
         finished = 0
-        for entry in self.store.outbox(limit=1000):
-            if self._stop.is_set():
+        after: str | None = None
+        while not self._stop.is_set():
+            page = self.store.outbox(after=after, limit=PAGE)
+            for entry in page:
+                if self._stop.is_set():
+                    break
+                if self._process(entry, time.time() if now is None else now):
+                    finished += 1
+            if len(page) < PAGE:
                 break
-            if self._process(entry, time.time() if now is None else now):
-                finished += 1
+            after = page[-1].id
         return finished
 
     def _state_key(self, entry: OutboxEntry) -> bytes:
@@ -212,8 +221,6 @@ class OutboxRelay:
             log.warning("bounce for outbox %s: sender %s is gone", entry.id, entry.user_id)
             return
         self.bounced += 1
-        if self.hub is not None:
-            self.hub.notify(entry.user_id)
 
 
 def _text(msg: bytes | str) -> str:

@@ -120,8 +120,8 @@ def serve(data_dir: str, http_host: str = "127.0.0.1", http_port: int = 8080, sm
     import uvicorn
 
     opts = MailOptions() if max_message_size is None else MailOptions(max_message_size=max_message_size)
-    size_limit = opts.max_message_size
     store = MailStore.open(data_dir, opts)
+    size_limit = store.max_message_size
     relay: OutboxRelay | None = None
     prev_term = None
     try:
@@ -129,15 +129,15 @@ def serve(data_dir: str, http_host: str = "127.0.0.1", http_port: int = 8080, sm
         hub = EventHub()
         if smarthost:
             relay = OutboxRelay(store, RelayConfig.parse(smarthost, base_delay=relay_base_delay,
-                                                         max_attempts=relay_max_attempts), hub=hub)
+                                                         max_attempts=relay_max_attempts))
             relay.start()
-        app = create_app(store, TokenAuth(store), hub=hub, relay=relay, max_message_size=size_limit)
+        app = create_app(store, TokenAuth(store), hub=hub, relay=relay)
         http_sock = _bind(http_host, http_port)
         smtp_sock = _bind(smtp_host, smtp_port)
         config = uvicorn.Config(app, log_level=log_level, lifespan="on", timeout_graceful_shutdown=GRACE,
                                 access_log=False)
         server = _Uvicorn.make(config, hub)
-        handler = IngressHandler(store, message_filter=message_filter, hub=hub,
+        handler = IngressHandler(store, message_filter=message_filter,
                                  hostname=hostname or socket.gethostname())
         if threading_main():
             # uvicorn re-raises the signal it caught after shutting down; make SIGTERM's re-raise an

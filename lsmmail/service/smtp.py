@@ -26,9 +26,6 @@ from typing import Literal, Protocol
 
 from lsmmail.mail import MailStore, MessageTooLarge
 
-from .auth import user_for_address
-from .events import EventHub
-
 log = logging.getLogger("lsmmail.service.smtp")
 
 #: RFC 5321 §4.5.3.1.8: a server must accept at least 100 recipients per message; we accept exactly that.
@@ -93,10 +90,9 @@ class IngressHandler:
     """aiosmtpd handler implementing the acceptance policy above."""
 
     def __init__(self, store: MailStore, *, message_filter: MessageFilter | None = None,
-                 hub: EventHub | None = None, hostname: str = "lsmmail") -> None:
+                 hostname: str = "lsmmail") -> None:
         self.store = store
         self.filter: MessageFilter = message_filter or AcceptAll()
-        self.hub = hub
         self.hostname = hostname
         self.delivered = 0  # messages acknowledged with 250 (for stats and tests)
 
@@ -106,7 +102,7 @@ class IngressHandler:
         rcpts = envelope.rcpt_tos  # type: ignore[attr-defined]
         if len(rcpts) >= MAX_RECIPIENTS:
             return "452 4.5.3 Too many recipients"
-        user = await loop.run_in_executor(None, user_for_address, self.store, address)
+        user = await loop.run_in_executor(None, self.store.user_for_address, address)
         if user is None:
             return f"550 5.1.1 <{_printable(address)}>: Recipient address rejected: user unknown"
         rcpts.append(address)
@@ -132,22 +128,19 @@ class IngressHandler:
         folder = "Spam" if verdict.action == "spam" else "INBOX"
         stamped = self._received(helo, peer_s, inbound.rcpt_tos) + raw
         try:
-            users = await loop.run_in_executor(None, self._deliver, inbound.rcpt_tos, stamped, folder)
+            await loop.run_in_executor(None, self._deliver, inbound.rcpt_tos, stamped, folder)
         except MessageTooLarge:
             return "552 5.3.4 Message size exceeds fixed maximum message size"
         except Exception:  # noqa: BLE001 - not acknowledged: the sender keeps the message and retries
             log.exception("delivery failed")
             return "451 4.3.0 Delivery failed, try again later"
-        self.delivered += 1
-        if self.hub is not None:
-            for u in users:
-                self.hub.notify(u)
+        self.delivered += 1  # (each deliver already woke the user's SSE streams: MailStore's listener)
         return "250 2.0.0 OK: delivered"
 
     def _deliver(self, rcpts: list[str], raw: bytes, folder: str) -> list[str]:
         users: dict[str, None] = {}
         for addr in rcpts:
-            u = user_for_address(self.store, addr)
+            u = self.store.user_for_address(addr)
             if u is not None:
                 users[u] = None
         for u in users:  # each deliver is one durable batch; all are done before the 250

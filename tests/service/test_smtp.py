@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import queue
 import smtplib
 import threading
@@ -80,13 +81,21 @@ def test_filter_spam_and_reject(service: Service) -> None:
         assert [(h["subject"], h["folder_id"]) for h in hits] == [(f"spam {word}", "Spam")]
 
 
-def test_sse_new_mail_event_within_one_second_of_smtp_delivery(service: Service) -> None:
-    events: queue.Queue[tuple[float, str, str]] = queue.Queue()
-    stop = threading.Event()
+class _Events:
+    """An SSE client in a thread: ``(arrival time, event, data)`` tuples on a queue."""
 
-    def listen() -> None:
-        headers = {"Authorization": f"Bearer {service.tokens['alice']}"}
-        with httpx.Client(base_url=service.url, headers=headers, timeout=httpx.Timeout(30, read=60)) as c:
+    def __init__(self, service: Service, user: str) -> None:
+        self.queue: queue.Queue[tuple[float, str, str]] = queue.Queue()
+        self._stop = threading.Event()
+        self._service = service
+        self._user = user
+        threading.Thread(target=self._listen, daemon=True).start()
+        assert self.next(timeout=30)[1] == "ready"
+
+    def _listen(self) -> None:
+        headers = {"Authorization": f"Bearer {self._service.tokens[self._user]}"}
+        timeout = httpx.Timeout(30, read=60)
+        with httpx.Client(base_url=self._service.url, headers=headers, timeout=timeout) as c:
             with c.stream("GET", "/v1/events") as r:
                 assert r.headers["content-type"].startswith("text/event-stream")
                 kind = ""
@@ -94,18 +103,50 @@ def test_sse_new_mail_event_within_one_second_of_smtp_delivery(service: Service)
                     if line.startswith("event: "):
                         kind = line[7:]
                     elif line.startswith("data: "):
-                        events.put((time.monotonic(), kind, line[6:]))
-                    if stop.is_set():
+                        self.queue.put((time.monotonic(), kind, line[6:]))
+                    if self._stop.is_set():
                         return
 
-    t = threading.Thread(target=listen, daemon=True)
-    t.start()
-    assert events.get(timeout=30)[1] == "ready"
+    def next(self, timeout: float = 10) -> tuple[float, str, str]:
+        # 10 s is below the 15 s keepalive re-check, so an event that arrives at all was pushed.
+        return self.queue.get(timeout=timeout)
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+def test_sse_new_mail_event_within_one_second_of_smtp_delivery(service: Service) -> None:
+    events = _Events(service, "alice")
     word = f"push{uuid.uuid4().hex[:8]}"
     with _smtp(service) as s:
         s.sendmail("x@remote.test", ["alice@example.com"], rfc822("x@remote.test", "alice@example.com", word))
         acked = time.monotonic()
-    when, kind, data = events.get(timeout=10)
-    stop.set()
+    when, kind, data = events.next()
+    events.close()
     assert kind == "message.created" and word in data
     assert when - acked < 1.0, f"event {when - acked:.3f}s after the 250"
+
+
+def test_sse_pushes_changes_made_through_other_store_calls(service: Service) -> None:
+    """A REST send from another user and a REST mark-read/delete: the routes do not talk to the event hub;
+    the event comes from MailStore's change listener."""
+    events = _Events(service, "carol")
+    word = f"hook{uuid.uuid4().hex[:8]}"
+    with service.client("alice") as a:
+        r = a.post("/v1/messages", json={"to": ["carol@example.org"], "subject": word, "text": "hi"})
+        assert r.status_code == 201, r.text
+        sent = time.monotonic()
+    when, kind, data = events.next()
+    assert kind == "message.created" and word in data, (kind, data)
+    assert when - sent < 1.0, f"event {when - sent:.3f}s after the send returned"
+    mid = json.loads(data)["id"]
+    with service.client("carol") as c:
+        assert c.patch(f"/v1/messages/{mid}", json={"is_read": True}).status_code == 200
+        marked = time.monotonic()
+        when, kind, data = events.next()
+        assert kind == "message.updated" and json.loads(data)["id"] == mid and json.loads(data)["is_read"]
+        assert when - marked < 1.0, f"event {when - marked:.3f}s after mark_read returned"
+        assert c.delete(f"/v1/messages/{mid}").json()["status"] == "trashed"
+        _, kind, data = events.next()
+        assert kind == "message.updated" and json.loads(data)["folder_id"] == "Trash"
+    events.close()

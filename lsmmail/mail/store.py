@@ -79,7 +79,9 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 def _notifies(method: _F) -> _F:
     """Mark a public write method: the change listeners for the writes it committed run when it returns
-    (or raises), i.e. after every lock it took is released. Nested calls notify once, at the outermost."""
+    (or raises), i.e. after every lock it took is released. Nested calls notify once, at the outermost.
+    Every public method that commits (via _commit) must carry it; without it, its notifications wait for
+    the same thread's next decorated call."""
 
     @functools.wraps(method)
     def wrapper(self: MailStore, *args: Any, **kwargs: Any) -> Any:

@@ -232,6 +232,21 @@ class SearchIndex:
             self.db.write(batch, sync=True)
             self._combined = True
 
+    def _blocks(self, user: bytes, field: str, term: str, snap: Any) -> list[tuple[int, list[bytes], bytes]]:
+        """``(segment, doc table, block)`` of (field, term) in each of ``user``'s flushed segments.
+
+        One point get per segment rather than a prefix scan: gets are bloom-filtered (an absent term costs
+        ~2 µs per segment) and measured ~4 µs against ~10-70 µs for a scan (docs/search.md); the segment
+        count stays at most ``max_segments``.
+        """
+        prefix = P.term_prefix(user, field, term)
+        out = []
+        for seg, table in self._tables_for(user).items():
+            value = self.db.get(prefix + P.encode_u64(seg), snapshot=snap)
+            if value is not None:
+                out.append((seg, table, value))
+        return out
+
     def _seg_ords(self, user: bytes, field: str, term: str, snap: Any) -> dict[int, list[int]]:
         """``{segment: ascending ordinals}`` of (field, term) in ``user``'s flushed segments (cached)."""
         ck = (user, field, term)
@@ -241,14 +256,7 @@ class SearchIndex:
         got = {}
         size = 0
         if len(term) * 4 <= MAX_TOKEN_BYTES or len(term.encode("utf-8")) <= MAX_TOKEN_BYTES:
-            tables = self._tables_for(user)
-            prefix = P.term_prefix(user, field, term)
-            n = len(prefix)
-            for key, value in self.db.scan(prefix=prefix, snapshot=snap):
-                seg = P.decode_u64(key[n:])
-                table = tables.get(seg)
-                if table is None:
-                    raise Corruption(f"posting block of an unknown segment: {key[:60]!r}")
+            for seg, table, value in self._blocks(user, field, term, snap):
                 ords = P.decode_ordinals(value, len(table))
                 got[seg] = ords
                 size += len(ords)
@@ -506,11 +514,7 @@ class _Evaluator:
     # -- postings
 
     def _blocks(self, field: str, term: str) -> Iterable[tuple[list[bytes], bytes]]:
-        prefix = P.term_prefix(self.user, field, term)
-        for key, value in self.ix.db.scan(prefix=prefix, snapshot=self.snap):
-            table = self.tables.get(P.decode_u64(key[len(prefix) :]))
-            if table is None:
-                raise Corruption(f"posting block of an unknown segment: {key[:60]!r}")
+        for _, table, value in self.ix._blocks(self.user, field, term, self.snap):
             yield table, value
 
     def docs(self, field: str, term: str) -> set[bytes]:
@@ -754,6 +758,17 @@ class _Evaluator:
                 npos = len(lists) - 1
                 first = lists[0]
                 i = len(first) if after is None else bisect_left(first, bisect_left(table, after))
+                if not probes:  # one list: its top ordinals are the answer, modulo deleted docs
+                    need = want
+                    while i > 0 and need > 0:
+                        lo = max(0, i - need)
+                        page = [table[o] for o in first[lo:i]]
+                        if deleted:
+                            page = [d for d in page if d not in deleted]
+                        found += page
+                        need -= len(page)
+                        i = lo
+                    continue
                 his = [len(p) for p in probes]
                 got = 0
                 while i > 0 and got < want:
@@ -771,9 +786,8 @@ class _Evaluator:
                         if d not in deleted:
                             found.append(d)
                             got += 1
-        if len(found) > want:
-            return heapq.nlargest(want, found)
         found.sort(reverse=True)
+        del found[want:]
         return found
 
     def run(self, node: Node, want: int, after: bytes | None) -> list[bytes]:

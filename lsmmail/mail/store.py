@@ -553,13 +553,7 @@ class MailStore:
         ut.count(folder, 1, 0 if read else 1)
         txn.log_change(ut, schema.CHANGE_CREATED, mid)
         if self._search is not None:
-            doc = IndexedDocument(
-                subject=parsed.subject, from_=parsed.from_, to=parsed.to, cc=parsed.cc,
-                body_text=parsed.text, body_html=parsed.html,
-                attachment_names=[a.filename for a in parsed.attachments if a.filename],
-                has_attachment=bool(atts),
-            )
-            txn.search_pending.append(self._search.index(txn.batch, uk, mid, doc))
+            txn.search_pending.append(self._search.index(txn.batch, uk, mid, _indexed_document(parsed)))
         return mid, True
 
     def _find_thread(self, txn: Txn, u: UserState, parsed: mime.ParsedMessage) -> bytes | None:
@@ -956,9 +950,47 @@ class MailStore:
                 items.append(summary_from(mid, rec["fo"], rec["sm"]))
         return Page(items, next_cursor)
 
+    def reindex(self, user_id: str | None = None) -> int:
+        """Rebuild the search index of ``user_id`` (default: every user) from the stored raw messages, by
+        the same parse and analysis as delivery, so queries answer exactly as before. Holds the user's lock
+        meanwhile (deliveries to that user wait). Returns how many messages were indexed."""
+        if self._search is None:
+            raise NotImplementedError("lsmmail.search is not available")
+        total = 0
+        for uid in [user_id] if user_id is not None else self.users():
+            u = self._user(uid)
+            with u.lock:
+                prefix = schema.MESSAGE + u.uk
+                mids = [k[len(prefix):] for k, _ in self._db.scan(prefix=prefix)]
+                docs = []
+                for mid in mids:
+                    raw = self._db.get(schema.raw_key(u.uk, mid))
+                    if raw is not None:
+                        docs.append((mid, _indexed_document(mime.parse(raw))))
+                self._search.rebuild(u.uk, docs)
+                total += len(docs)
+        if user_id is None:
+            self._search.mark_current()
+        return total
+
     def _doc_state(self, uk: bytes, doc_id: bytes, snapshot: object) -> Any:
         raw = self._db.get(schema.message_key(uk, doc_id), snapshot=snapshot)
         if raw is None:
             return None
         rec = loads(raw)
-        return DocState(folder_id_str(rec["fo"]), bool(rec["sm"]["r"]))
+        n = rec["fo"]
+        name = SYSTEM_FOLDERS.get(n)
+        if name is None:  # a user folder: in:NAME is its current name (as of the query's snapshot)
+            frec = self._db.get(schema.folder_key(uk, n), snapshot=snapshot)
+            name = loads(frec)["n"] if frec is not None else folder_id_str(n)
+        return DocState(name, bool(rec["sm"]["r"]))
+
+
+def _indexed_document(parsed: mime.ParsedMessage) -> Any:
+    """What search indexes of a message: one definition for delivery and reindex (identical results)."""
+    return IndexedDocument(
+        subject=parsed.subject, from_=parsed.from_, to=parsed.to, cc=parsed.cc,
+        body_text=parsed.text, body_html=parsed.html,
+        attachment_names=[a.filename for a in parsed.attachments if a.filename],
+        has_attachment=bool(parsed.attachments),
+    )

@@ -202,6 +202,20 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_reindex(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, type=Path)
+    p.add_argument("--user", default=None, help="one user (default: every user)")
+
+
+def cmd_reindex(args: argparse.Namespace) -> int:
+    from lsmmail.mail import MailStore
+
+    with MailStore.open(args.data) as store:
+        n = store.reindex(args.user)
+    print(f"reindexed {n} messages")
+    return 0
+
+
 # ---- engine tools: bench, check, stats, backup -------------------------------------------------------------
 
 def add_bench(p: argparse.ArgumentParser) -> None:
@@ -264,6 +278,7 @@ COMMANDS: dict[str, Command] = {
     "serve": ("serve HTTP (REST + SSE) and SMTP on one data directory", add_serve, cmd_serve),
     "user": ("manage users of the service (user add ADDRESS prints a bearer token)", add_user, cmd_user),
     "search": ("search a user's mail with a Gmail-style query", add_search, cmd_search),
+    "reindex": ("rebuild the search index from the stored messages", add_reindex, cmd_reindex),
     "bench": ("db_bench-style engine benchmarks (--compare: side by side with peers)", add_bench, cmd_bench),
     "check": ("verify every checksum of a database directory", add_dbdir, cmd_check),
     "stats": ("print the shape and counters of a database directory as JSON", add_dbdir, cmd_stats),

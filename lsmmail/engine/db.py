@@ -88,10 +88,10 @@ class Snapshot:
         self.release()
 
     def __del__(self) -> None:
-        try:
-            self.release()
-        except Exception:
-            pass
+        # A finalizer may run on a thread that holds the DB mutex, so it must not take it.
+        if not self._released:
+            self._released = True
+            self._db._released_by_gc.append(self.seq)
 
 
 class _Writer:
@@ -147,6 +147,7 @@ class DB(Maintenance):
         self._table_lock = threading.Lock()
         self._writers: deque[_Writer] = deque()
         self._snapshots: SortedList = SortedList()
+        self._released_by_gc: list[int] = []  # snapshots dropped unreleased; drained under _mu
         self._tables: dict[int, TableReader] = {}
         self._blob_readers: dict[int, BlobFileReader] = {}
         self._cache = BlockCache(options.block_cache_size) if options.block_cache_size > 0 else None
@@ -481,7 +482,7 @@ class DB(Maintenance):
         opts = self.options
         allow_delay = not force
         while True:
-            if self._poisoned is not None:
+            if self._poisoned is not None or self._closing:
                 self._check_writable()
             l0 = len(self._current.levels[0])
             if allow_delay and l0 >= opts.l0_slowdown_trigger:
@@ -696,6 +697,12 @@ class DB(Maintenance):
     def _release_snapshot(self, seq: int) -> None:
         with self._mu:
             self._snapshots.discard(seq)
+
+    def _snapshot_seqs(self) -> list[int]:
+        """Sequence numbers of live snapshots, ascending. ``_mu`` is held."""
+        while self._released_by_gc:
+            self._snapshots.discard(self._released_by_gc.pop())
+        return list(self._snapshots)
 
     # ------------------------------------------------------------------------------------------------
     # Files: tables and blobs

@@ -89,6 +89,7 @@ class Maintenance:
         def _blob_reader(self, number: int) -> BlobFileReader: ...
         def _poison(self, exc: BaseException) -> None: ...
         def _try_remove(self, path: str) -> None: ...
+        def _snapshot_seqs(self) -> list[int]: ...
         def _submit(self, w: Any) -> None: ...
         def _level_entries(self, files: list[FileMeta], start: bytes | None, end: bytes | None,
                            reverse: bool) -> Any: ...
@@ -122,7 +123,7 @@ class Maintenance:
                 if self._closed:
                     raise DBClosed("the database is closed")
                 base = self._current
-                snapshots = list(self._snapshots)
+                snapshots = self._snapshot_seqs()
                 if edit.last_sequence is None:
                     edit.last_sequence = self._last_seq
             opts = self.options
@@ -236,7 +237,7 @@ class Maintenance:
 
     def _flush_one(self, imm: MemTable) -> None:
         with self._mu:
-            snapshots = list(self._snapshots)
+            snapshots = self._snapshot_seqs()
         edit = VersionEdit()
         self._flush_memtable_to_edit(imm, edit, snapshots)
         with self._mu:
@@ -345,7 +346,7 @@ class Maintenance:
             self._stats["trivial_moves"] += 1
             return
         with self._mu:
-            snapshots = list(self._snapshots)
+            snapshots = self._snapshot_seqs()
             tombs = list(self._current.range_tombstones)
         sources = []
         for f in c.inputs[0] if c.level == 0 else []:
@@ -518,7 +519,7 @@ class Maintenance:
             mem_bytes = self._mem.approximate_size + sum(m.approximate_size for m in self._imms)
             imms = len(self._imms)
             last_seq = self._last_seq
-            snaps = len(self._snapshots)
+            snaps = len(self._snapshot_seqs())
         levels = [{"level": i, "files": len(files), "bytes": sum(f.file_size for f in files)}
                   for i, files in enumerate(v.levels)]
         user = st["user_bytes_written"]

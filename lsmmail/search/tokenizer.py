@@ -58,6 +58,8 @@ SPECIAL_FIELDS = frozenset((FROM, TO, CC, FILENAME))
 ADDRESS_FIELDS = frozenset((FROM, TO, CC))
 
 _WORD = re.compile(r"[^\W_]+")
+#: A token of at most this many characters is at most 4 x 16 = 64 UTF-8 bytes: no need to encode it.
+_SHORT_TOKEN = MAX_TOKEN_BYTES // 4
 _SPACE = re.compile(r"\s+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -132,13 +134,24 @@ def analyze(doc: object) -> dict[str, Postings]:
     fields: dict[str, Postings] = {}
 
     def words_into(code: str, texts: list[str]) -> None:
+        # The hot loop of ingest (~70% of analyze on the corpus): one findall, then a dict lookup per token.
         f = fields.setdefault(code, {})
+        get = f.get
         pos = 0
         for text in texts:
-            pairs, pos = word_positions(text, pos)
-            for tok, p in pairs:
-                _add(f, tok, p)
-            pos += 1  # gap: a phrase never spans two parts
+            if not text:
+                pos += 1
+                continue
+            toks = _WORD.findall(normalize(text))
+            for p, tok in enumerate(toks, pos):
+                if len(tok) > _SHORT_TOKEN and len(tok.encode("utf-8")) > MAX_TOKEN_BYTES:
+                    continue  # not indexed, but it keeps its position
+                lst = get(tok)
+                if lst is None:
+                    f[tok] = [p]
+                else:
+                    lst.append(p)
+            pos += len(toks) + 1  # gap: a phrase never spans two parts
 
     words_into(SUBJECT, [doc.subject])  # type: ignore[attr-defined]
     words_into(BODY, [doc.body_text, html_to_text(doc.body_html)])  # type: ignore[attr-defined]

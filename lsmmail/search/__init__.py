@@ -31,7 +31,8 @@ Things the mail engineer must know:
 * ``committed()`` may trigger a flush of the memory segment (one extra batch, not synced; see
   docs/search.md for why no fsync is needed). Call it outside your own locks if you can.
 * ``in:X`` compares ``normalize(X)`` with ``normalize(DocState.folder_id)`` (NFKC + casefold): give the
-  folder id users type (e.g. ``"INBOX"``, ``"Sent"``). ``state_lookup`` is called only for queries with
+  folder name users type (e.g. ``"INBOX"``, ``"Sent"``, a user folder's current name). ``state_lookup``
+  is called only for queries with
   ``is:``/``in:``; returning None hides the doc from those queries.
 * Lock order: ``search`` holds the index lock while it calls ``state_lookup``; so ``state_lookup`` must
   not wait for a lock that your code holds while calling ``index``/``unindex``/``committed``/``search``.

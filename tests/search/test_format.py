@@ -24,7 +24,8 @@ def test_legacy_segments_answer_like_current(tmp_path: Path) -> None:
     r = random.Random(3)
     docs = [(doc_id(1_600_000_000_000 + i, i), random_doc(r)) for i in range(120)]
     words = sorted({t for _, d in docs for f in analyze(d).values() for t in f})
-    queries = r.sample(words, min(60, len(words))) + [f"{a} {b}" for a, b in zip(words[::7], words[3::7], strict=False)]
+    queries = r.sample(words, min(60, len(words)))
+    queries += [f"{a} {b}" for a, b in zip(words[::7], words[3::7], strict=False)]
     db = lsmmail.DB.open(tmp_path / "db")
     try:
         ix = SearchIndex(db, lambda u, d, s: None, flush_postings=400)

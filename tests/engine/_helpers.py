@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
+from lsmmail.engine.batch import WriteBatch
 from lsmmail.engine.db import DB
 from lsmmail.engine.fs import FileSystem, MemFileSystem
 from lsmmail.engine.keys import KIND_DELETE, KIND_PUT, KIND_RANGE_DEL
@@ -56,6 +57,19 @@ def apply_entries(model: dict[bytes, bytes], entries: Iterable[Entry]) -> None:
                 del model[k]
         else:  # pragma: no cover - the tests only build these three kinds
             raise AssertionError(f"unknown kind {kind}")
+
+
+def to_batch(entries: Iterable[Entry]) -> WriteBatch:
+    """A WriteBatch of ``(kind, key, value)`` entries (value = end key for a range delete)."""
+    b = WriteBatch()
+    for kind, k, v in entries:
+        if kind == KIND_PUT:
+            b.put(k, v)
+        elif kind == KIND_DELETE:
+            b.delete(k)
+        else:
+            b.delete_range(k, v)
+    return b
 
 
 def prefix_states(base: dict[bytes, bytes], batches: list[list[Entry]]) -> list[dict[bytes, bytes]]:

@@ -21,9 +21,8 @@ from __future__ import annotations
 import random
 
 import pytest
-from _helpers import MEM_DIR, Entry, db_state, prefix_states, tiny_options
+from _helpers import MEM_DIR, Entry, db_state, prefix_states, tiny_options, to_batch
 
-from lsmmail.engine.batch import WriteBatch
 from lsmmail.engine.db import DB
 from lsmmail.engine.errors import LsmError
 from lsmmail.engine.fs import FaultInjectingFileSystem, MemFileSystem
@@ -50,16 +49,6 @@ def random_batch(rng: random.Random) -> list[Entry]:
     return out or [(KIND_DELETE, KEYS[0], b"")]
 
 
-def to_batch(entries: list[Entry]) -> WriteBatch:
-    b = WriteBatch()
-    for kind, k, v in entries:
-        if kind == KIND_PUT:
-            b.put(k, v)
-        elif kind == KIND_DELETE:
-            b.delete(k)
-        else:
-            b.delete_range(k, v)
-    return b
 
 
 def tear_unsynced(fs: MemFileSystem, rng: random.Random) -> None:

@@ -20,9 +20,8 @@ import os
 from pathlib import Path
 
 import pytest
-from _helpers import MEM_DIR, Entry, apply_entries, db_state, tiny_options
+from _helpers import MEM_DIR, Entry, apply_entries, db_state, tiny_options, to_batch
 
-from lsmmail.engine.batch import WriteBatch
 from lsmmail.engine.db import DB
 from lsmmail.engine.errors import IOFailure, LsmError, ReadOnlyError
 from lsmmail.engine.fs import FaultInjectingFileSystem, FileSystem, MemFileSystem, OsFileSystem
@@ -59,16 +58,6 @@ def workload_steps() -> list[tuple[str, object]]:
 STEPS = workload_steps()
 
 
-def to_batch(entries: list[Entry]) -> WriteBatch:
-    b = WriteBatch()
-    for kind, k, v in entries:
-        if kind == KIND_PUT:
-            b.put(k, v)
-        elif kind == KIND_DELETE:
-            b.delete(k)
-        else:
-            b.delete_range(k, v)
-    return b
 
 
 class Outcome:

@@ -12,12 +12,11 @@ rules; a read must be right whatever the threads have done so far).
 from __future__ import annotations
 
 import pytest
-from _helpers import MEM_DIR, apply_entries, model_scan, tiny_options
+from _helpers import MEM_DIR, apply_entries, model_scan, tiny_options, to_batch
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
 
-from lsmmail.engine.batch import WriteBatch
 from lsmmail.engine.db import DB
 from lsmmail.engine.errors import InvalidArgument
 from lsmmail.engine.fs import MemFileSystem
@@ -75,15 +74,7 @@ class DBModel(RuleBasedStateMachine):
 
     @rule(es=st.lists(entries, min_size=1, max_size=8))
     def write_batch(self, es: list) -> None:
-        b = WriteBatch()
-        for kind, k, v in es:
-            if kind == KIND_PUT:
-                b.put(k, v)
-            elif kind == KIND_DELETE:
-                b.delete(k)
-            else:
-                b.delete_range(k, v)
-        self.db.write(b)
+        self.db.write(to_batch(es))
         apply_entries(self.model, es)
 
     # -- reads

@@ -27,16 +27,17 @@ Addresses (from/to/cc)
     except when equal in meaning (a local part ``alice`` is also the word ``alice``).
 
 HTML
-    :func:`html_to_text` strips tags with the stdlib ``html.parser`` (tolerant of broken markup), drops
-    ``script``/``style``/``head`` content, decodes character references and turns block-level tags into
-    spaces so ``<td>a</td><td>b</td>`` gives two words.
+    :func:`html_to_text` strips tags with a few linear regex passes (no parser: ~10x cheaper than
+    ``html.parser`` on the corpus), drops comments and ``script``/``style``/``head``/``title`` content,
+    decodes character references with ``html.unescape`` and turns block-level tags into spaces so
+    ``<td>a</td><td>b</td>`` gives two words.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from html.parser import HTMLParser
+from html import unescape
 
 #: Longest indexed token, in UTF-8 bytes. English words are < 30 bytes; 64 leaves room for long
 #: identifiers and scripts with 3-byte characters while keeping engine keys short.
@@ -183,53 +184,40 @@ def analyze(doc: object) -> dict[str, Postings]:
 
 # --------------------------------------------------------------------------- HTML
 
-_DROP = frozenset(("script", "style", "head", "title", "template", "noscript"))
-_BLOCK = frozenset(
-    "address article aside blockquote br dd div dl dt fieldset figcaption figure footer form h1 h2 h3 h4 h5 "
-    "h6 header hr li main nav ol p pre section table tbody td tfoot th thead tr ul img option".split()
+#: Elements whose content is never visible text. ``head``/``title`` also end at a ``<body`` tag, so an
+#: unclosed ``<head>`` or ``<title>`` does not swallow the whole message; the others end at their close tag
+#: or at the end of the input (an unclosed ``<script>`` hides the rest, as in a browser). Every alternative
+#: can run to the end of the input (``\Z``), so a match attempt never fails after a long scan: linear time.
+_DROP_RE = re.compile(
+    r"<!--.*?(?:-->|\Z)"
+    r"|<(?i:(script|style|template|noscript))(?=[\s/>])[^>]*(?:>.*?(?:</(?i:\1)\s*>|\Z)|\Z)"
+    r"|<(?i:(head|title))(?=[\s/>])[^>]*(?:>.*?(?:</(?i:\2)\s*>|(?=<(?i:body)[\s/>])|\Z)|\Z)",
+    re.DOTALL,
 )
-
-
-class _TextExtractor(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.skip = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _DROP:
-            self.skip += 1
-        elif tag == "body":
-            self.skip = 0  # an unclosed <head> or <title> must not swallow the whole message
-        elif tag in _BLOCK:
-            self.parts.append(" ")
-
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _BLOCK:
-            self.parts.append(" ")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in _DROP:
-            self.skip = max(0, self.skip - 1)
-        elif tag in _BLOCK:
-            self.parts.append(" ")
-
-    def handle_data(self, data: str) -> None:
-        if not self.skip:
-            self.parts.append(data)
-
-
-_TAG = re.compile(r"<[^>]*>")
+#: Block-level tags separate words (``<td>a</td><td>b</td>`` is two words); inline ones do not
+#: (``wor<b>ld</b>`` is one word).
+_BLOCK_RE = re.compile(
+    r"</?(?i:address|article|aside|blockquote|br|dd|div|dl|dt|fieldset|figcaption|figure|footer|form|h[1-6]"
+    r"|header|hr|li|main|nav|ol|p|pre|section|table|tbody|td|tfoot|th|thead|tr|ul|img|option)(?=[\s/>])[^>]*>"
+)
+#: Any other tag, declaration (``<!DOCTYPE``) or processing instruction. A ``<`` followed by anything else
+#: (``a < b``, ``<3``) is text.
+_TAG_RE = re.compile(r"</?[A-Za-z][^>]*>|<[!?][^>]*>")
 
 
 def html_to_text(html: str) -> str:
-    """Visible text of an HTML fragment (never raises; falls back to a regex strip on parser failure)."""
+    """Visible text of an HTML fragment; never raises, linear time (a few regex passes, no parser).
+
+    In order: comments and the content of ``script``/``style``/``template``/``noscript``/``head``/``title``
+    elements are dropped; block-level tags become a space, other tags and declarations vanish; then
+    character references are decoded with :func:`html.unescape` (after tag removal, so ``&lt;b&gt;`` is
+    text). Text after the last ``>`` is kept as it is, tags and all: a ``<`` with no ``>`` after it is not
+    a tag (this also keeps every pass linear on input like ``<a<a<a...``).
+    """
     if not html:
         return ""
-    parser = _TextExtractor()
-    try:
-        parser.feed(html)
-        parser.close()
-    except Exception:  # noqa: BLE001 - html.parser can still assert on pathological markup
-        return _TAG.sub(" ", html)
-    return "".join(parser.parts)
+    text = _DROP_RE.sub(" ", html) if "<" in html else html
+    end = text.rfind(">") + 1  # tags lie before it; _BLOCK_RE/_TAG_RE would rescan the rest per "<"
+    if end:
+        text = _TAG_RE.sub("", _BLOCK_RE.sub(" ", text[:end])) + text[end:]
+    return unescape(text) if "&" in text else text

@@ -72,6 +72,19 @@ def test_html_stripping() -> None:
     assert html_to_text("") == ""
 
 
+def test_html_stripping_edges() -> None:
+    # upper-case tags and close tags with spaces; entities decoded after tags are gone
+    assert tokenize(html_to_text("<STYLE>x</style>y<Script src=a>z</SCRIPT >w")) == ["y", "w"]
+    assert html_to_text("a &lt;b&gt; c") == "a <b> c"
+    # a "<" that does not start a tag is text; so is a "<tag" with no ">" after it
+    assert tokenize(html_to_text("<p>a < b <3</p> text <b")) == ["a", "b", "3", "text", "b"]
+    assert tokenize(html_to_text("<!DOCTYPE html><?xml x?><br/>one<hr>two")) == ["one", "two"]
+    # unclosed script hides the rest; unclosed head/title end at <body
+    assert tokenize(html_to_text("a<script>var x")) == ["a"]
+    assert tokenize(html_to_text("<HEAD><TITLE>t</TITLE></HEAD><BODY>hi")) == ["hi"]
+    assert tokenize(html_to_text("x<!-- never closed <p>y")) == ["x"]
+
+
 @settings(deadline=None)  # no timing assertions: a slow example on a busy machine is fine
 @given(st.text())
 def test_html_to_text_never_raises(s: str) -> None:

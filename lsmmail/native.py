@@ -18,7 +18,7 @@ random and adversarial inputs. Twins that are engine functions (the engine dispa
 * ``frame_records_native`` -- ``engine.wal.LogWriter.encode_record`` (one call frames many records)
 
 Twins that live here, with a dispatch name (``<name>`` = native if loaded, else pure):
-``encode_varints``, ``decode_varints``, ``block_seek``, ``merge_runs``, ``frame_records``.
+``encode_varints``, ``decode_varints``, ``block_seek``, ``block_get``, ``merge_runs``, ``frame_records``.
 """
 
 from __future__ import annotations
@@ -345,6 +345,55 @@ def block_seek_native(blk: bytes, target: bytes, internal: bool = True) -> Block
     return BlockSeek(found[0], _ffi.buffer(keyout, found[1])[:], blk[vo : vo + found[3]], found[4])
 
 
+_KIND_BLOB = 2  # engine.keys.KIND_BLOB (not imported: the engine imports this module)
+
+#: What :func:`block_get` returns when no entry of the block answers the lookup.
+GET_STOP = -1  # a larger user key follows: no later block can hold the key either
+GET_NEXT = -2  # every entry from the key on is too new (or the block ended): try the next block
+
+
+def _block_get_result(
+    user_key: bytes, key: bytes | None, value: bytes | None
+) -> tuple[int, int, bytes] | int:
+    if key is None:
+        return GET_NEXT
+    n = len(user_key)
+    if len(key) != n + 8 or key[:n] != user_key:
+        if len(key) < 9:
+            raise Corruption("internal key shorter than 9 bytes in data block")
+        return GET_STOP
+    trailer = int.from_bytes(key[n:], "little")
+    kind = trailer & 0xFF
+    if kind > _KIND_BLOB:
+        raise Corruption(f"unknown entry kind {kind} in data block")
+    assert value is not None
+    return trailer >> 8, kind, value
+
+
+def block_get_pure(blk: bytes, user_key: bytes, snapshot_seq: int) -> tuple[int, int, bytes] | int:
+    """Point lookup in a raw data block without decoding it into lists.
+
+    Returns ``(seq, kind, value)`` of the newest entry for ``user_key`` with ``seq <= snapshot_seq``, or
+    :data:`GET_STOP` / :data:`GET_NEXT` (the contract of ``engine.block.DataBlock.find``'s -1 / -2).
+    ``Corruption`` for a malformed block (validated as :func:`block_seek` does) or a malformed answer.
+    """
+    target = user_key + ((snapshot_seq << 8) | 0xFF).to_bytes(8, "little")
+    hit = block_seek_pure(blk, target, True)
+    return _block_get_result(user_key, hit.key, hit.value)
+
+
+def block_get_native(blk: bytes, user_key: bytes, snapshot_seq: int) -> tuple[int, int, bytes] | int:
+    target = user_key + ((snapshot_seq << 8) | 0xFF).to_bytes(8, "little")
+    n = len(blk)
+    keyout = _new("uint8_t[]", n or 1)
+    found = _new("uint64_t[5]")
+    hit = _check(_lib.lsm_block_seek(blk, n, target, len(target), 1, keyout, n, found), "block")
+    if not hit:
+        return GET_NEXT
+    vo = found[2]
+    return _block_get_result(user_key, _ffi.buffer(keyout, found[1])[:], blk[vo : vo + found[3]])
+
+
 def encode_block_native(keys: Sequence[bytes], values: Sequence[bytes], restart_interval: int = 16) -> bytes:
     """The raw block payload of ``keys``/``values`` in order. Twin: ``engine.block.BlockBuilder`` (``add``
     each pair, then ``finish``): same bytes."""
@@ -508,11 +557,13 @@ if AVAILABLE:
     encode_varints = encode_varints_native
     decode_varints = decode_varints_native
     block_seek = block_seek_native
+    block_get = block_get_native
     merge_runs = merge_runs_native
     frame_records = frame_records_native
 else:
     encode_varints = encode_varints_pure
     decode_varints = decode_varints_pure
     block_seek = block_seek_pure
+    block_get = block_get_pure
     merge_runs = merge_runs_pure
     frame_records = frame_records_pure

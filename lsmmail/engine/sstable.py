@@ -16,6 +16,7 @@ from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from .. import native as _native
 from .block import (
     BLOCK_TRAILER_SIZE,
     BlockBuilder,
@@ -31,6 +32,14 @@ from .coding import checksum, get_varint, put_varint, u32
 from .errors import Corruption, InvalidArgument
 from .fs import ReadableFile, WritableFile
 from .keys import KIND_BLOB, KIND_DELETE, MAX_KEY_SIZE
+
+#: The C point lookup in a raw block, or None on the pure-Python engine (which decodes blocks instead:
+#: the pure twin of the kernel walks the block in Python and is slower than decoding it).
+_block_get = _native.block_get_native if _native.lib is not None else None
+_GET_STOP = _native.GET_STOP
+
+#: Block-cache charge of a raw payload beyond its bytes (the ``bytes`` header and the cache's map slot).
+RAW_BLOCK_OVERHEAD = 128
 
 FORMAT_VERSION = 1
 MAGIC = b"lsmmSST\x01"
@@ -399,11 +408,15 @@ class TableReader:
     def _data_block(self, i: int) -> DataBlock:
         offset = self._offsets[i]
         cache = self._cache
+        raw = None
         if cache is not None:
-            block = cache.get((self.file_number, offset))
-            if block is not None:
-                return block  # type: ignore[return-value]
-        raw = self._read_block(offset, self._sizes[i], self._verify)
+            obj = cache.get((self.file_number, offset))
+            if obj is not None:
+                if type(obj) is not bytes:
+                    return obj  # type: ignore[return-value]
+                raw = obj  # cached by a point read: decode it now, and cache the decoded form instead
+        if raw is None:
+            raw = self._read_block(offset, self._sizes[i], self._verify)
         try:
             block = DataBlock(raw)
         except Corruption as e:
@@ -435,14 +448,41 @@ class TableReader:
         while bi < n and index_keys[bi] == user_key and index_seqs[bi] > snapshot_seq:
             bi += 1
         while bi < n:
-            block = self._data_block(bi)
-            i = block.find(user_key, snapshot_seq)
-            if i >= 0:
-                return block.seqs[i], block.kinds[i], block.values[i]
-            if i == -1:
+            r = self._block_get(bi, user_key, snapshot_seq)
+            if type(r) is tuple:
+                return r
+            if r == _GET_STOP:
                 return None
             bi += 1
         return None
+
+    def _block_get(self, bi: int, user_key: bytes, snapshot_seq: int) -> tuple[int, int, bytes] | int:
+        """Look ``user_key`` up in data block ``bi`` (``DataBlock.find``'s -1/-2 when not there).
+
+        With the C kernels, a block read for a point lookup is cached as its raw payload and searched
+        in place (``native.block_get``, ~2.5 us) instead of being decoded into lists (~10 us for a
+        16 KiB block, one ``bytes`` object per key and value): most point reads miss the cache, and
+        they need one entry. A scan that meets the raw payload decodes it and caches the decoded form.
+        """
+        if _block_get is None:
+            block = self._data_block(bi)
+            i = block.find(user_key, snapshot_seq)
+            return (block.seqs[i], block.kinds[i], block.values[i]) if i >= 0 else i
+        offset = self._offsets[bi]
+        cache = self._cache
+        obj = cache.get((self.file_number, offset)) if cache is not None else None
+        if obj is not None and type(obj) is not bytes:
+            block: DataBlock = obj  # type: ignore[assignment]
+            i = block.find(user_key, snapshot_seq)
+            return (block.seqs[i], block.kinds[i], block.values[i]) if i >= 0 else i
+        raw = obj if obj is not None else self._read_block(offset, self._sizes[bi], self._verify)
+        try:
+            r = _block_get(raw, user_key, snapshot_seq)
+        except Corruption as e:
+            raise self._corrupt(f"bad data block ({e})", offset) from None
+        if obj is None and cache is not None:
+            cache.put((self.file_number, offset), raw, len(raw) + RAW_BLOCK_OVERHEAD)
+        return r
 
     def entries(
         self, start: bytes | None = None, end: bytes | None = None

@@ -234,6 +234,42 @@ def test_block_seek_same_outcome_on_malformed(blk: bytes, target: bytes, interna
         assert (nat[0] == "ok") == (outcome(decode_block, blk)[0] == "ok")
 
 
+@FAST
+@given(internal_entries, st.binary(min_size=1, max_size=12), st.integers(0, 2**56 - 1), st.integers(1, 16),
+       st.sampled_from(["none", "flip", "truncate"]), st.data())
+def test_block_get_matches_twin_and_find(entries, user: bytes, seq: int, interval: int, how: str,  # type: ignore[no-untyped-def]
+                                         data: st.DataObject) -> None:
+    # Distinct internal keys (the engine never writes one twice), kinds a table holds.
+    unique = {(u, s): (u, s, k % 3, v) for u, s, k, v in entries}
+    entries = sorted(unique.values(), key=lambda e: (e[0], -e[1]))
+    if entries and data.draw(st.booleans()):
+        user = data.draw(st.sampled_from([e[0] for e in entries]))  # often a key the block holds
+    keys = [_ikey(u, s, k) for u, s, k, _ in entries]
+    blk = bytearray(native.encode_block_native(keys, [v for *_, v in entries], interval))
+    if how == "flip" and blk:
+        blk[data.draw(st.integers(0, len(blk) - 1))] ^= data.draw(st.integers(1, 255))
+    elif how == "truncate":
+        del blk[data.draw(st.integers(0, len(blk))) :]
+    blk = bytes(blk)
+    got = outcome(native.block_get_native, blk, user, seq)
+    assert got == outcome(native.block_get_pure, blk, user, seq)
+    if how == "none":
+        # Model: DataBlock.find over the decoded block (the engine's pure-Python path).
+        from lsmmail.engine.block import DataBlock
+
+        db = DataBlock(blk)
+        i = db.find(user, seq)
+        assert got == ("ok", (db.seqs[i], db.kinds[i], db.values[i]) if i >= 0 else i)
+
+
+def test_block_get_reports_a_bad_kind_or_a_short_key() -> None:
+    for keys in ([_ikey(b"a", 1, 3)], [b"\x01" * 5]):  # kind 3 (RANGE_DEL); a key without a trailer
+        blk = _build(keys, [b"v"], 16)
+        for fn in (native.block_get_native, native.block_get_pure):
+            with pytest.raises(Corruption):
+                fn(blk, b"a", 5)
+
+
 # ------------------------------------------------------------------------------------------ merge
 
 runs_strategy = st.lists(

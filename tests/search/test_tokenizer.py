@@ -107,7 +107,10 @@ def test_analyze_fields() -> None:
     assert f["f"]["example.com"] == []
     # a gap of one position between recipients: no phrase across two addresses
     assert f["t"]["org"] == [2, 7] and f["t"]["carol"] == [4, 5]
-    assert f["b"] == {"see": [0], "attached": [1], "the": [3], "report": [4]}
+    # HTML is indexed only when the text/plain body is blank (multipart/alternative: same words twice)
+    assert f["b"] == {"see": [0], "attached": [1]}
+    html_only = analyze(IndexedDocument(body_text=" \n", body_html="<p>the <i>report</i></p>"))
+    assert html_only["b"] == {"the": [0], "report": [1]}
     assert f["a"] == {"q3": [0], "pdf": [1], "q3.pdf": []}
     assert f["h"] == {"attachment": []}
     assert "c" not in f and "h" not in analyze(IndexedDocument(subject="x"))

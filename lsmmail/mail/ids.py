@@ -93,8 +93,15 @@ def check_id(mid: bytes) -> bytes:
 
 
 def id_to_str(mid: bytes) -> str:
-    """Canonical text form, e.g. ``0190c1d2-...`` (lower-case hex with dashes); sorts like the bytes."""
-    return str(uuid.UUID(bytes=mid))
+    """Canonical text form, e.g. ``0190c1d2-...`` (lower-case hex with dashes); sorts like the bytes.
+
+    Formatted from ``bytes.hex`` directly: ``str(uuid.UUID(bytes=mid))`` took 4.1 µs per id here (an int
+    conversion and a Python ``__str__``; 13% of a list page in the profile), this 0.5 µs (loaded machine).
+    Raises ValueError unless ``mid`` is 16 bytes."""
+    if len(mid) != ID_LEN:
+        raise ValueError("a message id is 16 bytes")
+    h = mid.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def id_from_str(text: str) -> bytes:

@@ -1,17 +1,27 @@
 """Public result types of the mail layer and the encoding of the values stored under schema keys.
 
-Values are compact JSON (the C-accelerated ``json`` module encodes a summary in a few microseconds) so
-records stay readable in a debugger and can gain fields without a format change: readers ignore keys they
-do not know and default the ones that are missing.
+The per-message values read on every list page, get and mark (summary ``L``/``N``, message record ``M``,
+body ``Y``) are compact binary records laid out in docs/schema.md: a list page decodes 50 summaries, and
+with JSON that decode plus building the result was ~70% of a page (profile in docs/benchmarks.md). A
+summary is a fixed struct head, one array of string lengths and one UTF-8 text run, so decoding it is
+two ``struct`` unpacks, one ``decode`` and slicing. Rarely read values (user and folder records, the
+message's detail part, outbox heads) stay compact JSON, readable in a debugger.
+
+Every decoder checks the format byte and that the lengths add up, and raises ``Corruption`` otherwise:
+a damaged value is reported, never returned as different mail.
 """
 
 from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import accumulate
 
-from .ids import id_time_ms, id_to_str
+from lsmmail.engine.errors import Corruption
+
+from .ids import id_to_str
 
 # System folders: fixed numbers (never reused by user folders, which start at USER_FOLDER_BASE) and ids
 # equal to their names, so "INBOX" is a valid folder id for every user.
@@ -134,23 +144,209 @@ def loads(data: bytes) -> dict:
     return json.loads(data)
 
 
-def summary_from(mid: bytes, folder: int, rec: dict) -> MessageSummary:
+# ---- summary record (value of LISTING / UNREAD keys, and the summary part of a MESSAGE record) --------
+#
+#   u8 format (1) | u8 flags | u64 raw size | f64 date | thread id (16) | u32 #from | u32 #to | u32 #cc
+#   | strings: subject, preview, then (name, address) of each from, to, cc address in order
+#
+# The strings are one UTF-8 text run, each string followed by U+0000, so a reader decodes once and splits
+# once (two C calls for all of them); the terminator after the last string makes a cut or extended value
+# detectable. A string that itself contains U+0000 (possible only in malformed mail) switches the record
+# to FLAG_LENGTHS: a u32 length (in code points) per string, then the strings concatenated.
+
+SUMMARY_FORMAT = 1
+FLAG_READ = 0x01
+FLAG_ATTACHMENTS = 0x02
+FLAG_DATE = 0x04  # the date field is meaningful (the Date header was usable)
+FLAG_LENGTHS = 0x08  # strings are length-prefixed instead of U+0000-separated
+_FLAGS_KNOWN = FLAG_READ | FLAG_ATTACHMENTS | FLAG_DATE | FLAG_LENGTHS
+_SUMMARY_HEAD = struct.Struct(">BBQd16sIII")
+SUMMARY_HEAD_LEN = _SUMMARY_HEAD.size  # 46
+#: Offset of the flags byte, so mark_read flips the read bit without decoding anything.
+SUMMARY_FLAGS_AT = 1
+_SEP = "\x00"
+
+
+def _utf8(text: str) -> bytes:
+    # surrogatepass: a lone surrogate (never produced by mime.parse, but possible in a caller's str)
+    # round-trips instead of making the write fail.
+    return text.encode("utf-8", "surrogatepass")
+
+
+def encode_summary(
+    *, subject: str, preview: str, from_: list, to: list, cc: list, date: float | None, size: int,
+    has_attachments: bool, read: bool, thread: bytes,
+) -> bytes:
+    """The binary summary record (layout above and in docs/schema.md)."""
+    strings = [subject, preview]
+    for addrs in (from_, to, cc):
+        for name, addr in addrs:
+            strings.append(name)
+            strings.append(addr)
+    flags = (FLAG_READ if read else 0) | (FLAG_ATTACHMENTS if has_attachments else 0)
+    flags |= FLAG_DATE if date is not None else 0
+    if any(_SEP in x for x in strings):
+        flags |= FLAG_LENGTHS
+        body = struct.pack(f">{len(strings)}I", *[len(x) for x in strings]) + _utf8("".join(strings))
+    else:
+        strings.append("")
+        body = _utf8(_SEP.join(strings))
+    head = _SUMMARY_HEAD.pack(SUMMARY_FORMAT, flags, size, date if date is not None else 0.0, thread,
+                              len(from_), len(to), len(cc))
+    return head + body
+
+
+def _strings(data: bytes, flags: int, k: int) -> list[str]:
+    if not flags & FLAG_LENGTHS:
+        strs = data[SUMMARY_HEAD_LEN:].decode("utf-8", "surrogatepass").split(_SEP)
+        if len(strs) != k + 1 or strs.pop():
+            raise ValueError(f"{len(strs)} strings or no final terminator, the counts say {k}")
+        return strs
+    lens = struct.unpack_from(f">{k}I", data, SUMMARY_HEAD_LEN)
+    text = data[SUMMARY_HEAD_LEN + 4 * k:].decode("utf-8", "surrogatepass")
+    ends = list(accumulate(lens))
+    if ends[-1] != len(text):
+        raise ValueError(f"lengths add up to {ends[-1]}, text has {len(text)}")
+    return [text[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
+
+
+def decode_summary(data: bytes) -> tuple:
+    """``(flags, size, date, thread, subject, preview, from_, to, cc)``; Corruption if malformed."""
+    try:
+        fmt, flags, size, date, thread, nf, nt, nc = _SUMMARY_HEAD.unpack_from(data)
+        if fmt != SUMMARY_FORMAT or flags & ~_FLAGS_KNOWN:
+            raise ValueError(f"format {fmt}, flags {flags:#x}")
+        strs = _strings(data, flags, 2 + 2 * (nf + nt + nc))
+    except (struct.error, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        raise Corruption(f"bad message summary record: {exc}") from None
+    pairs = list(zip(strs[2::2], strs[3::2], strict=True))
+    from_, to, cc = pairs[:nf], pairs[nf:nf + nt], pairs[nf + nt:]
+    return (flags, size, date if flags & FLAG_DATE else None, thread, strs[0], strs[1], from_, to, cc)
+
+
+def summary_is_read(data: bytes) -> bool:
+    """The read flag of a summary record, without decoding the rest."""
+    return bool(data[SUMMARY_FLAGS_AT] & FLAG_READ)
+
+
+def summary_with_read(data: bytes, read: bool) -> bytes:
+    """A copy of a summary record with the read flag set to ``read`` (one byte differs)."""
+    b = bytearray(data)
+    b[SUMMARY_FLAGS_AT] = (b[SUMMARY_FLAGS_AT] & ~FLAG_READ) | (FLAG_READ if read else 0)
+    return bytes(b)
+
+
+def summary_thread(data: bytes) -> bytes:
+    """The 16-byte thread id of a summary record."""
+    return bytes(data[18:34])
+
+
+# Thread ids repeat across a page (replies share one), so their text form is memoised; bounded so a
+# long-running process does not grow without limit (4,096 entries of ~100 bytes).
+_THREAD_TEXT: dict[bytes, str] = {}
+_THREAD_TEXT_MAX = 4096
+
+
+def summaries(rows: Iterable[tuple[bytes, bytes]], folder: int) -> list[MessageSummary]:
+    """MessageSummary objects for ``(id, summary record)`` rows of one folder (a list page).
+
+    The hot loop of list_messages: one folder id string per page, thread texts memoised, and each
+    instance's dict filled directly (the frozen dataclass ``__init__`` sets its 13 fields through
+    ``object.__setattr__`` one by one, which cost about as much as decoding the record). Corruption if a
+    record is malformed."""
+    folder_id = folder_id_str(folder)
+    threads = _THREAD_TEXT
+    new = object.__new__
+    cls = MessageSummary
+    out = []
+    for mid, data in rows:
+        flags, size, date, thread, subject, preview, from_, to, cc = decode_summary(data)
+        tid = threads.get(thread)
+        if tid is None:
+            if len(threads) >= _THREAD_TEXT_MAX:
+                threads.clear()
+            tid = threads[thread] = id_to_str(thread)
+        s = new(cls)
+        s.__dict__.update(
+            id=id_to_str(mid), folder_id=folder_id, thread_id=tid, subject=subject, from_=from_, to=to,
+            cc=cc, date=date, received=int.from_bytes(mid[:6], "big") / 1000.0, preview=preview,
+            size=size, has_attachments=bool(flags & FLAG_ATTACHMENTS), is_read=bool(flags & FLAG_READ),
+        )
+        out.append(s)
+    return out
+
+
+def summary_from(mid: bytes, folder: int, data: bytes) -> MessageSummary:
     """Build a MessageSummary from a summary record (the value of LISTING / UNREAD keys)."""
-    return MessageSummary(
-        id=id_to_str(mid),
-        folder_id=folder_id_str(folder),
-        thread_id=rec["th"],
-        subject=rec["s"],
-        from_=[tuple(a) for a in rec["f"]],  # type: ignore[misc]
-        to=[tuple(a) for a in rec["t"]],  # type: ignore[misc]
-        cc=[tuple(a) for a in rec["c"]],  # type: ignore[misc]
-        date=rec["d"],
-        received=id_time_ms(mid) / 1000.0,
-        preview=rec["p"],
-        size=rec["z"],
-        has_attachments=rec["a"],
-        is_read=rec["r"],
-    )
+    return summaries(((mid, data),), folder)[0]
+
+
+# ---- message record (value of MESSAGE keys) --------------------------------------------------------------
+#
+#   u8 format (1) | u32 folder | u32 summary length | summary record | details (compact JSON)
+#
+# details: {"m": Message-ID or null, "i": [In-Reply-To ids], "r": [References ids], "b": [[name, addr]]
+# Bcc, "a": [[filename, type, size, sha256 hex]] attachments, "k": dedup key hex or null}. The folder
+# and the summary sit at fixed offsets, so mark_read and move rewrite bytes without parsing the details.
+
+MESSAGE_FORMAT = 1
+_MSG_HEAD = struct.Struct(">BII")
+MESSAGE_HEAD_LEN = _MSG_HEAD.size  # 9
+
+
+def encode_message(folder: int, summary: bytes, details: dict) -> bytes:
+    return _MSG_HEAD.pack(MESSAGE_FORMAT, folder, len(summary)) + summary + dumps(details)
+
+
+def decode_message_head(data: bytes) -> tuple[int, bytes]:
+    """``(folder, summary record)`` of a message record; Corruption if malformed."""
+    try:
+        fmt, folder, n = _MSG_HEAD.unpack_from(data)
+    except struct.error as exc:
+        raise Corruption(f"bad message record: {exc}") from None
+    if fmt != MESSAGE_FORMAT or MESSAGE_HEAD_LEN + n > len(data):
+        raise Corruption(f"bad message record (format {fmt}, summary {n} of {len(data)} bytes)")
+    return folder, data[MESSAGE_HEAD_LEN:MESSAGE_HEAD_LEN + n]
+
+
+def decode_message_details(data: bytes) -> dict:
+    """The details part of a message record (see the layout above); Corruption if malformed."""
+    _, summary = decode_message_head(data)
+    try:
+        return json.loads(data[MESSAGE_HEAD_LEN + len(summary):])
+    except ValueError as exc:
+        raise Corruption(f"bad message record details: {exc}") from None
+
+
+def message_with(data: bytes, folder: int, summary: bytes) -> bytes:
+    """A copy of a message record with a new folder and summary (the details are kept as they are)."""
+    _, old = decode_message_head(data)
+    return _MSG_HEAD.pack(MESSAGE_FORMAT, folder, len(summary)) + summary + data[MESSAGE_HEAD_LEN + len(old):]
+
+
+# ---- body record (value of BODY keys) --------------------------------------------------------------------
+#
+#   u32 length of the text part in bytes | text/plain parts (UTF-8) | text/html parts (UTF-8)
+#
+# Two slices and two decodes: json.loads of the same bodies took 82 µs per 15 KB record here, this 5 µs.
+_U32 = struct.Struct(">I")
+
+
+def encode_body(text: str, html: str) -> bytes:
+    t = _utf8(text)
+    return _U32.pack(len(t)) + t + _utf8(html)
+
+
+def decode_body(data: bytes) -> tuple[str, str]:
+    """``(text, html)`` of a body record; Corruption if malformed."""
+    try:
+        (n,) = _U32.unpack_from(data)
+        if 4 + n > len(data):
+            raise ValueError(f"text of {n} bytes in a {len(data)}-byte record")
+        return (data[4:4 + n].decode("utf-8", "surrogatepass"),
+                data[4 + n:].decode("utf-8", "surrogatepass"))
+    except (struct.error, ValueError) as exc:
+        raise Corruption(f"bad message body record: {exc}") from None
 
 
 _STATE = struct.Struct(">QQI")

@@ -56,11 +56,22 @@ from .records import (
     OutboxEntry,
     OutgoingMessage,
     Page,
+    decode_body,
+    decode_message_details,
+    decode_message_head,
     dumps,
+    encode_body,
+    encode_message,
+    encode_summary,
     folder_id_str,
     loads,
+    message_with,
     pack_user_state,
+    summaries,
     summary_from,
+    summary_is_read,
+    summary_thread,
+    summary_with_read,
     unpack_user_state,
 )
 from .txn import FolderState, Txn, UserState
@@ -387,8 +398,7 @@ class MailStore:
             moved = 0
             for k, _ in self._db.scan(prefix=schema.list_prefix(schema.LISTING, u.uk, n)):
                 mid = schema.id_of_list_key(k)
-                rec = self._message_record(u, mid)
-                self._move(txn, u, mid, rec, TRASH)
+                self._move(txn, u, mid, self._message_record(u, mid), TRASH)
                 moved += 1
             ut.removed_folders.add(n)
             self._commit(txn)
@@ -516,23 +526,21 @@ class MailStore:
         ut = txn.user(u)
         uk = u.uk
         atts = [[a.filename, a.content_type, len(a.data), a.sha256.hex()] for a in parsed.attachments]
-        summary = {
-            "s": parsed.subject, "f": parsed.from_, "t": parsed.to, "c": parsed.cc, "d": parsed.date,
-            "p": parsed.preview, "z": len(raw), "a": bool(atts), "r": read, "th": id_to_str(thread),
+        sm = encode_summary(
+            subject=parsed.subject, preview=parsed.preview, from_=parsed.from_, to=parsed.to, cc=parsed.cc,
+            date=parsed.date, size=len(raw), has_attachments=bool(atts), read=read, thread=thread,
+        )
+        details = {
+            "m": parsed.message_id, "i": parsed.in_reply_to, "r": parsed.references, "b": parsed.bcc,
+            "a": atts, "k": dkey.hex() if register_dedup else None,
         }
-        rec = {
-            "fo": folder, "sm": summary, "mid": parsed.message_id, "irt": parsed.in_reply_to,
-            "refs": parsed.references, "bcc": parsed.bcc, "at": atts,
-            "dk": dkey.hex() if register_dedup else None, "th": thread.hex(),
-        }
-        txn.put(schema.message_key(uk, mid), dumps(rec))
-        sm = dumps(summary)
+        txn.put(schema.message_key(uk, mid), encode_message(folder, sm, details))
         txn.put(schema.listing_key(uk, folder, mid), sm)
         if not read:
             txn.put(schema.unread_key(uk, folder, mid), sm)
         txn.put(schema.raw_key(uk, mid), raw)
         if parsed.text or parsed.html:
-            txn.put(schema.body_key(uk, mid), dumps({"t": parsed.text, "h": parsed.html}))
+            txn.put(schema.body_key(uk, mid), encode_body(parsed.text, parsed.html))
         if register_dedup:
             value = mid + thread
             txn.put(dkey, value)
@@ -684,11 +692,12 @@ class MailStore:
         except ValueError as exc:
             raise UnknownMessage(message_id) from exc
 
-    def _message_record(self, u: UserState, mid: bytes, snapshot: Any = None) -> dict:
+    def _message_record(self, u: UserState, mid: bytes, snapshot: Any = None) -> bytes:
+        """The message record (encoded; records.decode_message_head / decode_message_details read it)."""
         raw = self._db.get(schema.message_key(u.uk, mid), snapshot=snapshot)
         if raw is None:
             raise UnknownMessage(id_to_str(mid))
-        return loads(raw)
+        return raw
 
     def list_messages(
         self, user_id: str, folder_id: str, *, limit: int = 50, cursor: str | None = None,
@@ -713,35 +722,37 @@ class MailStore:
             if len(data) != 5 + ID_LEN or data[:1] != tag or int.from_bytes(data[1:5], "big") != n:
                 raise InvalidCursor(cursor)
             start = schema.list_prefix(tag, u.uk, n) + schema.invert(data[5:]) + b"\x00"
-        items: list[MessageSummary] = []
+        rows: list[tuple[bytes, bytes]] = []
         more = False
         for k, v in self._db.scan(start, schema.prefix_end(prefix)):
-            if len(items) == limit:
+            if len(rows) == limit:
                 more = True
                 break
-            items.append(summary_from(schema.id_of_list_key(k), n, loads(v)))
-        next_cursor = _encode_cursor(tag, n, id_from_str(items[-1].id)) if more else None
-        return Page(items, next_cursor)
+            rows.append((schema.id_of_list_key(k), v))
+        next_cursor = _encode_cursor(tag, n, rows[-1][0]) if more else None
+        return Page(summaries(rows, n), next_cursor)
 
     def get_message(self, user_id: str, message_id: str) -> Message:
         u = self._user(user_id)
         mid = self._mid(message_id)
         rec = self._message_record(u, mid)
+        folder, sm = decode_message_head(rec)
+        d = decode_message_details(rec)
         body = self._db.get(schema.body_key(u.uk, mid))
-        b = loads(body) if body else {"t": "", "h": ""}
+        text, html = decode_body(body) if body else ("", "")
         return Message(
-            summary=summary_from(mid, rec["fo"], rec["sm"]),
-            message_id=rec["mid"], in_reply_to=rec["irt"], references=rec["refs"],
-            bcc=[tuple(a) for a in rec["bcc"]],  # type: ignore[misc]
-            text=b["t"], html=b["h"],
-            attachments=[AttachmentInfo(i, a[0], a[1], a[2], a[3]) for i, a in enumerate(rec["at"])],
+            summary=summary_from(mid, folder, sm),
+            message_id=d["m"], in_reply_to=d["i"], references=d["r"],
+            bcc=[tuple(a) for a in d["b"]],  # type: ignore[misc]
+            text=text, html=html,
+            attachments=[AttachmentInfo(i, a[0], a[1], a[2], a[3]) for i, a in enumerate(d["a"])],
         )
 
     def get_summary(self, user_id: str, message_id: str) -> MessageSummary:
         u = self._user(user_id)
         mid = self._mid(message_id)
-        rec = self._message_record(u, mid)
-        return summary_from(mid, rec["fo"], rec["sm"])
+        folder, sm = decode_message_head(self._message_record(u, mid))
+        return summary_from(mid, folder, sm)
 
     def get_raw(self, user_id: str, message_id: str) -> bytes:
         """The message exactly as delivered (byte for byte)."""
@@ -756,14 +767,14 @@ class MailStore:
         """Decoded bytes of attachment number ``part`` (index into Message.attachments)."""
         u = self._user(user_id)
         mid = self._mid(message_id)
-        rec = self._message_record(u, mid)
-        if not 0 <= part < len(rec["at"]):
+        atts = decode_message_details(self._message_record(u, mid))["a"]
+        if not 0 <= part < len(atts):
             raise UnknownAttachment(f"{message_id} has no attachment {part}")
-        data = self._db.get(schema.attachment_key(bytes.fromhex(rec["at"][part][3])))
+        data = self._db.get(schema.attachment_key(bytes.fromhex(atts[part][3])))
         if data is None:  # a holder without its blob would be a broken invariant, never silently empty
             from lsmmail.engine.errors import Corruption
 
-            raise Corruption(f"attachment blob {rec['at'][part][3]} of {message_id} is missing")
+            raise Corruption(f"attachment blob {atts[part][3]} of {message_id} is missing")
         return data
 
     def open_raw(self, user_id: str, message_id: str) -> io.BytesIO:
@@ -789,8 +800,7 @@ class MailStore:
             mid = k[-ID_LEN:]
             raw = self._db.get(schema.message_key(u.uk, mid))
             if raw is not None:
-                rec = loads(raw)
-                out.append(summary_from(mid, rec["fo"], rec["sm"]))
+                out.append(summary_from(mid, *decode_message_head(raw)))
         return out
 
     # ---- changing messages -------------------------------------------------------------------------------
@@ -802,14 +812,13 @@ class MailStore:
         mid = self._mid(message_id)
         with u.lock:
             rec = self._message_record(u, mid)
-            if rec["sm"]["r"] == read:
+            folder, sm = decode_message_head(rec)
+            if summary_is_read(sm) == read:
                 return
             txn = self._txn()
             ut = txn.user(u)
-            folder = rec["fo"]
-            rec["sm"]["r"] = read
-            sm = dumps(rec["sm"])
-            txn.put(schema.message_key(u.uk, mid), dumps(rec))
+            sm = summary_with_read(sm, read)
+            txn.put(schema.message_key(u.uk, mid), message_with(rec, folder, sm))
             txn.put(schema.listing_key(u.uk, folder, mid), sm)
             if read:
                 txn.delete(schema.unread_key(u.uk, folder, mid))
@@ -827,19 +836,17 @@ class MailStore:
         with u.lock:
             target = self._folder_num(u, folder_id)
             rec = self._message_record(u, mid)
-            if rec["fo"] == target:
+            if decode_message_head(rec)[0] == target:
                 return
             txn = self._txn()
             self._move(txn, u, mid, rec, target)
             self._commit(txn)
 
-    def _move(self, txn: Txn, u: UserState, mid: bytes, rec: dict, target: int) -> None:
+    def _move(self, txn: Txn, u: UserState, mid: bytes, rec: bytes, target: int) -> None:
         ut = txn.user(u)
-        src = rec["fo"]
-        unread = 0 if rec["sm"]["r"] else 1
-        rec["fo"] = target
-        sm = dumps(rec["sm"])
-        txn.put(schema.message_key(u.uk, mid), dumps(rec))
+        src, sm = decode_message_head(rec)
+        unread = 0 if summary_is_read(sm) else 1
+        txn.put(schema.message_key(u.uk, mid), message_with(rec, target, sm))
         txn.delete(schema.listing_key(u.uk, src, mid))
         txn.put(schema.listing_key(u.uk, target, mid), sm)
         if unread:
@@ -859,32 +866,33 @@ class MailStore:
         with u.lock:
             rec = self._message_record(u, mid)
             txn = self._txn()
-            if rec["fo"] != TRASH:
+            if decode_message_head(rec)[0] != TRASH:
                 self._move(txn, u, mid, rec, TRASH)
                 self._commit(txn)
                 return
             self._purge(txn, u, mid, rec)
             self._commit_with_attachments(txn)
 
-    def _purge(self, txn: Txn, u: UserState, mid: bytes, rec: dict) -> None:
+    def _purge(self, txn: Txn, u: UserState, mid: bytes, rec: bytes) -> None:
         ut = txn.user(u)
         uk = u.uk
-        folder = rec["fo"]
-        unread = 0 if rec["sm"]["r"] else 1
+        folder, sm = decode_message_head(rec)
+        unread = 0 if summary_is_read(sm) else 1
+        d = decode_message_details(rec)
         for key in (schema.message_key(uk, mid), schema.listing_key(uk, folder, mid),
                     schema.raw_key(uk, mid), schema.body_key(uk, mid)):
             txn.delete(key)
         if unread:
             txn.delete(schema.unread_key(uk, folder, mid))
-        if rec["dk"]:
-            dkey = bytes.fromhex(rec["dk"])
+        if d["k"]:
+            dkey = bytes.fromhex(d["k"])
             hit = self._lookup_dedup(txn, dkey)
             if hit is not None and hit[:ID_LEN] == mid:
                 txn.delete(dkey)
                 txn.dedup.pop(dkey, None)
                 txn.dedup_removed.add(dkey)
-        txn.delete(schema.thread_key(uk, bytes.fromhex(rec["th"]), mid))
-        for part, a in enumerate(rec["at"]):
+        txn.delete(schema.thread_key(uk, summary_thread(sm), mid))
+        for part, a in enumerate(d["a"]):
             hk = schema.holder_key(bytes.fromhex(a[3]), uk, mid, part)
             txn.delete(hk)
             txn.holders_removed.add(hk)
@@ -946,8 +954,7 @@ class MailStore:
         for mid in ids:
             raw = self._db.get(schema.message_key(u.uk, mid))
             if raw is not None:
-                rec = loads(raw)
-                items.append(summary_from(mid, rec["fo"], rec["sm"]))
+                items.append(summary_from(mid, *decode_message_head(raw)))
         return Page(items, next_cursor)
 
     def reindex(self, user_id: str | None = None) -> int:
@@ -977,13 +984,12 @@ class MailStore:
         raw = self._db.get(schema.message_key(uk, doc_id), snapshot=snapshot)
         if raw is None:
             return None
-        rec = loads(raw)
-        n = rec["fo"]
+        n, sm = decode_message_head(raw)
         name = SYSTEM_FOLDERS.get(n)
         if name is None:  # a user folder: in:NAME is its current name (as of the query's snapshot)
             frec = self._db.get(schema.folder_key(uk, n), snapshot=snapshot)
             name = loads(frec)["n"] if frec is not None else folder_id_str(n)
-        return DocState(name, bool(rec["sm"]["r"]))
+        return DocState(name, summary_is_read(sm))
 
 
 def _indexed_document(parsed: mime.ParsedMessage) -> Any:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lsmmail.mail import MailStore, schema
+from lsmmail.mail import MailStore, records, schema
 from lsmmail.mail.formats import open_maybe_xz, read_maildir, read_mbox
 from lsmmail.mail.ids import id_to_str
 
@@ -36,27 +36,28 @@ def check_user(store: MailStore, user_id: str) -> dict[str, set[str]]:
     """Assert listed <=> gettable <=> counted for every folder of ``user_id``; return folder -> ids."""
     db = store.db
     uk = store._user(user_id).uk
-    records = {}
+    recs = {}
     for k, v in db.scan(prefix=schema.MESSAGE + uk):
-        records[k[-16:]] = json.loads(v)
+        recs[k[-16:]] = v
     by_folder: dict[str, set[str]] = {}
     listed_all = set()
     for f in store.folders(user_id):
         n = store._folder_num(store._user(user_id), f.id)
-        listed = {schema.id_of_list_key(k): json.loads(v) for k, v in
+        listed = {schema.id_of_list_key(k): v for k, v in
                   db.scan(prefix=schema.list_prefix(schema.LISTING, uk, n))}
         unread_prefix = schema.list_prefix(schema.UNREAD, uk, n)
-        unread = {schema.id_of_list_key(k) for k, _ in db.scan(prefix=unread_prefix)}
+        unread_rows = {schema.id_of_list_key(k): v for k, v in db.scan(prefix=unread_prefix)}
+        assert all(listed.get(m) == v for m, v in unread_rows.items()), "N value differs from its L value"
+        unread = set(unread_rows)
         assert f.total == len(listed), (f, len(listed))
         assert f.unread == len(unread), (f, len(unread))
-        assert unread == {m for m, s in listed.items() if not s["r"]}
+        assert unread == {m for m, s in listed.items() if not records.summary_is_read(s)}
         for mid, s in listed.items():
-            assert mid in records and records[mid]["fo"] == n
-            assert records[mid]["sm"] == s
+            assert mid in recs and records.decode_message_head(recs[mid]) == (n, s)
             assert db.get(schema.raw_key(uk, mid)) is not None
         listed_all |= set(listed)
         by_folder[f.id] = {id_to_str(m) for m in listed}
-    assert listed_all == set(records), "message records that no folder lists"
+    assert listed_all == set(recs), "message records that no folder lists"
     # the stored counters survive a reload from disk
     stored = {schema.folder_of_key(k): json.loads(v) for k, v in db.scan(prefix=schema.folder_prefix(uk))}
     for f in store.folders(user_id):
@@ -75,8 +76,7 @@ def check_attachments(store: MailStore) -> None:
     assert blobs == set(holders)
     expected = set()
     for k, v in db.scan(prefix=schema.MESSAGE):
-        rec = json.loads(v)
         uk, mid = k[1:5], k[5:]
-        for part, a in enumerate(rec["at"]):
+        for part, a in enumerate(records.decode_message_details(v)["a"]):
             expected.add((bytes.fromhex(a[3]), uk + mid + part.to_bytes(2, "big")))
     assert expected == {(sha, h) for sha, hs in holders.items() for h in hs}

@@ -336,14 +336,16 @@ class SearchIndex:
                 batch.put(P.doc_table_key(user, seg), P.encode_doc_table(ids))
                 anyf: dict[str, set[int]] = {}
                 for (field, term), plist in self._mem.postings[user].items():
-                    entries = sorted((ordinal[d], pos) for d, pos in plist.items())
-                    batch.put(P.block_key(user, field, term, seg), P.encode_block(entries))
+                    items = sorted(plist.items()) if len(plist) > 1 else plist.items()
+                    ords = [ordinal[d] for d, _ in items]
+                    block = P.encode_postings(ords, [pos for _, pos in items])
+                    batch.put(P.block_key(user, field, term, seg), block)
                     if field in _TEXT_FIELD_SET:
                         got = anyf.get(term)
                         if got is None:
-                            anyf[term] = {o for o, _ in entries}
+                            anyf[term] = set(ords)
                         else:
-                            got.update([o for o, _ in entries])
+                            got.update(ords)
                 for term, ords in anyf.items():
                     batch.put(P.block_key(user, ANY, term, seg), P.encode_ordinals(sorted(ords)))
                 for d in ids:

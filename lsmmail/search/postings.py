@@ -20,6 +20,7 @@ from itertools import accumulate
 
 from ..engine.coding import get_varint, put_varint
 from ..engine.errors import Corruption
+from ..native import encode_varints
 
 TAG_SEGMENT = b"S"
 TAG_SMALL = b"s"
@@ -135,36 +136,44 @@ def decode_doc_table(value: bytes) -> list[bytes]:
 
 def encode_block(entries: list[tuple[int, list[int]]]) -> bytes:
     """Encode ``[(ordinal, positions)]`` with ordinals strictly ascending and positions ascending."""
-    if not entries:
+    return encode_postings([o for o, _ in entries], [p for _, p in entries])
+
+
+def encode_postings(ords: list[int], plists: list[list[int]]) -> bytes:
+    """:func:`encode_block` with the ordinals and their position lists given as two parallel lists.
+
+    The varints go through ``native.encode_varints`` (one C call for the position section): with a
+    Python ``put_varint`` per value this was ~60% of a flush (3.4 of 5.4 s for 3,011 corpus messages).
+    """
+    if not ords:
         raise ValueError("empty posting block")
-    out = bytearray((FORMAT_V1,))
-    ords = [o for o, _ in entries]
     deltas = [b - a for a, b in zip(ords, ords[1:], strict=False)]
-    if any(d <= 0 for d in deltas):
-        raise ValueError("ordinals must be strictly ascending")
-    if all(d < 256 for d in deltas):
-        out.append(DELTAS_U8)
-        put_varint(out, len(ords))
-        put_varint(out, ords[0])
-        out += bytes(deltas)
-    else:
-        out.append(DELTAS_VARINT)
-        put_varint(out, len(ords))
-        put_varint(out, ords[0])
-        for d in deltas:
-            put_varint(out, d)
-    for _, positions in entries:
-        put_varint(out, len(positions))
-        prev = -1
-        for p in positions:
-            put_varint(out, p - prev - 1 if prev >= 0 else p)
-            prev = p
+    out = bytearray((FORMAT_V1, DELTAS_U8))
+    put_varint(out, len(ords))
+    put_varint(out, ords[0])
+    if deltas:
+        if min(deltas) <= 0:
+            raise ValueError("ordinals must be strictly ascending")
+        if max(deltas) < 256:
+            out += bytes(deltas)
+        else:
+            out[1] = DELTAS_VARINT
+            out += encode_varints(deltas)
+    vals: list[int] = []
+    for positions in plists:
+        n = len(positions)
+        vals.append(n)
+        if n:
+            vals.append(positions[0])
+            if n > 1:
+                vals += [b - a - 1 for a, b in zip(positions, positions[1:], strict=False)]
+    out += encode_varints(vals)
     return bytes(out)
 
 
 def encode_ordinals(ords: list[int]) -> bytes:
     """An ordinals-only block (format 2): the header of :func:`encode_block` and nothing after it."""
-    block = bytearray(encode_block([(o, []) for o in ords]))
+    block = bytearray(encode_postings(ords, [[]] * len(ords)))
     block[0] = FORMAT_ORDS
     return bytes(block[: len(block) - len(ords)])  # drop the n trailing "npos = 0" bytes
 

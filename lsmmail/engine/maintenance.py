@@ -348,13 +348,14 @@ class Maintenance:
         with self._mu:
             snapshots = self._snapshot_seqs()
             tombs = list(self._current.range_tombstones)
+        # Compaction reads every input block once: keep them out of the block cache (readers' blocks stay).
         sources = []
         for f in c.inputs[0] if c.level == 0 else []:
-            sources.append(self._table(f).entries())
+            sources.append(self._table(f).entries(fill_cache=False))
         if c.level > 0 and c.inputs[0]:
-            sources.append(concat(self._table(f).entries() for f in c.inputs[0]))
+            sources.append(concat(self._table(f).entries(fill_cache=False) for f in c.inputs[0]))
         if c.inputs[1]:
-            sources.append(concat(self._table(f).entries() for f in c.inputs[1]))
+            sources.append(concat(self._table(f).entries(fill_cache=False) for f in c.inputs[1]))
         sink = OutputSink(self._fs, self.path, self.options, self._alloc_file_number, self._read_blob,
                           max_file_size=self.options.target_file_size, relocate=c.relocate_blobs,
                           tombstones_applied_seq=applied_tombstone_seq(tombs, snapshots))

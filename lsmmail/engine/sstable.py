@@ -405,7 +405,7 @@ class TableReader:
         except Corruption as e:
             raise self._corrupt(str(e), offset) from None
 
-    def _data_block(self, i: int) -> DataBlock:
+    def _data_block(self, i: int, fill_cache: bool = True) -> DataBlock:
         offset = self._offsets[i]
         cache = self._cache
         raw = None
@@ -421,7 +421,7 @@ class TableReader:
             block = DataBlock(raw)
         except Corruption as e:
             raise self._corrupt(f"bad data block ({e})", offset) from None
-        if cache is not None:
+        if cache is not None and fill_cache:
             cache.put((self.file_number, offset), block, block.charge)
         return block
 
@@ -485,11 +485,13 @@ class TableReader:
         return r
 
     def entries(
-        self, start: bytes | None = None, end: bytes | None = None
+        self, start: bytes | None = None, end: bytes | None = None, fill_cache: bool = True
     ) -> Iterator[tuple[bytes, int, int, bytes]]:
         """``(user_key, seq, kind, value)`` in internal order for ``start <= user_key < end``.
 
-        Lazy: a data block is read when the scan reaches it.
+        Lazy: a data block is read when the scan reaches it. With ``fill_cache=False`` (compaction,
+        which reads each block once) blocks not in the cache are not added to it, so a compaction does
+        not evict the blocks readers are using.
         """
         if start is not None and end is not None and start >= end:
             return
@@ -497,7 +499,7 @@ class TableReader:
         bi = 0 if start is None else bisect_left(self._index_user_keys, start)
         first = True
         while bi < n:
-            block = self._data_block(bi)
+            block = self._data_block(bi, fill_cache)
             keys = block.user_keys
             lo = block.seek(start) if first and start is not None else 0
             first = False

@@ -42,7 +42,16 @@ from ..engine.batch import WriteBatch
 from ..engine.errors import Corruption, InvalidArgument
 from . import postings as P
 from .query import All, And, DateBound, HasAttachment, InFolder, IsRead, Node, Not, Or, Term, parse
-from .tokenizer import ADDRESS_FIELDS, MAX_TOKEN_BYTES, META, SPECIAL_FIELDS, TEXT_FIELDS, analyze, normalize
+from .tokenizer import (
+    ADDRESS_FIELDS,
+    MAX_TOKEN_BYTES,
+    META,
+    SPECIAL_FIELDS,
+    TEXT_FIELDS,
+    analyze_streams,
+    group,
+    normalize,
+)
 
 Fields = dict[str, dict[str, list[int]]]
 
@@ -275,8 +284,9 @@ class SearchIndex:
         Doc ids are never reused: index a doc id once (re-indexing a doc id that is still in the memory
         segment replaces it; after :meth:`unindex` an id stays deleted).
         """
-        fields = analyze(doc)
-        batch.put(P.forward_key(user_key, _check_doc(doc_id)), P.encode_forward(fields))
+        streams = analyze_streams(doc)
+        batch.put(P.forward_key(user_key, _check_doc(doc_id)), P.encode_forward_streams(streams))
+        fields = group(streams)
         return _Pending("index", user_key, doc_id, fields)
 
     def unindex(self, batch: WriteBatch, user_key: bytes, doc_id: bytes) -> _Pending:

@@ -21,6 +21,7 @@ from itertools import accumulate
 from ..engine.coding import get_varint, put_varint
 from ..engine.errors import Corruption
 from ..native import encode_varints
+from .tokenizer import group
 
 TAG_SEGMENT = b"S"
 TAG_SMALL = b"s"
@@ -262,7 +263,65 @@ def encode_forward(fields: dict[str, dict[str, list[int]]]) -> bytes:
     return bytes(out)
 
 
+#   Format 2 (written since the token streams; format 1 above is still read):
+#   u8 format (2) | varint nfields | per field: u8 code, varint ntokens, bytes tokens (varint length +
+#   utf-8 of the tokens joined by " ", "" marking a position with no indexed token), varint nspecials,
+#   bytes specials (varint length + utf-8 joined by NUL)
+
+FORWARD_STREAMS = 2
+
+
+def encode_forward_streams(streams: dict[str, tuple[list[str], list[str]]]) -> bytes:
+    """The forward record of ``tokenizer.analyze_streams(doc)``: two joins per field, no per-token work.
+
+    Replaces the per-position varint loop of :func:`encode_forward` (~160 µs per corpus message, ~10 µs
+    now); :func:`decode_forward` regroups it with ``tokenizer.group``, i.e. exactly what ``analyze`` gives.
+    """
+    out = bytearray((FORWARD_STREAMS,))
+    put_varint(out, len(streams))
+    for code in sorted(streams):
+        toks, specials = streams[code]
+        out.append(ord(code))
+        for items, sep in ((toks, " "), (specials, "\x00")):
+            raw = sep.join(items).encode("utf-8")
+            put_varint(out, len(items))
+            put_varint(out, len(raw))
+            out += raw
+    return bytes(out)
+
+
+def _decode_forward_streams(value: bytes) -> dict[str, dict[str, list[int]]]:
+    try:
+        nfields, pos = get_varint(value, 1)
+        streams: dict[str, tuple[list[str], list[str]]] = {}
+        for _ in range(nfields):
+            code = chr(value[pos])
+            pos += 1
+            parts: list[list[str]] = []
+            for sep in (" ", "\x00"):
+                n, pos = get_varint(value, pos)
+                rlen, pos = get_varint(value, pos)
+                if pos + rlen > len(value):
+                    raise Corruption("forward record stream runs past the end")
+                items = value[pos : pos + rlen].decode("utf-8").split(sep) if n else []
+                pos += rlen
+                if len(items) != n or (n == 0 and rlen):
+                    raise Corruption("forward record stream with a wrong item count")
+                parts.append(items)
+            if code in streams or not all(parts[1]):
+                raise Corruption("forward record with a repeated field or an empty special")
+            streams[code] = (parts[0], parts[1])
+    except (IndexError, UnicodeDecodeError) as e:
+        raise Corruption(f"malformed forward record: {e}") from e
+    if pos != len(value):
+        raise Corruption("trailing bytes after a forward record")
+    return group(streams)
+
+
 def decode_forward(value: bytes) -> dict[str, dict[str, list[int]]]:
+    """``field -> term -> positions`` of a forward record of either format."""
+    if value and value[0] == FORWARD_STREAMS:
+        return _decode_forward_streams(value)
     if not value or value[0] != FORMAT_V1:
         raise Corruption("forward record with unknown format")
     try:

@@ -130,12 +130,78 @@ def body_text(text: str, html: str) -> str:
 
 
 Postings = dict[str, list[int]]  # term -> ascending positions (empty for position-less specials)
+#: One field as analysed, before grouping: the token at each position ("" where a position holds no
+#: indexed token: a gap between parts or an over-long word) and the position-less specials. Words never
+#: contain " " and specials never contain NUL, which is what the forward record's encoding relies on.
+Stream = tuple[list[str], list[str]]
 
 
-def _add(field: Postings, tok: str, pos: int | None) -> None:
-    lst = field.setdefault(tok, [])
-    if pos is not None:
-        lst.append(pos)
+def _words(text: str) -> list[str]:
+    """The tokens of ``text``, over-long ones replaced by "" (they keep their position)."""
+    toks = _WORD.findall(normalize(text))
+    if toks and max(map(len, toks)) > _SHORT_TOKEN:  # rare: only then is any token possibly too long
+        toks = [t if len(t.encode("utf-8")) <= MAX_TOKEN_BYTES else "" for t in toks]
+    return toks
+
+
+def analyze_streams(doc: object) -> dict[str, Stream]:
+    """The per-field token streams of an :class:`~lsmmail.search.IndexedDocument` (see :data:`Stream`).
+
+    :func:`analyze` is ``group`` of this; the forward record stores the streams themselves, which are
+    joined at C speed instead of encoded per position (docs/search.md, "Encodings").
+    """
+    out: dict[str, Stream] = {}
+    if doc.subject:  # type: ignore[attr-defined]
+        out[SUBJECT] = (_words(doc.subject), [])  # type: ignore[attr-defined]
+    body = body_text(doc.body_text, doc.body_html)  # type: ignore[attr-defined]
+    if body:
+        out[BODY] = (_words(body), [])
+    for code, pairs in ((FROM, doc.from_), (TO, doc.to), (CC, doc.cc)):  # type: ignore[attr-defined]
+        toks: list[str] = []
+        specials: list[str] = []
+        for name, addr in pairs:
+            if name:
+                toks += _words(name)
+            if addr:
+                toks += _words(addr)
+                specials += address_terms(addr)
+            toks.append("")  # gap: no phrase spans two addresses
+        if pairs:
+            out[code] = (toks, specials)
+    if doc.attachment_names:  # type: ignore[attr-defined]
+        toks, specials = [], []
+        for name in doc.attachment_names:  # type: ignore[attr-defined]
+            toks += _words(name)
+            toks.append("")
+            special = special_term(name)
+            if special is not None:
+                specials.append(special)
+        out[FILENAME] = (toks, specials)
+    if doc.has_attachment:  # type: ignore[attr-defined]
+        out[META] = ([], ["attachment"])
+    return out
+
+
+def group(streams: dict[str, Stream]) -> dict[str, Postings]:
+    """``field code -> term -> positions`` of analysed streams; fields with no terms are left out."""
+    fields: dict[str, Postings] = {}
+    for code, (toks, specials) in streams.items():
+        # The hot loop of ingest: one dict lookup per token.
+        f: Postings = {}
+        get = f.get
+        for p, tok in enumerate(toks):
+            if tok:
+                lst = get(tok)
+                if lst is None:
+                    f[tok] = [p]
+                else:
+                    lst.append(p)
+        for special in specials:
+            if special not in f:
+                f[special] = []
+        if f:
+            fields[code] = f
+    return fields
 
 
 def analyze(doc: object) -> dict[str, Postings]:
@@ -144,54 +210,7 @@ def analyze(doc: object) -> dict[str, Postings]:
     Deterministic: the same document always gives the same result (the crash-recovery argument of
     docs/search.md relies on it). Fields with no terms are absent.
     """
-    fields: dict[str, Postings] = {}
-
-    def words_into(code: str, texts: list[str]) -> None:
-        # The hot loop of ingest (~70% of analyze on the corpus): one findall, then a dict lookup per token.
-        f = fields.setdefault(code, {})
-        get = f.get
-        pos = 0
-        for text in texts:
-            if not text:
-                pos += 1
-                continue
-            toks = _WORD.findall(normalize(text))
-            for p, tok in enumerate(toks, pos):
-                if len(tok) > _SHORT_TOKEN and len(tok.encode("utf-8")) > MAX_TOKEN_BYTES:
-                    continue  # not indexed, but it keeps its position
-                lst = get(tok)
-                if lst is None:
-                    f[tok] = [p]
-                else:
-                    lst.append(p)
-            pos += len(toks) + 1  # gap: a phrase never spans two parts
-
-    words_into(SUBJECT, [doc.subject])  # type: ignore[attr-defined]
-    words_into(BODY, [body_text(doc.body_text, doc.body_html)])  # type: ignore[attr-defined]
-    for code, pairs in ((FROM, doc.from_), (TO, doc.to), (CC, doc.cc)):  # type: ignore[attr-defined]
-        f = fields.setdefault(code, {})
-        pos = 0
-        for name, addr in pairs:
-            name_pairs, pos = word_positions(name or "", pos)
-            addr_pairs, pos = word_positions(addr or "", pos)
-            for tok, p in name_pairs + addr_pairs:
-                _add(f, tok, p)
-            for special in address_terms(addr or ""):
-                _add(f, special, None)
-            pos += 1
-    f = fields.setdefault(FILENAME, {})
-    pos = 0
-    for name in doc.attachment_names:  # type: ignore[attr-defined]
-        pairs, pos = word_positions(name, pos)
-        for tok, p in pairs:
-            _add(f, tok, p)
-        special = special_term(name)
-        if special is not None:
-            _add(f, special, None)
-        pos += 1
-    if doc.has_attachment:  # type: ignore[attr-defined]
-        fields[META] = {"attachment": []}
-    return {code: terms for code, terms in fields.items() if terms}
+    return group(analyze_streams(doc))
 
 
 # --------------------------------------------------------------------------- HTML

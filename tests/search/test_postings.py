@@ -7,7 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lsmmail.engine.errors import Corruption
+from lsmmail.search import IndexedDocument, analyze
 from lsmmail.search import postings as P
+from lsmmail.search.tokenizer import analyze_streams
 
 _positions = st.lists(st.integers(0, 5000), max_size=6, unique=True).map(sorted)
 _entries = st.lists(
@@ -72,3 +74,39 @@ def test_doc_table_and_keys() -> None:
         P.term_prefix(b"\x00\x00\x00\x01", "f", "alice@example.com")
     )
     assert P.parse_segment_key(P.doc_table_key(b"u", 9)[3:]) == ("#", "", 9)
+
+
+_texts = st.text(st.characters(codec="utf-8"), max_size=60) | st.sampled_from(["", " \n", "a" * 70 + " b"])
+
+
+@settings(deadline=None)  # no timing assertions: a slow example on a busy machine is fine
+@given(
+    st.builds(
+        IndexedDocument,
+        subject=_texts,
+        from_=st.lists(st.tuples(_texts, _texts), max_size=3),
+        cc=st.lists(st.tuples(st.just(""), _texts), max_size=2),
+        body_text=_texts,
+        body_html=_texts,
+        attachment_names=st.lists(_texts, max_size=3),
+        has_attachment=st.booleans(),
+    )
+)
+def test_forward_streams_round_trip(doc: IndexedDocument) -> None:
+    """The stream-format forward record decodes to exactly analyze(doc); every truncation is Corruption."""
+    value = P.encode_forward_streams(analyze_streams(doc))
+    assert P.decode_forward(value) == analyze(doc)
+    for cut in range(len(value)):
+        with pytest.raises(Corruption):
+            P.decode_forward(value[:cut])
+    with pytest.raises(Corruption):
+        P.decode_forward(value + b"\x00")
+
+
+def test_forward_streams_documented_bytes() -> None:
+    doc = IndexedDocument(subject="Hi hi", to=[("", "a@b.c")])
+    value = P.encode_forward_streams(analyze_streams(doc))
+    # format 2, two fields: "s" (2 tokens "hi hi", no specials), "t" (4 tokens "a b c " + 3 specials)
+    assert value == b"\x02\x02s\x02\x05hi hi\x00\x00t\x04\x06a b c \x03\x0ba@b.c\x00a\x00b.c"
+    assert P.decode_forward(value) == {"s": {"hi": [0, 1]}, "t": {"a": [0], "b": [1], "c": [2], "a@b.c": [],
+                                                                  "b.c": []}}

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import heapq
 import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lsmmail.engine.cache import BlockCache
 from lsmmail.engine.fs import MemFileSystem, ReadableFile
+from lsmmail.engine.iterators import merge_entries
 from lsmmail.engine.keys import KIND_DELETE, KIND_PUT, pack_internal
 from lsmmail.engine.sstable import TableBuilder, TableOptions, TableReader
 
@@ -71,3 +76,19 @@ def test_point_reads_and_scans_share_cached_blocks() -> None:
     assert list(reader.entries()) == entries
     assert reader.get(b"k0001", 3100) == _model_get(entries, b"k0001", 3100)
     assert f.reads == before  # everything came from the cache, in whichever form it was put there
+
+
+run_st = st.lists(st.tuples(st.binary(max_size=3), st.integers(0, 6)), max_size=30)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(run_st, min_size=1, max_size=6), st.booleans())
+def test_two_way_merge_tree_matches_heapq(runs: list[list[tuple[bytes, int]]], reverse: bool) -> None:
+    # Sources in (reverse) internal order, tagged with their source number so ties are observable.
+    sources = []
+    for r, run in enumerate(runs):
+        es = sorted({(k, s): (k, s, r, b"") for k, s in run}.values(), key=lambda e: (e[0], -e[1]))
+        sources.append(es[::-1] if reverse else es)
+    got = list(merge_entries([iter(s) for s in sources], reverse))
+    expect = list(heapq.merge(*sources, key=lambda e: (e[0], -e[1]), reverse=reverse))
+    assert got == expect

@@ -380,8 +380,7 @@ class MailStore:
             new_name = self._check_name(u, new_name, exclude=n)
             txn = self._txn()
             ut = txn.user(u)
-            ut.folders[n].name = new_name
-            ut.touched_folders.add(n)
+            ut.folder(n).name = new_name
             self._commit(txn)
 
     @_notifies

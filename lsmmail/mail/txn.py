@@ -48,7 +48,9 @@ class UserTxn:
 
     def __init__(self, user: UserState) -> None:
         self.user = user
-        self.folders = {n: replace(f) for n, f in user.folders.items()}
+        # Copy-on-write: the dict is copied, a FolderState only when first changed (folder()), so a
+        # mark_read copies one folder instead of all of them (6+ dataclass copies, ~7 µs).
+        self.folders = dict(user.folders)
         self.next_seq = user.next_seq
         self.oldest_seq = user.oldest_seq
         self.next_folder = user.next_folder
@@ -56,11 +58,17 @@ class UserTxn:
         self.removed_folders: set[int] = set()
         self.changed = False
 
+    def folder(self, n: int) -> FolderState:
+        """This transaction's own copy of folder ``n`` (marked touched), safe to change in place."""
+        if n not in self.touched_folders:
+            self.folders[n] = replace(self.folders[n])
+            self.touched_folders.add(n)
+        return self.folders[n]
+
     def count(self, folder: int, total: int, unread: int) -> None:
-        f = self.folders[folder]
+        f = self.folder(folder)
         f.total += total
         f.unread += unread
-        self.touched_folders.add(folder)
 
 
 class Txn:

@@ -15,7 +15,7 @@ from pathlib import Path
 from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
-SOURCES = ["varint.c", "bloom.c", "block.c", "merge.c", "wal.c"]
+SOURCES = ["varint.c", "bloom.c", "block.c", "merge.c", "wal.c", "group.c"]
 
 CDEF = """
 #define LSM_ECORRUPT -1
@@ -47,6 +47,10 @@ int lsm_compare_internal(const uint8_t *a, size_t alen, const uint8_t *b, size_t
 int64_t lsm_wal_frame(const uint8_t *payloads, const uint64_t *payload_end, size_t nrec,
                       uint64_t block_offset, uint8_t *out, size_t cap, uint64_t *frag_start,
                       size_t max_frags, uint64_t *nfrags);
+
+int64_t lsm_group_tokens(const uint8_t *buf, size_t len, size_t ntok, uint32_t *scratch, uint32_t *table,
+                         size_t table_size, uint32_t *offsets, uint8_t *enc_out, uint8_t *terms_out,
+                         size_t *terms_len);
 """
 
 
@@ -66,7 +70,7 @@ ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "lsmmail._native",
-    '#include "lsm_native.h"',
+    '#include "lsm_native.h"\n#include "group.h"',
     sources=[_rel(s) for s in SOURCES],
     include_dirs=[_rel(".")],
     # -O2: the kernels are simple loops; -O3 measured no faster here and grows the binary.

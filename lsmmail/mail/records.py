@@ -309,11 +309,13 @@ def decode_message_head(data: bytes) -> tuple[int, bytes]:
     return folder, data[MESSAGE_HEAD_LEN:MESSAGE_HEAD_LEN + n]
 
 
-def decode_message_details(data: bytes) -> dict:
-    """The details part of a message record (see the layout above); Corruption if malformed."""
-    _, summary = decode_message_head(data)
+def decode_message_details(data: bytes, summary_len: int | None = None) -> dict:
+    """The details part of a message record (see the layout above); Corruption if malformed.
+    ``summary_len``: the length of its summary when the caller already decoded the head."""
+    if summary_len is None:
+        summary_len = len(decode_message_head(data)[1])
     try:
-        return json.loads(data[MESSAGE_HEAD_LEN + len(summary):])
+        return json.loads(data[MESSAGE_HEAD_LEN + summary_len:])
     except ValueError as exc:
         raise Corruption(f"bad message record details: {exc}") from None
 

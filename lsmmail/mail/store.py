@@ -736,7 +736,7 @@ class MailStore:
         mid = self._mid(message_id)
         rec = self._message_record(u, mid)
         folder, sm = decode_message_head(rec)
-        d = decode_message_details(rec)
+        d = decode_message_details(rec, len(sm))
         body = self._db.get(schema.body_key(u.uk, mid))
         text, html = decode_body(body) if body else ("", "")
         return Message(

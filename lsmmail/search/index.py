@@ -41,6 +41,7 @@ from typing import Any, NamedTuple
 from ..engine.batch import WriteBatch
 from ..engine.errors import Corruption, InvalidArgument
 from . import postings as P
+from ._group import decode_positions
 from .query import All, And, DateBound, HasAttachment, InFolder, IsRead, Node, Not, Or, Term, parse
 from .tokenizer import (
     ADDRESS_FIELDS,
@@ -49,11 +50,12 @@ from .tokenizer import (
     SPECIAL_FIELDS,
     TEXT_FIELDS,
     analyze_streams,
-    group,
+    group_encoded,
     normalize,
 )
 
-Fields = dict[str, dict[str, list[int]]]
+#: field -> term -> encoded position run (``_group.encode_positions``): the memory segment's form.
+Fields = dict[str, dict[str, bytes]]
 
 #: Bound of the flushed-term cache: 20,000 terms x a few hundred ids ~ tens of MB at most.
 _SEG_CACHE_ENTRIES = 20_000
@@ -140,7 +142,7 @@ class _MemSegment:
     """Postings of committed docs not yet in a flushed segment, per user."""
 
     def __init__(self) -> None:
-        self.postings: dict[bytes, dict[tuple[str, str], dict[bytes, list[int]]]] = {}
+        self.postings: dict[bytes, dict[tuple[str, str], dict[bytes, bytes]]] = {}
         self.docs: dict[bytes, dict[bytes, Fields]] = {}
         self.size = 0  # number of (term, doc) postings held
 
@@ -226,7 +228,7 @@ class SearchIndex:
             user, doc = P.split_user_key(key, 2)
             if len(doc) != P.DOC_ID_LEN:
                 raise Corruption(f"forward record key with a bad doc id: {key[:40]!r}")
-            self._mem.add(user, doc, P.decode_forward(value))
+            self._mem.add(user, doc, P.decode_forward_encoded(value))
 
     def _drop_caches(self) -> None:
         self._seg_docs.clear()
@@ -286,7 +288,7 @@ class SearchIndex:
         """
         streams = analyze_streams(doc)
         batch.put(P.forward_key(user_key, _check_doc(doc_id)), P.encode_forward_streams(streams))
-        fields = group(streams)
+        fields = group_encoded(streams)
         return _Pending("index", user_key, doc_id, fields)
 
     def unindex(self, batch: WriteBatch, user_key: bytes, doc_id: bytes) -> _Pending:
@@ -348,7 +350,7 @@ class SearchIndex:
                 for (field, term), plist in self._mem.postings[user].items():
                     items = sorted(plist.items()) if len(plist) > 1 else plist.items()
                     ords = [ordinal[d] for d, _ in items]
-                    block = P.encode_postings(ords, [pos for _, pos in items])
+                    block = P.encode_block_runs(ords, [run for _, run in items])
                     batch.put(P.block_key(user, field, term, seg), block)
                     if field in _TEXT_FIELD_SET:
                         got = anyf.get(term)
@@ -563,7 +565,8 @@ class _Evaluator:
         if len(term.encode("utf-8")) <= MAX_TOKEN_BYTES:
             mem = self.mem_post.get((field, term))
             if mem:
-                out.update(mem)
+                for d, run in mem.items():
+                    out[d] = decode_positions(run)
             for table, block in self._blocks(field, term):
                 for o, pos in P.decode_block(block, len(table)):
                     out[table[o]] = pos

@@ -39,6 +39,9 @@ import re
 import unicodedata
 from html import unescape
 
+from ._group import NO_POSITIONS, group_tokens
+from ._group import group_encoded as _group_encoded
+
 #: Longest indexed token, in UTF-8 bytes. English words are < 30 bytes; 64 leaves room for long
 #: identifiers and scripts with 3-byte characters while keeping engine keys short.
 MAX_TOKEN_BYTES = 64
@@ -140,7 +143,8 @@ def _words(text: str) -> list[str]:
     """The tokens of ``text``, over-long ones replaced by "" (they keep their position)."""
     toks = _WORD.findall(normalize(text))
     if toks and max(map(len, toks)) > _SHORT_TOKEN:  # rare: only then is any token possibly too long
-        toks = [t if len(t.encode("utf-8")) <= MAX_TOKEN_BYTES else "" for t in toks]
+        short = _SHORT_TOKEN
+        toks = [t if len(t) <= short or len(t.encode("utf-8")) <= MAX_TOKEN_BYTES else "" for t in toks]
     return toks
 
 
@@ -186,19 +190,23 @@ def group(streams: dict[str, Stream]) -> dict[str, Postings]:
     """``field code -> term -> positions`` of analysed streams; fields with no terms are left out."""
     fields: dict[str, Postings] = {}
     for code, (toks, specials) in streams.items():
-        # The hot loop of ingest: one dict lookup per token.
-        f: Postings = {}
-        get = f.get
-        for p, tok in enumerate(toks):
-            if tok:
-                lst = get(tok)
-                if lst is None:
-                    f[tok] = [p]
-                else:
-                    lst.append(p)
+        f = group_tokens(toks)
         for special in specials:
             if special not in f:
                 f[special] = []
+        if f:
+            fields[code] = f
+    return fields
+
+
+def group_encoded(streams: dict[str, Stream]) -> dict[str, dict[str, bytes]]:
+    """:func:`group` with each term's positions as an encoded run (see ``_group``): the index's form."""
+    fields: dict[str, dict[str, bytes]] = {}
+    for code, (toks, specials) in streams.items():
+        f = _group_encoded(toks)
+        for special in specials:
+            if special not in f:
+                f[special] = NO_POSITIONS
         if f:
             fields[code] = f
     return fields

@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from lsmmail.engine.errors import Corruption
 from lsmmail.search import IndexedDocument, analyze
 from lsmmail.search import postings as P
-from lsmmail.search.tokenizer import analyze_streams
+from lsmmail.search._group import decode_positions
+from lsmmail.search.tokenizer import analyze_streams, group_encoded
 
 _positions = st.lists(st.integers(0, 5000), max_size=6, unique=True).map(sorted)
 _entries = st.lists(
@@ -96,6 +97,9 @@ def test_forward_streams_round_trip(doc: IndexedDocument) -> None:
     """The stream-format forward record decodes to exactly analyze(doc); every truncation is Corruption."""
     value = P.encode_forward_streams(analyze_streams(doc))
     assert P.decode_forward(value) == analyze(doc)
+    runs = P.decode_forward_encoded(value)  # the memory segment's form: encoded runs, same postings
+    assert {c: {t: decode_positions(r) for t, r in ts.items()} for c, ts in runs.items()} == analyze(doc)
+    assert runs == group_encoded(analyze_streams(doc))
     for cut in range(len(value)):
         with pytest.raises(Corruption):
             P.decode_forward(value[:cut])

@@ -1,0 +1,96 @@
+"""Grouping one field's token stream into ``term -> positions``: the native kernel and its pure twins.
+
+Positions are list indexes; "" tokens hold a position but are not terms; terms come out in first-occurrence
+order with ascending positions. Two shapes:
+
+* ``group_tokens(tokens) -> {term: [positions]}`` (what ``tokenizer.analyze`` returns);
+* ``group_encoded(tokens) -> {term: run}`` where ``run`` is the positions encoded exactly as in a posting
+  block (varint count, first position, then gaps - 1): what the index keeps in its memory segment and what a
+  flush concatenates into blocks. Bytes are not tracked by Python's garbage collector, whose passes over
+  the millions of small position lists of a memory segment cost more than building them (measured: the
+  grouping of a corpus body took 85 µs with the collector off and ~300 µs with it on, in a process holding
+  one import's postings); the C kernel (``native/group.c``) hashes tokens and encodes runs without a Python
+  loop per token or position.
+
+``tests/native/test_group_tokens.py`` requires the native and pure versions to give equal results.
+"""
+
+from __future__ import annotations
+
+from itertools import accumulate
+
+from .. import native
+from ..engine.coding import put_varint
+from ..engine.errors import Corruption
+
+_lib = native.lib
+_ffi = native.ffi
+#: The kernel exists in extensions built since it was added; an older build falls back to the twin.
+NATIVE = _lib is not None and hasattr(_lib, "lsm_group_tokens")
+#: Encoded run of a position-less special (count 0).
+NO_POSITIONS = b"\x00"
+
+
+def group_tokens(tokens: list[str]) -> dict[str, list[int]]:
+    f: dict[str, list[int]] = {}
+    get = f.get
+    for p, tok in enumerate(tokens):
+        if tok:
+            lst = get(tok)
+            if lst is None:
+                f[tok] = [p]
+            else:
+                lst.append(p)
+    return f
+
+
+def encode_positions(positions: list[int]) -> bytes:
+    """The posting-block encoding of one doc's ascending positions: count, first, then gaps - 1."""
+    out = bytearray()
+    put_varint(out, len(positions))
+    prev = -1
+    for p in positions:
+        put_varint(out, p - prev - 1 if prev >= 0 else p)
+        prev = p
+    return bytes(out)
+
+
+def decode_positions(run: bytes) -> list[int]:
+    """Inverse of :func:`encode_positions`; ``Corruption`` if ``run`` is not exactly one run."""
+    vals, used = native.decode_varints(run)
+    if used != len(run) or not vals or vals[0] != len(vals) - 1:
+        raise Corruption("malformed position run")
+    if len(vals) == 1:
+        return []
+    return list(accumulate(vals[2:], lambda a, g: a + g + 1, initial=vals[1]))
+
+
+def group_encoded_pure(tokens: list[str]) -> dict[str, bytes]:
+    return {t: encode_positions(ps) for t, ps in group_tokens(tokens).items()}
+
+
+def group_encoded_native(tokens: list[str]) -> dict[str, bytes]:
+    """Twin of :func:`group_encoded_pure`; tokens must not contain " " (words never do)."""
+    n = len(tokens)
+    if n == 0:
+        return {}
+    raw = " ".join(tokens).encode("utf-8")
+    size = 1 << n.bit_length()  # a power of two > n
+    table = _ffi.new("uint32_t[]", size)  # zeroed: 0 marks an empty slot
+    scratch = _ffi.new("uint32_t[]", 6 * n + 1)
+    offsets = scratch + 5 * n
+    enc = _ffi.new("uint8_t[]", 10 * n)
+    terms = _ffi.new("uint8_t[]", len(raw) or 1)
+    terms_len = _ffi.new("size_t *")
+    nterms = _lib.lsm_group_tokens(raw, len(raw), n, scratch, table, size, offsets, enc, terms, terms_len)
+    if nterms < 0:
+        raise ValueError("token stream does not match its token count (a token contains a space?)")
+    if nterms == 0:
+        return {}
+    names = _ffi.buffer(terms, terms_len[0])[:].decode("utf-8").split(" ")
+    offs = _ffi.unpack(offsets, nterms + 1)
+    runs = _ffi.buffer(enc, offs[-1])[:]
+    return {t: runs[a:b] for t, a, b in zip(names, offs, offs[1:], strict=False)}
+
+
+group_encoded = group_encoded_native if NATIVE else group_encoded_pure

@@ -153,10 +153,17 @@ class _MemSegment:
             docs = self.docs.setdefault(user, {})
         docs[doc] = fields
         post = self.postings.setdefault(user, {})
+        get = post.get
         for field, terms in fields.items():
-            for term, positions in terms.items():
-                post.setdefault((field, term), {})[doc] = positions
-                self.size += 1
+            # ~250 terms per corpus message: no setdefault (it would build a throw-away dict per term)
+            for term, run in terms.items():
+                key = (field, term)
+                d = get(key)
+                if d is None:
+                    post[key] = {doc: run}
+                else:
+                    d[doc] = run
+            self.size += len(terms)
 
     def remove(self, user: bytes, doc: bytes) -> None:
         fields = self.docs.get(user, {}).pop(doc, None)
@@ -347,11 +354,12 @@ class SearchIndex:
                 ordinal = {d: i for i, d in enumerate(ids)}
                 batch.put(P.doc_table_key(user, seg), P.encode_doc_table(ids))
                 anyf: dict[str, set[int]] = {}
+                head, tail = P.segment_user_prefix(user), b"\x00" + P.encode_u64(seg)
                 for (field, term), plist in self._mem.postings[user].items():
                     items = sorted(plist.items()) if len(plist) > 1 else plist.items()
                     ords = [ordinal[d] for d, _ in items]
                     block = P.encode_block_runs(ords, [run for _, run in items])
-                    batch.put(P.block_key(user, field, term, seg), block)
+                    batch.put(head + (field + term).encode("utf-8") + tail, block)  # == P.block_key(...)
                     if field in _TEXT_FIELD_SET:
                         got = anyf.get(term)
                         if got is None:

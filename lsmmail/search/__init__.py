@@ -38,6 +38,7 @@ Things the mail engineer must know:
   not wait for a lock that your code holds while calling ``index``/``unindex``/``committed``/``search``.
   Reading through the snapshot it is given (no lock) is the intended implementation.
 * ``IndexedDocument.body_html`` is raw HTML (tags stripped here); ``body_text`` the text/plain parts.
+  The HTML is indexed only when ``body_text`` is blank (``tokenizer.body_text``; docs/search.md).
 * ``search`` raises ``QuerySyntaxError`` (ValueError, ``.position``) for bad queries and
   ``InvalidArgument`` (ValueError) for a bad limit/cursor. Results: newest first (descending id).
 """

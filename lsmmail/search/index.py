@@ -78,7 +78,7 @@ class IndexedDocument:
     to: list[tuple[str, str]] = dc_field(default_factory=list)
     cc: list[tuple[str, str]] = dc_field(default_factory=list)
     body_text: str = ""  # the text/plain parts joined
-    body_html: str = ""  # the text/html parts joined (tags are stripped here)
+    body_html: str = ""  # the text/html parts joined (stripped here; indexed only if body_text is blank)
     attachment_names: list[str] = dc_field(default_factory=list)
     has_attachment: bool = False
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import struct
 from itertools import accumulate
+from operator import sub
 
 from ..engine.coding import get_varint, put_varint
 from ..engine.errors import Corruption
@@ -148,11 +149,16 @@ def encode_block_runs(ords: list[int], runs: list[bytes]) -> bytes:
 
 
 def _block_header(ords: list[int]) -> bytearray:
+    n = len(ords)
+    if n == 1:  # most blocks: a term in one doc of the segment
+        out = bytearray((FORMAT_V1, DELTAS_U8, 1))
+        put_varint(out, ords[0])
+        return out
     if not ords:
         raise ValueError("empty posting block")
-    deltas = [b - a for a, b in zip(ords, ords[1:], strict=False)]
+    deltas = list(map(sub, ords[1:], ords))
     out = bytearray((FORMAT_V1, DELTAS_U8))
-    put_varint(out, len(ords))
+    put_varint(out, n)
     put_varint(out, ords[0])
     if deltas:
         if min(deltas) <= 0:

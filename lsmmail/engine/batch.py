@@ -37,17 +37,6 @@ _KIND_NAMES = {KIND_DELETE: "DELETE", KIND_PUT: "PUT", KIND_RANGE_DEL: "RANGE_DE
 Entry = tuple[int, bytes, bytes]
 
 
-def _varint_size(n: int) -> int:
-    return 1 if n < 0x80 else (n.bit_length() + 6) // 7
-
-
-def _entry_size(kind: int, key: bytes, value: bytes) -> int:
-    size = 1 + _varint_size(len(key)) + len(key)
-    if kind != KIND_DELETE:
-        size += _varint_size(len(value)) + len(value)
-    return size
-
-
 def _as_bytes(obj: object, what: str) -> bytes:
     """Accept bytes, bytearray or memoryview (copied, so later changes by the caller do not leak in)."""
     if type(obj) is bytes:
@@ -92,14 +81,39 @@ class WriteBatch:
     end key for a RANGE_DEL.
     """
 
-    __slots__ = ("_byte_size", "entries")
+    __slots__ = ("_rep", "entries")
 
     def __init__(self) -> None:
         self.entries: list[Entry] = []
-        self._byte_size = BATCH_HEADER_SIZE
+        # The WAL payload's entries, encoded as they are added (the header needs the sequence number,
+        # known only at commit): the leader then frames one buffer instead of re-walking every entry.
+        self._rep = bytearray()
 
     def put(self, key: bytes, value: bytes) -> None:
         """Set ``key`` to ``value``."""
+        # Fast path for the common case (bytes key and value, both short enough that the checks below
+        # cannot fail): one call per put instead of four; ~0.8 -> 0.5 us per put.
+        if (type(key) is bytes and type(value) is bytes and 0 < len(key) <= MAX_KEY_SIZE
+                and len(value) <= MAX_VALUE_SIZE):
+            entries = self.entries
+            if len(entries) >= MAX_BATCH_COUNT:
+                raise InvalidArgument(f"a batch holds at most {MAX_BATCH_COUNT} entries")
+            entries.append((KIND_PUT, key, value))
+            rep = self._rep
+            rep.append(KIND_PUT)
+            n = len(key)
+            if n < 0x80:
+                rep.append(n)
+            else:
+                put_varint(rep, n)
+            rep += key
+            n = len(value)
+            if n < 0x80:
+                rep.append(n)
+            else:
+                put_varint(rep, n)
+            rep += value
+            return
         k = _check_key(key, "key")
         v = _check_value(value)
         self._add(KIND_PUT, k, v)
@@ -120,12 +134,18 @@ class WriteBatch:
         if len(self.entries) >= MAX_BATCH_COUNT:
             raise InvalidArgument(f"a batch holds at most {MAX_BATCH_COUNT} entries")
         self.entries.append((kind, key, value))
-        self._byte_size += _entry_size(kind, key, value)
+        rep = self._rep
+        rep.append(kind)
+        put_varint(rep, len(key))
+        rep += key
+        if kind != KIND_DELETE:
+            put_varint(rep, len(value))
+            rep += value
 
     def clear(self) -> None:
         """Remove every entry."""
         self.entries.clear()
-        self._byte_size = BATCH_HEADER_SIZE
+        self._rep.clear()
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -136,14 +156,26 @@ class WriteBatch:
     @property
     def byte_size(self) -> int:
         """Size in bytes of this batch's WAL payload (exactly ``len(encode_batch(seq, entries))``)."""
-        return self._byte_size
+        return BATCH_HEADER_SIZE + len(self._rep)
+
+    def encoded_entries(self) -> bytes:
+        """The entries part of the WAL payload (everything after the 12-byte header), a copy."""
+        return bytes(self._rep)
 
     def encode(self, seq: int) -> bytes:
-        """The WAL payload of this batch with first sequence number ``seq``."""
-        return encode_batch(seq, self.entries)
+        """The WAL payload of this batch with first sequence number ``seq`` (same bytes as
+        ``encode_batch(seq, self.entries)``)."""
+        return encode_header(seq, len(self.entries)) + self._rep
 
     def __repr__(self) -> str:
-        return f"<WriteBatch {len(self.entries)} entries, {self._byte_size} bytes>"
+        return f"<WriteBatch {len(self.entries)} entries, {self.byte_size} bytes>"
+
+
+def encode_header(seq: int, count: int) -> bytes:
+    """The 12-byte payload header. ``InvalidArgument`` if the sequence numbers do not fit in 56 bits."""
+    if seq < 0 or seq + max(count, 1) - 1 > MAX_SEQUENCE:
+        raise InvalidArgument(f"sequence numbers {seq}..{seq + count - 1} do not fit in 56 bits")
+    return _header.pack(seq, count)
 
 
 def encode_batch(seq: int, entries: Iterable[Entry]) -> bytes:

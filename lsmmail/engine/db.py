@@ -34,7 +34,7 @@ from typing import Any
 
 from sortedcontainers import SortedList
 
-from .batch import WriteBatch, decode_batch, encode_batch
+from .batch import WriteBatch, decode_batch, encode_header
 from .blob import BlobFileReader, decode_blob_ref
 from .cache import BlockCache
 from .errors import Corruption, DBClosed, InvalidArgument, IOFailure, Locked, LsmError, ReadOnlyError
@@ -95,11 +95,12 @@ class Snapshot:
 
 
 class _Writer:
-    __slots__ = ("entries", "sync", "size", "done", "error", "force_flush")
+    __slots__ = ("entries", "rep", "sync", "size", "done", "error", "force_flush")
 
     def __init__(self, entries: list[tuple[int, bytes, bytes]] | None, sync: bool, size: int,
-                 force_flush: bool = False) -> None:
+                 force_flush: bool = False, rep: bytes = b"") -> None:
         self.entries = entries
+        self.rep = rep  # the batch's encoded entries (WAL payload after the header)
         self.sync = sync
         self.size = size
         self.done = False
@@ -391,7 +392,7 @@ class DB(Maintenance):
         if not batch.entries:
             return
         sync = self.options.sync_writes if sync is None else bool(sync)
-        self._submit(_Writer(list(batch.entries), sync, batch.byte_size))
+        self._submit(_Writer(list(batch.entries), sync, batch.byte_size, rep=batch.encoded_entries()))
 
     def _check_writable(self) -> None:
         if self._closed or self._closing:
@@ -443,7 +444,7 @@ class DB(Maintenance):
             framed = bytearray()
             for g in group:
                 assert g.entries is not None
-                framed += log.encode_record(encode_batch(seq, g.entries))
+                framed += log.encode_record(encode_header(seq, len(g.entries)) + g.rep)
                 seq += len(g.entries)
             log.append_encoded(framed)
             if need_sync:

@@ -250,3 +250,28 @@ def test_fuzzed_payloads_decode_validly_or_raise_corruption(data: bytes) -> None
         if kind == KIND_RANGE_DEL:
             assert key < value
     assert decode_batch(encode_batch(seq, entries)) == (seq, entries)
+
+
+_op = st.one_of(
+    st.tuples(st.just("put"), st.binary(min_size=1, max_size=200), st.binary(max_size=300)),
+    st.tuples(st.just("put_view"), st.binary(min_size=1, max_size=20), st.binary(max_size=20)),
+    st.tuples(st.just("delete"), st.binary(min_size=1, max_size=200), st.just(b"")),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_op, max_size=30), st.integers(0, 1 << 40))
+def test_incremental_encoding_matches_encode_batch(ops, seq) -> None:  # type: ignore[no-untyped-def]
+    # WriteBatch encodes entries as they are added (fast path for bytes, slow path for views); the
+    # result must be exactly what encode_batch builds from the entry list.
+    b = WriteBatch()
+    for name, k, v in ops:
+        if name == "put":
+            b.put(k, v)
+        elif name == "put_view":
+            b.put(bytearray(k), memoryview(v))
+        else:
+            b.delete(k)
+    assert b.encode(seq) == encode_batch(seq, b.entries)
+    assert b.byte_size == len(b.encode(seq))
+    assert decode_batch(b.encode(seq)) == (seq, b.entries)

@@ -353,7 +353,7 @@ class SearchIndex:
                 ids = sorted(docs)
                 ordinal = {d: i for i, d in enumerate(ids)}
                 batch.put(P.doc_table_key(user, seg), P.encode_doc_table(ids))
-                anyf: dict[str, set[int]] = {}
+                anyf: dict[str, list[int]] = {}
                 head, tail = P.segment_user_prefix(user), b"\x00" + P.encode_u64(seg)
                 for (field, term), plist in self._mem.postings[user].items():
                     items = sorted(plist.items()) if len(plist) > 1 else plist.items()
@@ -362,12 +362,10 @@ class SearchIndex:
                     batch.put(head + (field + term).encode("utf-8") + tail, block)  # == P.block_key(...)
                     if field in _TEXT_FIELD_SET:
                         got = anyf.get(term)
-                        if got is None:
-                            anyf[term] = set(ords)
-                        else:
-                            got.update(ords)
+                        # most terms occur in one field: their ordinals are the any-field list as they are
+                        anyf[term] = ords if got is None else sorted(set(got).union(ords))
                 for term, ords in anyf.items():
-                    batch.put(P.block_key(user, ANY, term, seg), P.encode_ordinals(sorted(ords)))
+                    batch.put(head + (ANY + term).encode("utf-8") + tail, P.encode_ordinals(ords))
                 for d in ids:
                     batch.delete(P.forward_key(user, d))
                 written[user] = ids

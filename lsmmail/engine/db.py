@@ -95,7 +95,7 @@ class Snapshot:
 
 
 class _Writer:
-    __slots__ = ("entries", "rep", "sync", "size", "done", "error", "force_flush")
+    __slots__ = ("entries", "rep", "sync", "size", "done", "error", "force_flush", "signal")
 
     def __init__(self, entries: list[tuple[int, bytes, bytes]] | None, sync: bool, size: int,
                  force_flush: bool = False, rep: bytes = b"") -> None:
@@ -106,6 +106,9 @@ class _Writer:
         self.done = False
         self.error: BaseException | None = None
         self.force_flush = force_flush
+        # Held (locked) while this writer sleeps waiting for its turn or its group's commit; whoever
+        # changes that releases it, so exactly one thread wakes per event instead of all queued writers.
+        self.signal: Any = None
 
 
 def _check_key(key: object) -> bytes:
@@ -169,6 +172,7 @@ class DB(Maintenance):
             "group_commits": 0, "grouped_writes": 0, "wal_syncs": 0, "blob_files_deleted": 0,
         }
         self._bg_work_pending = False
+        self._last_group = 1
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], options: Options | None = None) -> DB:
@@ -410,7 +414,7 @@ class DB(Maintenance):
             self._check_writable()
             self._writers.append(w)
             while not w.done and self._writers[0] is not w:
-                self._write_cv.wait()
+                self._sleep(w)
             if w.done:
                 if w.error is not None:
                     raise w.error
@@ -419,14 +423,22 @@ class DB(Maintenance):
                 self._make_room_for_write(force=w.force_flush)
             except BaseException as e:
                 self._writers.popleft()
-                self._write_cv.notify_all()
+                self._wake_head()
                 if isinstance(e, OSError):
                     raise IOFailure(e.errno, f"write failed: {e}") from e
                 raise
             if w.force_flush:
                 self._writers.popleft()
-                self._write_cv.notify_all()
+                self._wake_head()
                 return
+            if w.sync and self._last_group > 1 and len(self._writers) < self._last_group:
+                # Concurrent synced writers are about: let the ones the last commit woke queue up
+                # behind this leader before it takes its group, so one fdatasync serves all of them.
+                self._mu.release()
+                try:
+                    time.sleep(0)
+                finally:
+                    self._mu.acquire()
             group = [w]
             size = w.size
             for other in list(self._writers)[1:]:
@@ -466,6 +478,7 @@ class DB(Maintenance):
                 st["wal_bytes_written"] += len(framed)
                 st["group_commits"] += 1
                 st["grouped_writes"] += len(group)
+                self._last_group = len(group)
                 if need_sync:
                     st["wal_syncs"] += 1
             else:
@@ -474,9 +487,40 @@ class DB(Maintenance):
                 self._writers.popleft()
                 g.done = True
                 g.error = err
-            self._write_cv.notify_all()
+                if g.signal is not None:
+                    self._wake(g)
+            self._wake_head()
         if err is not None:
             raise err
+
+    def _sleep(self, w: _Writer) -> None:
+        """With ``_mu`` held: sleep until a leader wakes ``w`` (its turn came, or its group committed).
+        A private lock per writer, not one condition for all: with ``notify_all`` every committed group
+        woke all queued writers to fight for the GIL and ``_mu`` (8 threads doing synced puts formed
+        groups of ~4 where ~8 queue)."""
+        sig = threading.Lock()
+        sig.acquire()
+        w.signal = sig
+        self._mu.release()
+        try:
+            sig.acquire()
+        finally:
+            self._mu.acquire()
+
+    @staticmethod
+    def _wake(w: _Writer) -> None:
+        sig = w.signal
+        w.signal = None
+        sig.release()
+
+    def _wake_head(self) -> None:
+        """With ``_mu`` held, after the queue's head changed: wake the new head (the next leader)."""
+        if self._writers:
+            head = self._writers[0]
+            if head.signal is not None:
+                self._wake(head)
+        if self._closing:
+            self._write_cv.notify_all()
 
     def _make_room_for_write(self, force: bool) -> None:
         """Called by the leader with ``_mu`` held: freeze the memtable when full, stall when behind."""

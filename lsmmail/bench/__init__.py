@@ -14,7 +14,11 @@ extras, never runtime dependencies.
 
 Write amplification = bytes the process wrote to storage (``/proc/self/io`` ``write_bytes``, all threads,
 from opening the database to closing it after fillrandom + overwrite) / logical bytes written
-(keys + values). Bytes on disk = size of the database directory after that close.
+(keys + values). Bytes on disk = size of the database directory after that close. Space = bytes on
+disk after reopening and compacting everything (``compact_range``; VACUUM for SQLite; LMDB has no such
+operation) ÷ the live key + value bytes. Mail-mix write amplification: the same counter over the
+``mailmix`` workload (see bench/worker.py). ``fsync p50``: fdatasync latency of the scratch directory's
+device, measured by each worker (synced-write rows depend on it more than on the engine).
 """
 
 from __future__ import annotations
@@ -44,8 +48,13 @@ WORKLOADS = (
     "seekscan",
     "seekscanrev",
     "overwrite",
+    "space",
     "deleterandom",
+    "mailmix",
 )
+
+#: Workloads that report a measurement row of their own instead of an ops/s row.
+_NO_RATE = ("space",)
 
 _DESCRIPTION = {
     "fillseq": "sequential keys, batched",
@@ -58,7 +67,9 @@ _DESCRIPTION = {
     "seekscan": "seek + next 50 (scans/s)",
     "seekscanrev": "seek + prev 50 (scans/s)",
     "overwrite": "random overwrites, batched",
+    "space": "compact_range after overwrite; disk ÷ live",
     "deleterandom": "random deletes, batched",
+    "mailmix": "1 KiB records + 20 KiB bodies (msgs/s)",
 }
 
 
@@ -173,7 +184,8 @@ def summarise(runs: dict[str, list[dict]], wanted: list[str]) -> dict:
                     for k in vals[0]
                     if isinstance(vals[0][k], (int, float))
                 }
-        for k in ("write_amp", "disk_bytes", "logical_bytes", "peak_rss_kib"):
+        for k in ("write_amp", "disk_bytes", "logical_bytes", "peak_rss_kib", "space_ratio",
+                  "mailmix_write_amp", "fsync_p50_us"):
             vals = [r[k] for r in rs if r.get(k) is not None]
             if vals:
                 eng[k] = statistics.median(vals)
@@ -192,6 +204,13 @@ def _fmt_rate(x: float) -> str:
     return f"{x:.0f}"
 
 
+def _sync_ratio(d: dict) -> str:
+    w = d["workloads"]
+    a = w.get("fillsyncN", {}).get("ops_per_sec")
+    b = w.get("fillsync1", {}).get("ops_per_sec")
+    return f"{a / b:.2f}x" if a and b else "-"
+
+
 def format_table(summary: dict, engines: list[str], wanted: list[str]) -> str:
     """ops/s per engine; for each peer also lsmmail's ops/s divided by the peer's (> 1: lsmmail faster)."""
     E = summary["engines"]
@@ -199,6 +218,8 @@ def format_table(summary: dict, engines: list[str], wanted: list[str]) -> str:
     head = ["workload", *engines] + [f"lsm/{p}" for p in peers if "lsmmail" in engines]
     rows = [head]
     for w in wanted:
+        if w in _NO_RATE:
+            continue
         row = [w]
         rates = {e: E[e]["workloads"].get(w, {}).get("ops_per_sec") for e in engines}
         row += [_fmt_rate(rates[e]) if rates[e] else "-" for e in engines]
@@ -210,6 +231,11 @@ def format_table(summary: dict, engines: list[str], wanted: list[str]) -> str:
     extra = [
         ("write amp", lambda d: f"{d['write_amp']:.2f}" if d.get("write_amp") is not None else "-"),
         ("disk MiB", lambda d: f"{d['disk_bytes'] / 2**20:.1f}" if "disk_bytes" in d else "-"),
+        ("space ÷ live", lambda d: f"{d['space_ratio']:.2f}" if d.get("space_ratio") is not None else "-"),
+        ("mailmix write amp",
+         lambda d: f"{d['mailmix_write_amp']:.2f}" if d.get("mailmix_write_amp") is not None else "-"),
+        ("syncN ÷ sync1", lambda d: _sync_ratio(d)),
+        ("fsync p50 µs", lambda d: f"{d['fsync_p50_us']:.0f}" if d.get("fsync_p50_us") is not None else "-"),
         ("peak RSS MiB", lambda d: f"{d['peak_rss_kib'] / 1024:.0f}" if "peak_rss_kib" in d else "-"),
     ]
     for name, fn in extra:

@@ -4,8 +4,10 @@ Usage: ``python -m lsmmail.bench.worker ENGINE DIR CONFIG_JSON WORKLOADS`` -> on
 
 Sequence (db_bench style, one database reused where the workloads need a filled one):
 fillseq (own db) | fillrandom -> readrandom, readmissing, seekscan, seekscanrev -> overwrite -> close
-(write amplification, bytes on disk) -> reopen -> deleterandom | fillrandom1 (own db, single puts) |
-fillsync1, fillsyncN (own dbs, synced single puts from 1 and N threads).
+(write amplification, bytes on disk) -> reopen, compact everything, close (space) -> reopen ->
+deleterandom | mailmix (own db: 1 KiB records + 20 KiB bodies, then half the records rewritten; write
+amplification) | fillrandom1 (own db, single puts) | fillsync1, fillsyncN (own dbs, synced single puts
+from 1 and N threads).
 """
 
 from __future__ import annotations
@@ -32,8 +34,16 @@ from .workloads import (
 )
 
 MAIN_CHAIN = (
-    "fillrandom", "readrandom", "readmissing", "seekscan", "seekscanrev", "overwrite", "deleterandom",
+    "fillrandom", "readrandom", "readmissing", "seekscan", "seekscanrev", "overwrite", "space",
+    "deleterandom",
 )
+
+#: The mail mix: per message a 1 KiB record and a 20 KiB body (lsmmail keeps values >= 4 KiB in blob
+#: files), delivered in batches of 64 messages (MailStore's import batch), then half of the records
+#: rewritten once (flag changes), like a mailbox's life in miniature.
+MAIL_RECORD = 1024
+MAIL_BODY = 20 * 1024
+MAIL_BATCH = 64
 
 
 def write_bytes() -> tuple[int, str]:
@@ -47,6 +57,28 @@ def write_bytes() -> tuple[int, str]:
     except OSError:
         pass
     return -1, "none"
+
+
+def fsync_p50_us(base: str, n: int = 200) -> float:
+    """Median fdatasync latency (µs) of a 1 KiB append in ``base``: the device's cost of one synced put,
+    which bounds fillsync1 and which group commit shares across fillsyncN's writers."""
+    import time
+
+    path = os.path.join(base, "fsync-probe")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    lat = []
+    try:
+        block = b"x" * 1024
+        for _ in range(n):
+            os.write(fd, block)
+            t = time.perf_counter()
+            os.fdatasync(fd)
+            lat.append(time.perf_counter() - t)
+    finally:
+        os.close(fd)
+        os.remove(path)
+    lat.sort()
+    return lat[len(lat) // 2] * 1e6
 
 
 def run(engine: str, base: str, cfg: Config, wanted: list[str]) -> dict:
@@ -118,6 +150,16 @@ def run(engine: str, base: str, cfg: Config, wanted: list[str]) -> dict:
         out["write_amp_workload"] = "fillrandom+overwrite" if "overwrite" in wanted else "fillrandom"
         out["disk_bytes"] = dir_bytes(path)
         out["logical_bytes"] = cfg.num * (KEY_SIZE + cfg.value_size)
+        if "space" in wanted and "overwrite" in wanted:
+            # Space after a full compaction of the overwrite workload: every key was written twice, so
+            # half the versions are garbage that compaction must drop. Ratio to the live key+value bytes.
+            db = cls(path, False)
+            if db.compact():
+                db.close()
+                out["space_bytes"] = dir_bytes(path)
+                out["space_ratio"] = out["space_bytes"] / out["logical_bytes"]
+            else:
+                db.close()
         if "deleterandom" in wanted:
             db = cls(path, False)
             dl = shuffled[:]
@@ -126,12 +168,17 @@ def run(engine: str, base: str, cfg: Config, wanted: list[str]) -> dict:
             db.close()
         shutil.rmtree(path, ignore_errors=True)
 
+    if "mailmix" in wanted:
+        res["mailmix"], out["mailmix_write_amp"] = _mailmix(cls, base, engine, cfg, label("mailmix"))
+
     if "fillrandom1" in wanted:
         db, path = fresh("fill1")
         res["fillrandom1"] = fill_single(db, shuffled, cfg, label("fillrandom1"))
         db.close()
         shutil.rmtree(path, ignore_errors=True)
 
+    if "fillsync1" in wanted or "fillsyncN" in wanted:
+        out["fsync_p50_us"] = fsync_p50_us(base)
     for w, threads in (("fillsync1", 1), ("fillsyncN", cfg.threads)):
         if w in wanted:
             db, path = fresh(w, sync=True)
@@ -144,6 +191,41 @@ def run(engine: str, base: str, cfg: Config, wanted: list[str]) -> dict:
     for r in res.values():
         r["ops_per_sec"] = r["ops"] / r["seconds"] if r["seconds"] > 0 else 0.0
     return out
+
+
+def _mailmix(cls, base: str, engine: str, cfg: Config, label: str) -> tuple[dict, float | None]:  # type: ignore[no-untyped-def]
+    """Deliver ``num // 20`` messages (record + body), then rewrite half the records; return the
+    delivery's messages/s and the write amplification (write_bytes from open to close ÷ logical bytes)."""
+    import time
+
+    from .workloads import Progress, ValuePool
+
+    path = os.path.join(base, f"{engine}-mailmix")
+    shutil.rmtree(path, ignore_errors=True)
+    m = max(MAIL_BATCH, cfg.num // 20)
+    records = ValuePool(MAIL_RECORD, cfg.seed + 3)
+    bodies = ValuePool(MAIL_BODY, cfg.seed + 4)
+    io0, _ = write_bytes()
+    db = cls(path, False, blobs=True)
+    prog = Progress(label, m, cfg.progress)
+    t0 = time.perf_counter()
+    for s in range(0, m, MAIL_BATCH):
+        items = []
+        for i in range(s, min(m, s + MAIL_BATCH)):
+            items.append((b"r%015d" % i, records.next()))
+            items.append((b"b%015d" % i, bodies.next()))
+        db.write(items)
+        prog.update(s)
+    dt = time.perf_counter() - t0
+    prog.done()
+    again = random.Random(cfg.seed + 5).sample(range(m), m // 2)
+    for s in range(0, len(again), MAIL_BATCH):
+        db.write([(b"r%015d" % i, records.next()) for i in again[s : s + MAIL_BATCH]])
+    db.close()
+    io1, _ = write_bytes()
+    shutil.rmtree(path, ignore_errors=True)
+    logical = m * (2 * KEY_SIZE + MAIL_RECORD + MAIL_BODY) + len(again) * (KEY_SIZE + MAIL_RECORD)
+    return {"ops": m, "seconds": dt}, ((io1 - io0) / logical if io0 >= 0 else None)
 
 
 def _delete(db, order: list[int], cfg: Config, label: str) -> dict:  # type: ignore[no-untyped-def]

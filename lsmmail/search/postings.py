@@ -34,6 +34,9 @@ META_NEXT_SEGMENT = b"sM"
 META_FORMAT = b"sV"
 INDEX_FORMAT = 2
 DOC_TABLE = b"#"
+#: The virtual "any text field" code: per segment, one ordinals-only block per term holding the union of
+#: the term's docs over TEXT_FIELDS, so a bare word is ONE prefix scan instead of six (docs/search.md).
+ANY = "*"
 DOC_ID_LEN = 16
 
 FORMAT_V1 = 1

@@ -1,0 +1,59 @@
+"""What the index takes and gives per document: IndexedDocument (fields to index), DocState (the mail
+layer's view for ``is:``/``in:``), the pending update ``index``/``unindex`` hand back, and doc-id helpers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from dataclasses import field as dc_field
+from typing import Any, NamedTuple
+
+from ..engine.errors import InvalidArgument
+from . import postings as P
+
+#: field -> term -> encoded position run (``_group.encode_positions``): the memory segment's form.
+Fields = dict[str, dict[str, bytes]]
+
+
+@dataclass(frozen=True)
+class IndexedDocument:
+    """What the mail layer extracts from a message for indexing (see docs/search.md, "Fields")."""
+
+    subject: str = ""
+    from_: list[tuple[str, str]] = dc_field(default_factory=list)  # (display name, address) pairs
+    to: list[tuple[str, str]] = dc_field(default_factory=list)
+    cc: list[tuple[str, str]] = dc_field(default_factory=list)
+    body_text: str = ""  # the text/plain parts joined
+    body_html: str = ""  # the text/html parts joined (stripped here; indexed only if body_text is blank)
+    attachment_names: list[str] = dc_field(default_factory=list)
+    has_attachment: bool = False
+
+
+class DocState(NamedTuple):
+    """The mail layer's current view of a message, for ``is:`` and ``in:``."""
+
+    folder_id: str
+    is_read: bool
+
+
+StateLookup = Callable[[bytes, bytes, Any], DocState | None]
+
+
+@dataclass(frozen=True)
+class _Pending:
+    kind: str  # "index" | "unindex"
+    user: bytes
+    doc: bytes
+    fields: Fields | None
+
+
+def doc_time_ms(doc_id: bytes) -> int:
+    """The UUIDv7 timestamp: the first 48 bits, big-endian Unix milliseconds."""
+    return int.from_bytes(doc_id[:6], "big")
+
+
+def _check_doc(doc_id: bytes) -> bytes:
+    if not isinstance(doc_id, bytes) or len(doc_id) != P.DOC_ID_LEN:
+        raise InvalidArgument("doc_id must be 16 bytes (a UUIDv7)")
+    return doc_id

@@ -50,16 +50,41 @@ KEPT_HEADERS = frozenset(
 # of whole lines: a field name (possibly empty) and a colon, a continuation, or an envelope ``From `` line.
 _HEADER_BLOCK = re.compile(rb"(?:(?:[\041-\071\073-\176]*:|[\t ]|From )[^\n]*\n)*")
 _HEADER_LINE = re.compile(rb"[\041-\071\073-\176]*:|[\t ]|From ")
-# One kept field with its continuation lines. ``^`` with MULTILINE only matches at line starts; a
-# continuation line starts with a space or tab, so it never matches a field name.
+# One kept field with its continuation lines, found after the "\n" that starts its line (searched in
+# b"\n" + block; a continuation line starts with a space or tab, so it never matches a field name).
+# Anchoring on the literal "\n" lets the regex engine skip to candidate lines: 7 us per usrp-users
+# header block (4.8 KB average) against 20 us with ``^`` and MULTILINE, which tries every position.
 _KEPT_FIELD = re.compile(
-    rb"^(subject|from|to|cc|bcc|date|message-id|in-reply-to|references|content-type"
+    rb"\n(subject|from|to|cc|bcc|date|message-id|in-reply-to|references|content-type"
     rb"|content-disposition|content-transfer-encoding):([^\n]*(?:\n[ \t][^\n]*)*)",
-    re.IGNORECASE | re.MULTILINE,
+    re.IGNORECASE,
 )
 
 # Nesting deeper than this is declined: the reference handles it (slowly); real mail nests 3-4 deep.
 _MAX_DEPTH = 32
+
+
+class _Message(Message):
+    """A ``Message`` that parses each header's parameters once.
+
+    ``mime`` asks a part for its type, boundary, charset, ``filename`` and ``name``: five parses of the same
+    Content-Type / Content-Disposition value by the stdlib's RFC 2231 parameter code (~12 us each here).
+    The cache is exact because :func:`build` sets all headers before the first question and nothing
+    changes them afterwards; callers only iterate the returned list."""
+
+    _param_cache: dict[str, object]
+
+    def _get_params_preserve(self, failobj: object, header: str) -> object:
+        try:
+            cache = self._param_cache
+        except AttributeError:
+            cache = self._param_cache = {}
+        key = header.lower()
+        if key not in cache:
+            cache[key] = super()._get_params_preserve(failobj, header)  # type: ignore[misc]
+            if cache[key] is failobj:  # header missing: the answer depends on failobj, do not keep it
+                return cache.pop(key)
+        return cache[key]
 
 
 class _Decline(Exception):
@@ -108,7 +133,7 @@ def _headers(raw: bytes, start: int, end: int, msg: Message) -> int:
             return body
     if block[0] in b" \t:" or b"\nFrom " in block or b"\n:" in block:
         raise _Decline  # a continuation first, a misplaced envelope line, or an empty field name
-    for f in _KEPT_FIELD.finditer(block):
+    for f in _KEPT_FIELD.finditer(b"\n" + block):
         name = f.group(1).decode("ascii")
         # compat32's header_source_parse: strip blanks after the colon and line ends at the very end
         value = f.group(2).lstrip(b" \t").rstrip(b"\r\n").decode("ascii", "surrogateescape")
@@ -123,7 +148,7 @@ def _part(
     ``digest`` says the parent is a multipart/digest (whose parts default to message/rfc822)."""
     if depth > _MAX_DEPTH:
         raise _Decline
-    msg = Message()
+    msg = _Message()
     if digest:
         msg.set_default_type("message/rfc822")
     body = _headers(raw, start, end, msg)

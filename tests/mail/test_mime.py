@@ -110,3 +110,46 @@ def test_attachment_counts_match_corpus_readme() -> None:
 def test_normalise_subject() -> None:
     assert mime.normalise_subject("Re: [USRP-users] RE: Fwd:  B210  issue") == "b210 issue"
     assert mime.is_reply_subject("AW: hallo") and not mime.is_reply_subject("hallo")
+
+
+# --- the fast path (mime_fast) and its fallback -------------------------------------------------------
+
+_NESTED = (
+    b"From someone@example.org Mon May  2 16:07:05 2005\r\n"
+    b"From: a@b.c\r\nSubject: nested\r\nContent-Type: multipart/mixed; boundary=\"o\"\r\n\r\npreamble\r\n"
+    b"--o  \r\nContent-Type: multipart/alternative; boundary=i\r\n\r\n--i\r\n"
+    b"Content-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+    b"caf=E9\r\n\r\n--i\r\nContent-Type: text/html\r\n\r\n<b>x</b>\r\n--i--\r\n"
+    b"--o\r\nContent-Type: message/rfc822\r\n\r\nSubject: inner\r\n\r\ninner body\r\n"
+    b"--o\r\nContent-Type: application/pdf; name=\"r.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    b"JVBERg==\r\n--o--\r\nepilogue\r\n"
+)
+
+
+def test_fast_path_reads_nested_multiparts_like_the_reference() -> None:
+    for raw in (_NESTED, _NESTED.replace(b"\r\n", b"\n")):
+        fast = mime.parse_fast(raw)
+        assert fast is not None and fast == mime.parse_reference(raw)
+        assert fast.subject == "nested" and fast.html == "<b>x</b>"
+        assert fast.text.splitlines() == ["café", "", "inner body"]  # the message/rfc822 body is text too
+        assert [(a.filename, a.data) for a in fast.attachments] == [("r.pdf", b"%PDF")]
+
+
+def test_fast_path_without_close_delimiter_matches_reference() -> None:
+    raw = _NESTED[: _NESTED.index(b"--o--")]
+    assert mime.parse_fast(raw) is not None and mime.parse_fast(raw) == mime.parse_reference(raw)
+
+
+def test_fast_path_declines_what_it_does_not_model() -> None:
+    declined = [
+        _NESTED.replace(b"caf=E9\r\n", b"caf=E9\r"),  # a lone CR ends a line for the stdlib parser
+        _NESTED.replace(b"message/rfc822", b"message/delivery-status"),
+        _NESTED.replace(b"boundary=i", b"boundary=o--"),  # "--o--" would end both multiparts
+        _NESTED.replace(b"--o  \r\n", b"--o\r\n--o\r\n"),  # two delimiter lines in a row
+        b"Content-Type: multipart/mixed; boundary=x\r\n\r\nno delimiter at all\r\n",
+        b"Content-Type: multipart/mixed\r\n\r\n--x\r\n\r\nno boundary parameter\r\n--x--\r\n",
+        b" continuation first: x\r\nSubject: y\r\n\r\nbody\r\n",
+    ]
+    for raw in declined:
+        assert mime.parse_fast(raw) is None, raw
+        assert mime.parse(raw) == mime.parse_reference(raw)

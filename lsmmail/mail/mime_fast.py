@@ -218,7 +218,10 @@ def _delimiter_lines(raw: bytes, start: int, end: int, delim: bytes) -> list[tup
         i = find(delim, pos, end)
         if i < 0:
             return out
-        pos = i + 1
+        # Continue at the next line: a delimiter line starts a line, so at most one candidate per line
+        # (a short boundary like "-" would otherwise cost one Python iteration per byte of "-----" runs).
+        nl = find(b"\n", i, end)
+        pos = end if nl < 0 else nl + 1
         if i != start and raw[i - 1] != 0x0A:
             continue
         j = i + n

@@ -153,3 +153,12 @@ def test_fast_path_declines_what_it_does_not_model() -> None:
     for raw in declined:
         assert mime.parse_fast(raw) is None, raw
         assert mime.parse(raw) == mime.parse_reference(raw)
+
+
+def test_fast_path_short_boundary_inside_dash_runs() -> None:
+    # delimiter "---" occurs inside every body line; only whole lines count (and close is "-----")
+    raw = (b'Content-Type: multipart/mixed; boundary="-"\n\n---\nContent-Type: text/plain\n\n'
+           + b"------ x\n---- \n" * 50 + b"--- \n\nsecond\n-----\n")
+    fast = mime.parse_fast(raw)
+    assert fast is not None and fast == mime.parse_reference(raw)
+    assert fast.text.endswith("---- \nsecond") and fast.text.count("------ x") == 50

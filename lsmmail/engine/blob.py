@@ -167,7 +167,16 @@ class BlobFileReader:
 
     @classmethod
     def open(cls, file: ReadableFile, file_number: int) -> BlobFileReader:
-        """Check the header, the footer and the file size; raise ``Corruption`` if any is wrong."""
+        """Check the header, the footer and the file size; raise ``Corruption`` if any is wrong. The
+        reader owns ``file``: it is closed if opening fails."""
+        try:
+            return cls._open(file, file_number)
+        except BaseException:
+            file.close()
+            raise
+
+    @classmethod
+    def _open(cls, file: ReadableFile, file_number: int) -> BlobFileReader:
         name = getattr(file, "path", "") or blob_file_name(file_number)
         size = file.size()
         if size < HEADER_SIZE + FOOTER_SIZE:

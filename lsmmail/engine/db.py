@@ -575,6 +575,7 @@ class DB(Maintenance):
         """Start a new WAL and memtable; the old memtable waits for flush. ``_mu`` is held."""
         assert self._log is not None
         number = self._new_file_number()
+        new_file = None
         try:
             # Sync the old log first: an older log is then never torn, so recovery can tell a torn
             # tail (only in the newest log) from lost data. Costs one fdatasync per memtable.
@@ -582,6 +583,8 @@ class DB(Maintenance):
             new_file = self._fs.create(self._p(f"{number:06d}.log"))
             self._fs.sync_dir(self.path)
         except OSError as e:
+            if new_file is not None:
+                new_file.close()
             err = IOFailure(e.errno, f"cannot start a new WAL: {e}")
             self._poison(err)
             raise err from e

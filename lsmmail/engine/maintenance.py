@@ -182,8 +182,12 @@ class Maintenance:
             log_number = self._imms[0].log_number if self._imms else self._mem.log_number
             next_file, last_seq = self._next_file, self._last_seq
         writer = ManifestWriter(self._fs, self._p(manifest_name(number)))
-        writer.append(snapshot_edit(version, log_number, next_file, last_seq, self._compaction_pointers))
-        set_current(self._fs, self.path, manifest_name(number))
+        try:
+            writer.append(snapshot_edit(version, log_number, next_file, last_seq, self._compaction_pointers))
+            set_current(self._fs, self.path, manifest_name(number))
+        except BaseException:
+            writer.close()  # the old manifest stays CURRENT and already holds the edit
+            raise
         old = self._manifest
         self._manifest = writer
         if old is not None:
@@ -459,9 +463,11 @@ class Maintenance:
                         fs.link(src, dst)
                     except OSError:
                         out = fs.create(dst)
-                        out.append(fs.read_file(src))
-                        out.sync()
-                        out.close()
+                        try:
+                            out.append(fs.read_file(src))
+                            out.sync()
+                        finally:
+                            out.close()
                 manifest = manifest_name(next_file)
                 w = ManifestWriter(fs, os.path.join(dest, manifest))
                 pointers = dict(self._compaction_pointers)

@@ -304,9 +304,13 @@ class TableReader:
     ) -> TableReader:
         """Read and check the footer, filter, properties and index. The checksums of these blocks are
         always verified; ``verify_checksums`` governs data blocks. ``Corruption`` names the file and the
-        offset of the first problem found."""
-        reader = cls(file, file_number, cache, verify_checksums)
-        reader._load()
+        offset of the first problem found. The reader owns ``file``: it is closed if opening fails."""
+        try:
+            reader = cls(file, file_number, cache, verify_checksums)
+            reader._load()
+        except BaseException:
+            file.close()
+            raise
         return reader
 
     def _corrupt(self, what: str, offset: int) -> Corruption:

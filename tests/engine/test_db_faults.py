@@ -258,3 +258,15 @@ def test_failed_background_flush_poisons() -> None:
         assert db_state(db) == {b"before": b"1", **acked}
         db.put(b"x", b"y", sync=True)
         assert db.get(b"x") == b"y"
+
+
+def test_failed_opens_and_writes_leak_no_file_descriptors(os_fs_factory) -> None:  # noqa: ANN001
+    """Every file the engine opens is closed again, on error paths too (a leak ends in EMFILE)."""
+    fd_dir = Path("/proc/self/fd")
+    if not fd_dir.exists():
+        pytest.skip("needs /proc/self/fd to count open files (Linux)")
+    total = count_ops(os_fs_factory)
+    before = len(list(fd_dir.iterdir()))
+    for n in range(1, total + 1, 7):
+        check_fail_nth(os_fs_factory, n)
+    assert len(list(fd_dir.iterdir())) <= before

@@ -39,7 +39,7 @@ from .blob import BlobFileReader, decode_blob_ref
 from .cache import BlockCache
 from .errors import Corruption, DBClosed, InvalidArgument, IOFailure, Locked, LsmError, ReadOnlyError
 from .iterators import concat, covering_tombstone_seq, merge_entries, visible_entries
-from .keys import KIND_BLOB, KIND_DELETE, MAX_KEY_SIZE
+from .keys import KIND_BLOB, KIND_DELETE, MAX_KEY_SIZE, prefix_end
 from .maintenance import Maintenance
 from .manifest import (
     ManifestWriter,
@@ -120,17 +120,6 @@ def _check_key(key: object) -> bytes:
     if not key or len(key) > MAX_KEY_SIZE:
         raise InvalidArgument(f"keys must be 1 to {MAX_KEY_SIZE} bytes, got {len(key)}")
     return key
-
-
-def _prefix_end(prefix: bytes) -> bytes | None:
-    """The smallest key greater than every key that starts with ``prefix`` (None: no bound)."""
-    p = bytearray(prefix)
-    while p and p[-1] == 0xFF:
-        p.pop()
-    if not p:
-        return None
-    p[-1] += 1
-    return bytes(p)
 
 
 class DB(Maintenance):
@@ -689,7 +678,7 @@ class DB(Maintenance):
             if prefix:
                 if start is None or start < prefix:
                     start = prefix
-                pend = _prefix_end(prefix)
+                pend = prefix_end(prefix)
                 if pend is not None and (end is None or end > pend):
                     end = pend
         seq, mem, imms, version = self._read_state(snapshot)

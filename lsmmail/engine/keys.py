@@ -33,3 +33,15 @@ def internal_sort_key(ikey: bytes) -> tuple[bytes, int]:
     """A Python sort key that orders internal keys as the format says."""
     (t,) = _trailer.unpack_from(ikey, len(ikey) - 8)
     return ikey[:-8], -(t >> 8)
+
+
+def prefix_end(prefix: bytes) -> bytes | None:
+    """The smallest key greater than every key that starts with ``prefix`` (None: no such key, i.e. the
+    prefix is empty or all 0xFF). ``scan(prefix, prefix_end(prefix))`` covers exactly the prefix."""
+    p = bytearray(prefix)
+    while p and p[-1] == 0xFF:
+        p.pop()
+    if not p:
+        return None
+    p[-1] += 1
+    return bytes(p)

@@ -18,6 +18,8 @@ from __future__ import annotations
 import hashlib
 import struct
 
+from lsmmail.engine.keys import prefix_end as prefix_end  # re-exported: scans of a key family
+
 from .ids import ID_LEN
 
 # ---- family tags (one byte each; see docs/schema.md) -------------------------------------------------
@@ -180,17 +182,6 @@ def holder_prefix(sha: bytes) -> bytes:
 
 def outbox_key(entry: bytes) -> bytes:
     return OUTBOX + entry
-
-
-def prefix_end(prefix: bytes) -> bytes | None:
-    """The smallest key greater than every key starting with ``prefix`` (None: no such key)."""
-    p = bytearray(prefix)
-    while p and p[-1] == 0xFF:
-        p.pop()
-    if not p:
-        return None
-    p[-1] += 1
-    return bytes(p)
 
 
 def pack_u64s(*values: int) -> bytes:

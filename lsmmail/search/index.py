@@ -36,6 +36,7 @@ from typing import Any
 
 from ..engine.batch import WriteBatch
 from ..engine.errors import Corruption, InvalidArgument
+from ..engine.keys import prefix_end
 from . import postings as P
 from .documents import DocState, IndexedDocument, StateLookup, _check_doc, _Pending, doc_time_ms
 from .evaluator import _Evaluator
@@ -66,15 +67,6 @@ def decode_cursor(cursor: str) -> bytes:
     if len(raw) != P.DOC_ID_LEN or encode_cursor(raw) != cursor:
         raise InvalidArgument(f"not a search cursor: {cursor!r}")
     return raw
-
-
-def _prefix_end(prefix: bytes) -> bytes:
-    """The smallest key greater than every key starting with ``prefix`` (prefix never all 0xff here)."""
-    p = bytearray(prefix)
-    while p[-1] == 0xFF:
-        p.pop()
-    p[-1] += 1
-    return bytes(p)
 
 
 class SearchIndex(SegmentWrites):
@@ -190,7 +182,9 @@ class SearchIndex(SegmentWrites):
                 P.TAG_SMALL + P.FORWARD + P.user_prefix(user_key),
                 P.TAG_SMALL + P.DELETED + P.user_prefix(user_key),
             ):
-                batch.delete_range(prefix, _prefix_end(prefix))
+                end = prefix_end(prefix)
+                assert end is not None  # search prefixes start with a tag byte (S or s), never all 0xFF
+                batch.delete_range(prefix, end)
             self.db.write(batch, sync=True)
             self._drop_caches()
             for doc in list(self._mem.docs.get(user_key, {})):

@@ -38,7 +38,7 @@ from .batch import WriteBatch, decode_batch, encode_header
 from .blob import BlobFileReader, decode_blob_ref
 from .cache import BlockCache
 from .errors import Corruption, DBClosed, InvalidArgument, IOFailure, Locked, LsmError, ReadOnlyError
-from .iterators import concat, covering_tombstone_seq, merge_entries, visible_entries
+from .iterators import concat, covering_tombstone_seq, merge_entries, prime_sources, visible_entries
 from .keys import KIND_BLOB, KIND_DELETE, MAX_KEY_SIZE, prefix_end
 from .maintenance import Maintenance
 from .manifest import (
@@ -701,16 +701,17 @@ class DB(Maintenance):
                     sources.append(t.entries_reverse(start, end) if reverse else t.entries(start, end))
             elif chosen:
                 sources.append(self._level_entries(chosen, start, end, reverse))
-        merged = merge_entries(sources, reverse)
         tombs = self._tombstones(mem, imms, version)
-        return self._scan_iter(visible_entries(merged, seq, reverse, tombs, self._read_blob), version)
+        return self._scan_iter(sources, reverse, seq, tombs, version)
 
-    @staticmethod
-    def _scan_iter(it: Iterator[tuple[bytes, bytes]], version: Version) -> Iterator[tuple[bytes, bytes]]:
+    def _scan_iter(self, sources: list[Iterator[tuple[bytes, int, int, bytes]]], reverse: bool, seq: int,
+                   tombs: list[tuple[int, bytes, bytes]], version: Version) -> Iterator[tuple[bytes, bytes]]:
         # Holding ``version`` here keeps its files alive for as long as the iterator lives.
         _pin = version  # noqa: F841
         try:
-            yield from it
+            # Primed here, not in ``scan``: reading the first entries may fail, and must fail lazily.
+            merged = merge_entries(prime_sources(sources), reverse)
+            yield from visible_entries(merged, seq, reverse, tombs, self._read_blob)
         except LsmError:
             raise
         except OSError as e:

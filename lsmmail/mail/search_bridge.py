@@ -11,7 +11,7 @@ from .records import (
     decode_message_head,
     folder_id_str,
     loads,
-    summary_from,
+    summaries_in,
     summary_is_read,
 )
 from .store_core import StoreCore
@@ -32,12 +32,16 @@ class MailSearch(StoreCore):
             raise NotImplementedError("lsmmail.search is not available")
         u = self._user(user_id)
         ids, next_cursor = self._search.search(u.uk, query, limit=limit, cursor=cursor)
-        items = []
+        # One engine read per result (the ids are spread over the whole mailbox: a scan of the span of 50
+        # hits read ~1,000-2,000 records here, 20-40x more), then one decode call for the page.
+        get = self._db.get
+        uk = u.uk
+        rows = []
         for mid in ids:
-            raw = self._db.get(schema.message_key(u.uk, mid))
+            raw = get(schema.message_key(uk, mid))
             if raw is not None:
-                items.append(summary_from(mid, *decode_message_head(raw)))
-        return Page(items, next_cursor)
+                rows.append((mid, *decode_message_head(raw)))
+        return Page(summaries_in(rows), next_cursor)
 
     def reindex(self, user_id: str | None = None) -> int:
         """Rebuild the search index of ``user_id`` (default: every user) from the stored raw messages, by

@@ -684,13 +684,13 @@ class DB(Maintenance):
         seq, mem, imms, version = self._read_state(snapshot)
         if start is not None and end is not None and start >= end:
             return iter(())
-        sources: list[Iterator[tuple[bytes, int, int, bytes]]] = []
-        if reverse:
-            sources.append(mem.entries_reverse(start, end))
-            sources += [m.entries_reverse(start, end) for m in imms]
-        else:
-            sources.append(mem.entries(start, end))
-            sources += [m.entries(start, end) for m in imms]
+        # An empty memtable (usual right after a flush) is skipped: its iterator's locked SortedList probe
+        # was ~1 us of a ~6 us scan setup. Safe for the active one: entries are added before ``seq``
+        # is published, so one that is empty now holds nothing this scan may see.
+        mems = [m for m in (mem, *imms) if len(m)]
+        sources: list[Iterator[tuple[bytes, int, int, bytes]]] = [
+            m.entries_reverse(start, end) if reverse else m.entries(start, end) for m in mems
+        ]
         for level, files in enumerate(version.levels):
             if not files:
                 continue

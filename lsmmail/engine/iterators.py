@@ -138,14 +138,15 @@ def visible_entries(
             yield uk, (read_blob(value) if kind == KIND_BLOB else value)
         return
     # Reverse: the versions of a key arrive oldest first, so the last visible one wins.
+    # ``_emit`` is inlined in the loop (a call per key was ~5% of a warm reverse seek+50).
     pending: Entry | None = None
     for e in merged:
         if e[1] > snapshot_seq:
             continue
         if pending is not None and e[0] != pending[0]:
-            out = _emit(pending, tombs, snapshot_seq, read_blob)
-            if out is not None:
-                yield out
+            uk, seq, kind, value = pending
+            if kind != KIND_DELETE and not (tombs and covering_tombstone_seq(tombs, uk, snapshot_seq) > seq):
+                yield uk, (read_blob(value) if kind == KIND_BLOB else value)
         pending = e
     if pending is not None:
         out = _emit(pending, tombs, snapshot_seq, read_blob)

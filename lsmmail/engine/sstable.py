@@ -556,14 +556,14 @@ class TableReader:
         if _block_get is None:
             block = self._data_block(bi)
             i = block.find(user_key, snapshot_seq)
-            return (block.seqs[i], block.kinds[i], block.values[i]) if i >= 0 else i
+            return (block.seqs[i], block.kinds[i], block.value(i)) if i >= 0 else i
         offset = self._offsets[bi]
         cache = self._cache
         obj = cache.get((self.file_number, offset)) if cache is not None else None
         if obj is not None and type(obj) is not bytes:
             block: DataBlock = obj  # type: ignore[assignment]
             i = block.find(user_key, snapshot_seq)
-            return (block.seqs[i], block.kinds[i], block.values[i]) if i >= 0 else i
+            return (block.seqs[i], block.kinds[i], block.value(i)) if i >= 0 else i
         raw = obj if obj is not None else self._read_block(offset, self._sizes[bi], self._verify)
         try:
             r = _block_get(raw, user_key, snapshot_seq)
@@ -593,9 +593,18 @@ class TableReader:
             lo = block.seek(start) if first and start is not None else 0
             first = False
             hi = len(keys) if end is None else bisect_left(keys, end, lo)
-            seqs, kinds, values = block.seqs, block.kinds, block.values
-            for j in range(lo, hi):
-                yield keys[j], seqs[j], kinds[j], values[j]
+            seqs, kinds = block.seqs, block.kinds
+            # A block this scan decoded: slice the values it yields; a cached one: index its list.
+            raw = block.payload if block.scan_values() is None else None
+            if raw is None:
+                values = block.values
+                for j in range(lo, hi):
+                    yield keys[j], seqs[j], kinds[j], values[j]
+            else:
+                voffs, vlens = block.value_offsets, block.value_lengths
+                for j in range(lo, hi):
+                    a = voffs[j]
+                    yield keys[j], seqs[j], kinds[j], raw[a : a + vlens[j]]
             if hi < len(keys):
                 return
             bi += 1
@@ -620,9 +629,18 @@ class TableReader:
             hi = bisect_left(keys, end) if first and end is not None else len(keys)
             first = False
             lo = 0 if start is None else bisect_left(keys, start, 0, hi)
-            seqs, kinds, values = block.seqs, block.kinds, block.values
-            for j in range(hi - 1, lo - 1, -1):
-                yield keys[j], seqs[j], kinds[j], values[j]
+            seqs, kinds = block.seqs, block.kinds
+            # A block this scan decoded: slice the values it yields; a cached one: index its list.
+            raw = block.payload if block.scan_values() is None else None
+            if raw is None:
+                values = block.values
+                for j in range(hi - 1, lo - 1, -1):
+                    yield keys[j], seqs[j], kinds[j], values[j]
+            else:
+                voffs, vlens = block.value_offsets, block.value_lengths
+                for j in range(hi - 1, lo - 1, -1):
+                    a = voffs[j]
+                    yield keys[j], seqs[j], kinds[j], raw[a : a + vlens[j]]
             bi -= 1
             if lo > 0 or (start is not None and bi >= 0 and index_keys[bi] < start):
                 return

@@ -189,6 +189,54 @@ def test_data_block_decode_matches_twin(entries, interval: int, how: str, data: 
     assert outcome(native.decode_data_block_native, blk) == outcome(decode_data_block, blk)
 
 
+def _spans_outcome(fn, blk: bytes):  # type: ignore[no-untyped-def]
+    """``fn``'s spans decode of ``blk`` with the values sliced out, or the typed error's class."""
+    got = outcome(fn, blk)
+    if got[0] == "ok":
+        ukeys, seqs, kinds, offs, lens = got[1]
+        return "ok", (ukeys, seqs, kinds, [blk[a : a + b] for a, b in zip(offs, lens, strict=True)])
+    return got
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(internal_entries, st.integers(1, 16),
+       st.sampled_from(["none", "flip", "truncate", "splice", "random"]), st.data())
+@example([], 1, "none", None)
+def test_data_block_spans_match_pure_decode(entries, interval: int, how: str, data) -> None:  # type: ignore[no-untyped-def]
+    # The lazy (offset/length) decode, native and pure, against the eager pure decode: same entries and
+    # values, or the same Corruption, on valid, damaged and random blocks.
+    from lsmmail.engine.block import DataBlock, decode_data_block_spans_py
+
+    keys = [_ikey(u, s, k) for u, s, k, _ in entries]
+    blk = bytearray(_build(keys, [v for *_, v in entries], interval))
+    if how == "flip" and blk:
+        blk[data.draw(st.integers(0, len(blk) - 1))] ^= data.draw(st.integers(1, 255))
+    elif how == "truncate":
+        del blk[data.draw(st.integers(0, len(blk))) :]
+    elif how == "splice":
+        cut = data.draw(st.integers(0, len(blk)))
+        blk[cut:cut] = data.draw(st.binary(min_size=1, max_size=12))
+    elif how == "random":
+        blk = bytearray(data.draw(st.binary(max_size=200)))
+    blk = bytes(blk)
+    want = outcome(decode_data_block, blk)
+    assert _spans_outcome(native.decode_data_block_spans_native, blk) == want
+    assert _spans_outcome(decode_data_block_spans_py, blk) == want
+    if want[0] == "err":
+        with pytest.raises(Corruption):
+            DataBlock(blk)
+        return
+    ukeys, seqs, kinds, values = want[1]
+    # A DataBlock yields the same values whichever way they are read, before and after it builds its list.
+    db = DataBlock(blk)
+    assert (db.user_keys, db.seqs, db.kinds) == (ukeys, seqs, kinds)
+    assert [db.value(i) for i in range(len(db))] == values
+    assert db.scan_values() is None
+    assert db.scan_values() == values == db.values
+    assert db.payload is None
+    assert [db.value(i) for i in range(len(db))] == values
+
+
 def test_data_block_rejects_short_keys_and_bad_kinds() -> None:
     for keys in ([b"\x01" * 8], [_ikey(b"a", 1, 3)], [_ikey(b"a", 1, 1), _ikey(b"b", 1, 200)]):
         blk = _build(keys, [b"v"] * len(keys), 16)

@@ -15,7 +15,10 @@ from pathlib import Path
 from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
-SOURCES = ["varint.c", "bloom.c", "block.c", "merge.c", "wal.c", "group.c"]
+# Every ``native/*.c`` is compiled; a kernel group may add its declarations in ``native/NAME.cdef`` (and
+# its header in ``native/NAME.h``), so new kernels do not all edit this file.
+SOURCES = sorted(p.name for p in HERE.glob("*.c"))
+HEADERS = sorted(p.name for p in HERE.glob("*.h"))
 
 CDEF = """
 #define LSM_ECORRUPT -1
@@ -67,10 +70,10 @@ def _rel(name: str) -> str:
 
 
 ffibuilder = FFI()
-ffibuilder.cdef(CDEF)
+ffibuilder.cdef(CDEF + "".join(p.read_text() for p in sorted(HERE.glob("*.cdef"))))
 ffibuilder.set_source(
     "lsmmail._native",
-    '#include "lsm_native.h"\n#include "group.h"',
+    "".join(f'#include "{h}"\n' for h in HEADERS),
     sources=[_rel(s) for s in SOURCES],
     include_dirs=[_rel(".")],
     # -O2: the kernels are simple loops; -O3 measured no faster here and grows the binary.

@@ -81,11 +81,16 @@ ffibuilder.set_source(
 )
 
 if __name__ == "__main__":
-
+    import os
     import shutil
+    import tempfile
 
-    tmp = HERE.parent / "build" / "cffi"
-    built = ffibuilder.compile(tmpdir=str(tmp), verbose=False)
-    dest = HERE.parent / "lsmmail" / Path(built).name
-    shutil.copy(built, dest)
+    # A private build directory and an atomic rename: several builds may run at once, and processes that
+    # have the old extension mapped keep their (unlinked) copy instead of seeing it rewritten under them.
+    with tempfile.TemporaryDirectory(prefix="lsmmail-native-") as tmp:
+        built = ffibuilder.compile(tmpdir=tmp, verbose=False)
+        dest = HERE.parent / "lsmmail" / Path(built).name
+        staged = dest.with_name(dest.name + f".{os.getpid()}.tmp")
+        shutil.copy(built, staged)
+        os.replace(staged, dest)
     print(f"built {dest}")

@@ -5,6 +5,8 @@
     lsmmail bench mail [--compare] [--messages N] [--json]     (the mail workload: see bench/mail.py)
     lsmmail bench [--num N] [--value-size B] [--batch N] [--threads T] [--sync-num N] [--rounds R]
                   [--workloads a,b,...] [--compare] [--engines a,b] [--dir D] [--json] [--no-progress]
+                  [--plot FILE.png]
+    lsmmail bench --load RESULT.json [--plot FILE.png]     (table and chart of a run saved with --json)
 
 Each engine runs in its own subprocess (its own peak RSS and I/O counters); with ``--rounds`` > 1 the
 engines take turns round by round (the order rotates), and each workload reports the median across
@@ -35,6 +37,7 @@ import tempfile
 from dataclasses import asdict
 
 from .engines import ENGINES, installed_engines
+from .plot import PlotUnavailable, plot_summary, require_matplotlib
 from .workloads import Config
 
 WORKLOADS = (
@@ -111,6 +114,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", default="", help="scratch directory (default: a temporary directory)")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    p.add_argument("--plot", default="", metavar="FILE.png",
+                   help="also draw the table as a chart (needs matplotlib: the bench extra)")
+    p.add_argument("--load", default="", metavar="FILE.json",
+                   help="do not run: print (and --plot) a result saved earlier with --json")
     return p
 
 
@@ -120,6 +127,14 @@ def main(argv: list[str]) -> int:
 
         return mail_main(argv[1:])
     args = _parser().parse_args(argv)
+    if args.plot:
+        try:
+            require_matplotlib()
+        except PlotUnavailable as exc:  # fail before a run of many minutes, not after it
+            sys.stderr.write(f"{exc}\n")
+            return 2
+    if args.load:
+        return _show_saved(args)
     wanted = [w.strip() for w in args.workloads.split(",") if w.strip()]
     bad = [w for w in wanted if w not in WORKLOADS]
     if bad:
@@ -154,10 +169,33 @@ def main(argv: list[str]) -> int:
     summary = summarise(runs, wanted)
     summary["machine"] = machine_line()
     summary["config"] = asdict(cfg)
+    summary["order"] = {"engines": engines, "workloads": wanted}
     if args.json:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
     else:
         sys.stdout.write(format_table(summary, engines, wanted) + "\n")
+    if args.plot:
+        plot_summary(summary, engines, wanted, args.plot)
+        sys.stderr.write(f"chart written to {args.plot}\n")
+    return 0
+
+
+def _show_saved(args: argparse.Namespace) -> int:
+    """``--load FILE.json``: the table (and chart) of a run saved with ``--json``, without running."""
+    try:
+        with open(args.load, encoding="utf-8") as f:
+            summary = json.load(f)
+        order = summary.get("order") or {}
+        engines = order.get("engines") or list(summary["engines"])
+        wanted = order.get("workloads") or [w for w in WORKLOADS if any(
+            w in e.get("workloads", {}) for e in summary["engines"].values())]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        sys.stderr.write(f"cannot read a saved bench result from {args.load}: {exc}\n")
+        return 2
+    sys.stdout.write(format_table(summary, engines, wanted) + "\n")
+    if args.plot:
+        plot_summary(summary, engines, wanted, args.plot)
+        sys.stderr.write(f"chart written to {args.plot}\n")
     return 0
 
 

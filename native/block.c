@@ -270,3 +270,53 @@ int64_t lsm_block_encode(const uint8_t *keys, const uint64_t *key_end, const uin
     wr32(out + pos, (uint32_t)nr);
     return (int64_t)(pos + 4);
 }
+
+int64_t lsm_block_get(const uint8_t *blk, size_t len, const uint8_t *ukey, size_t ulen, uint64_t snap,
+                      uint8_t *keybuf, size_t keycap, uint64_t *out) {
+    /* Point lookup of (ukey, snap) in a raw data block: the first entry whose internal key is >= ukey with
+     * trailer (snap << 8 | 0xFF), as lsm_block_seek(internal=1) finds it and with the same validation of
+     * the whole block, then judged in place instead of copied out: 1 = that entry is a version of ukey
+     * (out[0..3] = seq, kind, value offset, value length), 2 = a larger user key follows (stop), 0 = no
+     * such entry in this block (try the next one). A hit whose key is shorter than 9 bytes or whose kind
+     * is not 0..2 is LSM_ECORRUPT. snap must be < 2^56 (LSM_EINVAL otherwise). */
+    if (snap >> 56) return LSM_EINVAL;
+    uint64_t target = (snap << 8) | 0xFF;
+    uint32_t nr;
+    int64_t de = parse_restarts(blk, len, &nr);
+    if (de < 0) return de;
+    walker w = {blk, (size_t)de, 0, nr, 0, 0};
+    int hit = 0;
+    uint64_t hlen = 0, hoff = 0, hvlen = 0, htrailer = 0;
+    int hsame = 0;
+    while (w.pos < w.data_end) {
+        entry e;
+        if (next_entry(&w, &e)) return LSM_ECORRUPT;
+        if (hit) continue;
+        uint64_t klen = e.shared + e.non_shared;
+        if (klen > keycap) return LSM_ESPACE;
+        memcpy(keybuf + e.shared, blk + e.delta_off, (size_t)e.non_shared);
+        if (klen < 8) return LSM_ECORRUPT;
+        size_t uk = (size_t)klen - 8;
+        int c = compare_bytes(keybuf, uk, ukey, ulen);
+        uint64_t t = 0;
+        for (int i = 7; i >= 0; i--) t = (t << 8) | keybuf[uk + (size_t)i];
+        if (c == 0) c = t > target ? -1 : (t < target ? 1 : 0);
+        if (c >= 0) {
+            hit = 1;
+            hlen = klen;
+            hoff = e.val_off;
+            hvlen = e.vlen;
+            htrailer = t;
+            hsame = uk == ulen && memcmp(keybuf, ukey, ulen) == 0;
+        }
+    }
+    if (w.ri != w.nr) return LSM_ECORRUPT;
+    if (!hit) return 0;
+    if (!hsame) return hlen < 9 ? LSM_ECORRUPT : 2;
+    if ((htrailer & 0xFF) > 2) return LSM_ECORRUPT;
+    out[0] = htrailer >> 8;
+    out[1] = htrailer & 0xFF;
+    out[2] = hoff;
+    out[3] = hvlen;
+    return 1;
+}

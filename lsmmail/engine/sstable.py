@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from .. import native as _native
 from .block import (
     BLOCK_TRAILER_SIZE,
+    COMPRESSION_NONE,
     BlockBuilder,
     DataBlock,
     _shared_prefix_len,
@@ -29,7 +30,7 @@ from .block import (
 )
 from .bloom import BloomBuilder, bloom_may_contain
 from .cache import BlockCache
-from .coding import checksum, get_varint, put_varint, u32
+from .coding import checksum, get_varint, hash64, put_varint, u32
 from .errors import Corruption, InvalidArgument
 from .fs import ReadableFile, WritableFile
 from .keys import KIND_BLOB, KIND_DELETE, MAX_KEY_SIZE
@@ -40,6 +41,9 @@ _block_get = _native.block_get_native if _native.lib is not None else None
 #: The C block encoder, or None on the pure-Python engine (which builds blocks with BlockBuilder).
 _encode_block = _native.encode_block_native if _native.lib is not None else None
 _GET_STOP = _native.GET_STOP
+#: The C bloom probe on a precomputed hash ``(filter, len, h)``, or None on the pure-Python engine. A get
+#: hashes its key once and probes every table's filter with that hash (was: one XXH3 per table probed).
+_bloom_h = _native.lib.lsm_bloom_may_contain if _native.lib is not None else None
 
 #: Block-cache charge of a raw payload beyond its bytes (the ``bytes`` header and the cache's map slot).
 RAW_BLOCK_OVERHEAD = 128
@@ -489,8 +493,13 @@ class TableReader:
             (stored,) = u32.unpack_from(buf, size + 1)
             if checksum(memoryview(buf)[: size + 1]) != stored:
                 raise self._corrupt("block checksum mismatch", offset)
+        compression = buf[size]
+        if compression == COMPRESSION_NONE:
+            return buf[:size]
         try:
-            return decompress_block(buf[:size], buf[size])
+            # A view, not ``buf[:size]``: the stored bytes are only read by LZ4, so copying them (~10 KiB)
+            # first was wasted.
+            return decompress_block(memoryview(buf)[:size], compression)
         except Corruption as e:
             raise self._corrupt(str(e), offset) from None
 
@@ -524,17 +533,25 @@ class TableReader:
         """False only if the table certainly holds no entry for ``user_key`` (bloom filter)."""
         return bloom_may_contain(self._filter, user_key)
 
-    def get(self, user_key: bytes, snapshot_seq: int) -> tuple[int, int, bytes] | None:
-        """``(seq, kind, value)`` of the newest entry for ``user_key`` with ``seq <= snapshot_seq``."""
-        if not bloom_may_contain(self._filter, user_key):
+    def get(self, user_key: bytes, snapshot_seq: int, h: int = -1) -> tuple[int, int, bytes] | None:
+        """``(seq, kind, value)`` of the newest entry for ``user_key`` with ``seq <= snapshot_seq``.
+
+        ``h``, if given (>= 0), must be ``hash64(user_key)``: a caller probing several tables for one key
+        hashes it once."""
+        filt = self._filter
+        if _bloom_h is not None:
+            if h < 0:
+                h = hash64(user_key)
+            if not _bloom_h(filt, len(filt), h):
+                return None
+        elif not bloom_may_contain(filt, user_key):
             return None
         index_keys = self._index_user_keys
-        index_seqs = self._index_seqs
         n = len(index_keys)
         bi = bisect_left(index_keys, user_key)
         # A block whose last entry is this user key at a sequence above the snapshot holds only versions
         # too new (they descend within the block): skip it without reading it.
-        while bi < n and index_keys[bi] == user_key and index_seqs[bi] > snapshot_seq:
+        while bi < n and index_keys[bi] == user_key and self._index_seqs[bi] > snapshot_seq:
             bi += 1
         while bi < n:
             r = self._block_get(bi, user_key, snapshot_seq)
@@ -549,7 +566,7 @@ class TableReader:
         """Look ``user_key`` up in data block ``bi`` (``DataBlock.find``'s -1/-2 when not there).
 
         With the C kernels, a block read for a point lookup is cached as its raw payload and searched
-        in place (``native.block_get``, ~2.5 us) instead of being decoded into lists (~10 us for a
+        in place (``native.block_get``, ~0.5 us) instead of being decoded into lists (~5 us for a
         16 KiB block, one ``bytes`` object per key and value): most point reads miss the cache, and
         they need one entry. A scan that meets the raw payload decodes it and caches the decoded form.
         """
@@ -559,19 +576,27 @@ class TableReader:
             return (block.seqs[i], block.kinds[i], block.value(i)) if i >= 0 else i
         offset = self._offsets[bi]
         cache = self._cache
-        obj = cache.get((self.file_number, offset)) if cache is not None else None
-        if obj is not None and type(obj) is not bytes:
-            block: DataBlock = obj  # type: ignore[assignment]
-            i = block.find(user_key, snapshot_seq)
-            return (block.seqs[i], block.kinds[i], block.value(i)) if i >= 0 else i
-        raw = obj if obj is not None else self._read_block(offset, self._sizes[bi], self._verify)
+        if cache is None:
+            raw = self._read_block(offset, self._sizes[bi], self._verify)
+        else:
+            ckey = (self.file_number, offset)
+            obj = cache.get(ckey)
+            if obj is None:
+                raw = self._read_block(offset, self._sizes[bi], self._verify)
+                cache.put(ckey, raw, len(raw) + RAW_BLOCK_OVERHEAD)
+            elif type(obj) is bytes:
+                raw = obj
+            else:
+                block: DataBlock = obj  # type: ignore[assignment]
+                i = block.find(user_key, snapshot_seq)
+                return (block.seqs[i], block.kinds[i], block.value(i)) if i >= 0 else i
         try:
-            r = _block_get(raw, user_key, snapshot_seq)
+            return _block_get(raw, user_key, snapshot_seq)
         except Corruption as e:
+            # Dropped from the cache: a later read goes back to the file and reports it again.
+            if cache is not None:
+                cache.erase((self.file_number, offset))
             raise self._corrupt(f"bad data block ({e})", offset) from None
-        if obj is None and cache is not None:
-            cache.put((self.file_number, offset), raw, len(raw) + RAW_BLOCK_OVERHEAD)
-        return r
 
     def entries(
         self, start: bytes | None = None, end: bytes | None = None, fill_cache: bool = True

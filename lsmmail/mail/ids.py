@@ -107,13 +107,16 @@ def id_to_str(mid: bytes) -> str:
 def id_from_str(text: str) -> bytes:
     """Inverse of :func:`id_to_str`; raises ValueError for anything that is not a UUIDv7 string."""
     if isinstance(text, str) and len(text) == 36:  # the canonical form: skip uuid.UUID (~3 µs)
-        try:
-            raw = bytes.fromhex(text[:8] + text[9:13] + text[14:18] + text[19:23] + text[24:])
-        except ValueError:
-            raw = b""
-        # fromhex skips whitespace, so accept only what formats back to exactly the given text
-        if len(raw) == ID_LEN and id_to_str(raw) == text.lower():
-            return check_id(raw)
+        # The four dashes in place, and 32 characters that fromhex turns into 16 bytes: fromhex skips
+        # whitespace, but then fewer than 32 hex digits remain and the result is shorter than 16 bytes.
+        # (Formatting the bytes back and comparing, as before, cost ~0.5 µs more per call.)
+        if text[8] == text[13] == text[18] == text[23] == "-":
+            try:
+                raw = bytes.fromhex(text[:8] + text[9:13] + text[14:18] + text[19:23] + text[24:])
+            except ValueError:
+                raw = b""
+            if len(raw) == ID_LEN:
+                return check_id(raw)
     try:
         raw = uuid.UUID(text).bytes
     except (ValueError, AttributeError, TypeError) as exc:

@@ -10,14 +10,13 @@ from . import schema
 from .errors import InvalidCursor, StateTooOld, UnknownAttachment, UnknownMessage
 from .ids import ID_LEN, id_to_str
 from .records import (
-    AttachmentInfo,
     Changes,
     Message,
     MessageSummary,
     Page,
-    decode_body,
     decode_message_details,
     decode_message_head,
+    message_from,
     summaries,
     summary_from,
 )
@@ -65,20 +64,11 @@ class Reads(StoreCore):
         return Page(summaries(rows, n), next_cursor)
 
     def get_message(self, user_id: str, message_id: str) -> Message:
+        """The whole message: summary, details and decoded text/html (UnknownMessage if absent)."""
         u = self._user(user_id)
         mid = self._mid(message_id)
         rec = self._message_record(u, mid)
-        folder, sm = decode_message_head(rec)
-        d = decode_message_details(rec, len(sm))
-        body = self._db.get(schema.body_key(u.uk, mid))
-        text, html = decode_body(body) if body else ("", "")
-        return Message(
-            summary=summary_from(mid, folder, sm),
-            message_id=d["m"], in_reply_to=d["i"], references=d["r"],
-            bcc=[tuple(a) for a in d["b"]],  # type: ignore[misc]
-            text=text, html=html,
-            attachments=[AttachmentInfo(i, a[0], a[1], a[2], a[3]) for i, a in enumerate(d["a"])],
-        )
+        return message_from(mid, rec, self._db.get(schema.body_key(u.uk, mid)))
 
     def get_summary(self, user_id: str, message_id: str) -> MessageSummary:
         u = self._user(user_id)

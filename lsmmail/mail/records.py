@@ -294,8 +294,26 @@ def summaries_in(rows: Iterable[tuple[bytes, int, bytes]]) -> list[MessageSummar
 
 
 def summary_from(mid: bytes, folder: int, data: bytes) -> MessageSummary:
-    """Build a MessageSummary from a summary record (the value of LISTING / UNREAD keys)."""
-    return summaries(((mid, data),), folder)[0]
+    """Build a MessageSummary from a summary record (the value of LISTING / UNREAD keys).
+
+    The one-row twin of :func:`summaries_in` (same fields, same memoised thread text) without its
+    generator and per-call folder table: ~3.5 -> ~2.5 µs here, and get_message / thread call it per row.
+    Corruption if the record is malformed."""
+    flags, size, date, thread, subject, preview, from_, to, cc = decode_summary(data)
+    threads = _THREAD_TEXT
+    tid = threads.get(thread)
+    if tid is None:
+        if len(threads) >= _THREAD_TEXT_MAX:
+            threads.clear()
+        tid = threads[thread] = id_to_str(thread)
+    s = object.__new__(MessageSummary)
+    s.__dict__.update(
+        id=id_to_str(mid), folder_id=SYSTEM_FOLDERS.get(folder) or f"f{folder}", thread_id=tid,
+        subject=subject, from_=from_, to=to, cc=cc, date=date,
+        received=int.from_bytes(mid[:6], "big") / 1000.0, preview=preview, size=size,
+        has_attachments=bool(flags & FLAG_ATTACHMENTS), is_read=bool(flags & FLAG_READ),
+    )
+    return s
 
 
 # ---- message record (value of MESSAGE keys) --------------------------------------------------------------
@@ -335,6 +353,27 @@ def decode_message_details(data: bytes, summary_len: int | None = None) -> dict:
         return json.loads(data[MESSAGE_HEAD_LEN + summary_len:])
     except ValueError as exc:
         raise Corruption(f"bad message record details: {exc}") from None
+
+
+def message_from(mid: bytes, data: bytes, body: bytes | None) -> Message:
+    """The Message for id ``mid`` from its message record and its body record (None: no body stored).
+
+    Builds the frozen dataclass through its ``__dict__`` like :func:`summaries_in` (its ``__init__``
+    sets 8 fields through ``object.__setattr__``). Corruption if either record is malformed, including
+    details whose fields have the wrong shape."""
+    folder, sm = decode_message_head(data)
+    d = decode_message_details(data, len(sm))
+    text, html = decode_body(body) if body else ("", "")
+    try:
+        bcc = [(name, addr) for name, addr in d["b"]]
+        atts = [AttachmentInfo(i, a[0], a[1], a[2], a[3]) for i, a in enumerate(d["a"])]
+        fields = {"message_id": d["m"], "in_reply_to": d["i"], "references": d["r"]}
+    except (KeyError, TypeError, IndexError, ValueError) as exc:
+        raise Corruption(f"bad message record details: {exc!r}") from None
+    m = object.__new__(Message)
+    m.__dict__.update(summary=summary_from(mid, folder, sm), bcc=bcc, text=text, html=html,
+                      attachments=atts, **fields)
+    return m
 
 
 def message_with(data: bytes, folder: int, summary: bytes) -> bytes:

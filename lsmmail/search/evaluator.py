@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import heapq
-from bisect import bisect_left, bisect_right
-from collections.abc import Iterable
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator
+from itertools import filterfalse, islice
 from typing import TYPE_CHECKING, Any
 
 from . import postings as P
 from ._group import decode_positions
 from .documents import DocState, doc_time_ms
 from .postings import ANY
-from .query import All, And, DateBound, HasAttachment, InFolder, IsRead, Node, Not, Or, Term
-from .segment_reads import _SEG_CACHE_ENTRIES
+from .query import All, And, DateBound, HasAttachment, InFolder, IsRead, Node, Not, Or, Term, parse
+from .segment_reads import _PLAN_CACHE_ENTRIES, Keys
 from .tokenizer import ADDRESS_FIELDS, MAX_TOKEN_BYTES, META, SPECIAL_FIELDS, TEXT_FIELDS, normalize
 
 if TYPE_CHECKING:
@@ -49,18 +50,7 @@ class _Evaluator:
             mem = self.mem_post.get((field, term))
             if mem:
                 out.update(mem)
-            sk = (self.user, field, term)
-            seg_docs = self.ix._seg_docs.get(sk)
-            if seg_docs is None:
-                found: set[bytes] = set()
-                for table, block in self._blocks(field, term):
-                    ords = P.decode_ordinals(block, len(table))
-                    found.update([table[o] for o in ords])
-                seg_docs = frozenset(found)
-                if len(self.ix._seg_docs) >= _SEG_CACHE_ENTRIES:
-                    self.ix._seg_docs.clear()
-                self.ix._seg_docs[sk] = seg_docs
-            out.update(seg_docs)
+            out.update(self.ix._flushed_docs(self.user, ((field, term),)).members())
         self.cache[ck] = out
         return out
 
@@ -184,140 +174,8 @@ class _Evaluator:
         assert isinstance(node, InFolder)
         return normalize(st.folder_id) == node.folder
 
-    # -- fast path: a leaf, or an AND of leaves and negated leaves (the common search-box shapes)
-
-    def leaf_keys(self, node: Node) -> list[tuple[str, str]] | None:
-        """(field, term) keys whose doc sets' union is exactly ``node``'s matches, or None if ``node`` is
-        not such a leaf (phrases, multi-token words, ``@`` values searched in every field)."""
-        if isinstance(node, HasAttachment):
-            return [(META, "attachment")]
-        if not isinstance(node, Term) or len(node.tokens) != 1:
-            return None
-        tok, sp = node.tokens[0], node.special
-        if node.field is None:
-            if sp is not None and "@" in sp:
-                return None  # address fields then match only the special, other fields the word
-            terms = [tok] if sp is None or sp == tok else [tok, sp]
-            if self.ix._combined:
-                return [(ANY, t) for t in terms]
-            keys = [(f, tok) for f in TEXT_FIELDS]
-            if sp is not None and sp != tok:
-                keys += [(f, sp) for f in TEXT_FIELDS if f in SPECIAL_FIELDS]
-            return keys
-        keys = []
-        special = sp if node.field in SPECIAL_FIELDS else None
-        if special is not None:
-            keys.append((node.field, special))
-        if not (special is not None and node.field in ADDRESS_FIELDS and "@" in special):
-            if special != tok:
-                keys.append((node.field, tok))
-        return keys
-
-    def _mem_docs(self, keys: list[tuple[str, str]]) -> set[bytes]:
-        out: set[bytes] = set()
-        mem = self.mem_post
-        if not mem:
-            return out
-        for field, term in keys:
-            for f in TEXT_FIELDS if field == ANY else (field,):
-                got = mem.get((f, term))
-                if got:
-                    out.update(got)
-        return out
-
-    def _seg_union(self, keys: list[tuple[str, str]]) -> dict[int, list[int]]:
-        parts = [self.ix._seg_ords(self.user, f, t, self.snap) for f, t in keys]
-        if len(parts) == 1:
-            return parts[0]
-        out: dict[int, set[int]] = {}
-        for part in parts:
-            for seg, ords in part.items():
-                out.setdefault(seg, set()).update(ords)
-        return {seg: sorted(o) for seg, o in out.items()}
-
-    def fast(self, node: Node, want: int, after: bytes | None) -> list[bytes] | None:
-        """Newest ``want`` matches of a leaf or an AND of leaves (at least one not negated), or None.
-
-        Per flushed segment, walks the shortest positive ordinal list from its highest ordinal down and
-        probes the others by bisection, stopping at ``want`` hits: a page costs O(want log n) per segment
-        after the (cached) decode, never a materialised set of every match.
-        """
-        children = node.children if isinstance(node, And) else (node,)
-        pos_keys: list[list[tuple[str, str]]] = []
-        neg_keys: list[list[tuple[str, str]]] = []
-        for c in children:
-            neg = isinstance(c, Not)
-            keys = self.leaf_keys(c.child if neg else c)  # type: ignore[union-attr]
-            if keys is None:
-                return None
-            (neg_keys if neg else pos_keys).append(keys)
-        if not pos_keys:
-            return None
-        deleted = self.deleted
-        # memory segment: small, plain sets
-        mem_sets = [self._mem_docs(k) for k in pos_keys]
-        found: list[bytes] = []
-        if all(mem_sets):
-            mem_sets.sort(key=len)
-            cand = mem_sets[0].intersection(*mem_sets[1:])
-            for k in neg_keys:
-                cand -= self._mem_docs(k)
-            found = [d for d in cand if d not in deleted and (after is None or d < after)]
-            if len(found) > want:
-                found = heapq.nlargest(want, found)
-        # flushed segments
-        pos_segs = [self._seg_union(k) for k in pos_keys]
-        neg_segs = [self._seg_union(k) for k in neg_keys]
-        for seg, table in self.tables.items():
-            lists = []
-            for ps in pos_segs:
-                ords = ps.get(seg)
-                if not ords:
-                    break
-                lists.append(ords)
-            else:
-                lists.sort(key=len)
-                probes = lists[1:] + [ords for ns in neg_segs if (ords := ns.get(seg))]
-                npos = len(lists) - 1
-                first = lists[0]
-                i = len(first) if after is None else bisect_left(first, bisect_left(table, after))
-                if not probes:  # one list: its top ordinals are the answer, modulo deleted docs
-                    need = want
-                    while i > 0 and need > 0:
-                        lo = max(0, i - need)
-                        page = [table[o] for o in first[lo:i]]
-                        if deleted:
-                            page = [d for d in page if d not in deleted]
-                        found += page
-                        need -= len(page)
-                        i = lo
-                    continue
-                his = [len(p) for p in probes]
-                got = 0
-                while i > 0 and got < want:
-                    i -= 1
-                    o = first[i]
-                    ok = True
-                    for j, probe in enumerate(probes):
-                        k = bisect_right(probe, o, 0, his[j])
-                        his[j] = k
-                        if (k > 0 and probe[k - 1] == o) != (j < npos):
-                            ok = False
-                            break
-                    if ok:
-                        d = table[o]
-                        if d not in deleted:
-                            found.append(d)
-                            got += 1
-        found.sort(reverse=True)
-        del found[want:]
-        return found
-
     def run(self, node: Node, want: int, after: bytes | None) -> list[bytes]:
-        if not isinstance(node, All):
-            hits = self.fast(node, want, after)
-            if hits is not None:
-                return hits
+        """The newest ``want`` matches of ``node`` older than ``after`` (the general path: sets)."""
         dynamic = _has_dynamic(node)
         if not dynamic:
             neg, s = self.as_set(node)
@@ -361,3 +219,156 @@ def _needs_state(node: Node) -> bool:
     if isinstance(node, Not):
         return _needs_state(node.child)
     return False
+
+
+# --------------------------------------------------------------------------- plans and the fast path
+#
+# The common search-box shapes (a word, a sender, two words, a word minus another) are a leaf or an AND
+# of leaves and negated leaves, where each leaf is exactly a union of (field, term) posting lists. Those
+# are answered without sets of every match: the newest hits come from walking the shortest cached posting
+# list from its newest doc down and probing the others' frozensets, through C iterators (reversed, filter,
+# filterfalse, islice) that stop after ``want`` hits; no Python code runs per candidate doc.
+
+
+class Plan:
+    """What a query text compiles to: its AST and, for fast-path shapes, the key sets of its positive and
+    negated leaves (``pos`` is None otherwise). ``combined``: the index's ``_combined`` it was made for."""
+
+    __slots__ = ("node", "pos", "neg", "combined")
+
+    def __init__(self, node: Node, pos: tuple[Keys, ...] | None, neg: tuple[Keys, ...], combined: bool):
+        self.node = node
+        self.pos = pos
+        self.neg = neg
+        self.combined = combined
+
+
+def plan_for(ix: SearchIndex, query: str) -> Plan:
+    """The plan of ``query`` (cached per index: parsing is ~3-10 µs, a cache hit ~0.1 µs). Raises
+    :class:`QuerySyntaxError` as :func:`parse` does (errors are not cached). Caller holds the index lock."""
+    plans = ix._plans
+    combined = ix._combined
+    plan = plans.get(query) if isinstance(query, str) else None
+    if plan is not None and plan.combined == combined:
+        return plan
+    node = parse(query)
+    plan = make_plan(node, combined)
+    if len(plans) >= _PLAN_CACHE_ENTRIES:
+        del plans[next(iter(plans))]  # oldest first: repeated queries are re-inserted soon enough
+    plans[query] = plan
+    return plan
+
+
+def make_plan(node: Node, combined: bool) -> Plan:
+    if isinstance(node, All):
+        return Plan(node, None, (), combined)
+    children = node.children if isinstance(node, And) else (node,)
+    pos: list[Keys] = []
+    neg: list[Keys] = []
+    for c in children:
+        negated = isinstance(c, Not)
+        keys = leaf_keys(c.child if negated else c, combined)  # type: ignore[union-attr]
+        if keys is None:
+            return Plan(node, None, (), combined)
+        (neg if negated else pos).append(keys)
+    if not pos:
+        return Plan(node, None, (), combined)
+    return Plan(node, tuple(pos), tuple(neg), combined)
+
+
+def leaf_keys(node: Node, combined: bool) -> Keys | None:
+    """(field, term) keys whose doc sets' union is exactly ``node``'s matches, or None if ``node`` is not
+    such a leaf (phrases, multi-token words, ``@`` values searched in every field). ``combined``: bare
+    words may use the any-field (``*``) blocks."""
+    if isinstance(node, HasAttachment):
+        return ((META, "attachment"),)
+    if not isinstance(node, Term):
+        return None
+    sp = node.special
+    if node.field in ADDRESS_FIELDS and sp is not None and "@" in sp:
+        return ((node.field, sp),)  # a whole address, exactly (from:bob@x.org): one special
+    if len(node.tokens) != 1:
+        return None
+    tok = node.tokens[0]
+    if node.field is None:
+        if sp is not None and "@" in sp:
+            return None  # address fields then match only the special, other fields the word
+        terms = [tok] if sp is None or sp == tok else [tok, sp]
+        if combined:
+            return tuple((ANY, t) for t in terms)
+        keys = [(f, tok) for f in TEXT_FIELDS]
+        if sp is not None and sp != tok:
+            keys += [(f, sp) for f in TEXT_FIELDS if f in SPECIAL_FIELDS]
+        return tuple(keys)
+    keys = []
+    special = sp if node.field in SPECIAL_FIELDS else None
+    if special is not None:
+        keys.append((node.field, special))
+    if not (special is not None and node.field in ADDRESS_FIELDS and "@" in special):
+        if special != tok:
+            keys.append((node.field, tok))
+    return tuple(keys)
+
+
+def _mem_docs(mem: dict[tuple[str, str], dict[bytes, bytes]], keys: Keys) -> set[bytes]:
+    out: set[bytes] = set()
+    for field, term in keys:
+        for f in TEXT_FIELDS if field == ANY else (field,):
+            got = mem.get((f, term))
+            if got:
+                out.update(got)
+    return out
+
+
+def fast_ids(
+    ix: SearchIndex, user: bytes, pos: tuple[Keys, ...], neg: tuple[Keys, ...], want: int, after: bytes | None
+) -> list[bytes]:
+    """Newest ``want`` docs older than ``after`` having every ``pos`` key set and no ``neg`` key set, not
+    deleted. Caller holds the index lock (the memory segment, caches and segment set are stable)."""
+    deleted = ix._deleted_for(user)
+    flushed = ix._flushed_docs
+    lists = [flushed(user, k) for k in pos]
+    if len(lists) > 1:
+        lists.sort(key=lambda td: len(td.asc))
+    first = lists[0].asc
+    hits: list[bytes] = []
+    if first and all(td.asc for td in lists):
+        it: Iterator[bytes] = reversed(first)
+        if after is not None:
+            it = islice(it, len(first) - bisect_left(first, after), None)
+        for td in lists[1:]:
+            it = filter(td.members().__contains__, it)
+        for k in neg:
+            td = flushed(user, k)
+            if td.asc:
+                it = filterfalse(td.members().__contains__, it)
+        if deleted:
+            it = filterfalse(deleted.__contains__, it)
+        hits = list(islice(it, want))
+    mem = ix._mem.postings.get(user)
+    if not mem:
+        return hits
+    # The memory segment: a few hundred recent docs at most, as plain sets. A doc is in memory or in one
+    # flushed segment, never both, so each side is filtered by its own negated postings.
+    sets = [_mem_docs(mem, k) for k in pos]
+    if not all(sets):
+        return hits
+    sets.sort(key=len)
+    cand = sets[0].intersection(*sets[1:]) if len(sets) > 1 else sets[0]
+    for k in neg:
+        cand -= _mem_docs(mem, k)
+    got = [d for d in cand if d not in deleted and (after is None or d < after)]
+    if not got:
+        return hits
+    got += hits
+    got.sort(reverse=True)
+    del got[want:]
+    return got
+
+
+def evaluate(ix: SearchIndex, user: bytes, plan: Plan, want: int, after: bytes | None) -> list[bytes]:
+    """The newest ``want`` matches of ``plan`` older than ``after``. Caller holds the index lock."""
+    if plan.pos is not None:
+        return fast_ids(ix, user, plan.pos, plan.neg, want, after)
+    with ix.db.snapshot() as snap:
+        return _Evaluator(ix, user, snap).run(plan.node, want, after)

@@ -39,10 +39,9 @@ from ..engine.errors import Corruption, InvalidArgument
 from ..engine.keys import prefix_end
 from . import postings as P
 from .documents import DocState, IndexedDocument, StateLookup, _check_doc, _Pending, doc_time_ms
-from .evaluator import _Evaluator
+from .evaluator import evaluate, plan_for
 from .mem_segment import _MemSegment
 from .postings import ANY
-from .query import parse
 from .segment_writes import SegmentWrites
 from .tokenizer import analyze_streams, group_encoded
 
@@ -103,13 +102,7 @@ class SearchIndex(SegmentWrites):
         self._mem = _MemSegment()
         self._tables: dict[bytes, dict[int, list[bytes]]] = {}  # per user, loaded lazily
         self._deleted: dict[bytes, set[bytes]] = {}  # per user, loaded lazily
-        #: (user, field, term) -> doc ids in flushed segments. Segments are immutable, so entries stay valid
-        #: until the next flush, merge or rebuild, which clear it. Helps paging (each page repeats the query).
-        self._seg_docs: dict[tuple[bytes, str, str], frozenset[bytes]] = {}
-        #: (user, field, term) -> {segment: ascending ordinals}: decoded flushed postings, valid until the
-        #: next flush/merge/rebuild (segments are immutable). FIFO-evicted past _ORDS_CACHE_BUDGET ordinals.
-        self._ords: dict[tuple[bytes, str, str], dict[int, list[int]]] = {}
-        self._ords_size = 0
+        self._init_read_caches()  # decoded postings and parsed queries (segment_reads.py)
         raw = db.get(P.META_NEXT_SEGMENT)
         self._next_seg = P.decode_u64(raw) if raw is not None else 1
         # Segments written before the any-field blocks existed lack them: then bare words take the
@@ -231,13 +224,12 @@ class SearchIndex(SegmentWrites):
         Raises :class:`QuerySyntaxError` for a malformed query and ``InvalidArgument`` (a ValueError) for a
         bad ``limit`` or a cursor this index did not hand out. The cursor is None on the last page.
         """
-        node = parse(query)
-        if not isinstance(limit, int) or limit < 1:
-            raise InvalidArgument("limit must be a positive integer")
-        after = decode_cursor(cursor) if cursor is not None else None
-        with self._lock, self.db.snapshot() as snap:
-            ev = _Evaluator(self, user_key, snap)
-            hits = ev.run(node, limit + 1, after)
+        with self._lock:
+            plan = plan_for(self, query)
+            if not isinstance(limit, int) or limit < 1:
+                raise InvalidArgument("limit must be a positive integer")
+            after = decode_cursor(cursor) if cursor is not None else None
+            hits = evaluate(self, user_key, plan, limit + 1, after)
         if len(hits) > limit:
             return hits[:limit], encode_cursor(hits[limit - 1])
         return hits, None

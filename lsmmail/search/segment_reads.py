@@ -1,5 +1,5 @@
 """Reading flushed segments: per-user doc tables and deletion sets (loaded lazily), posting blocks by
-point get, and the caches over them (valid until the next flush, merge or rebuild).
+point get, and the decoded-postings cache over them (valid until the next flush, merge or rebuild).
 """
 
 from __future__ import annotations
@@ -11,63 +11,113 @@ from . import postings as P
 from .mem_segment import _MemSegment
 from .tokenizer import MAX_TOKEN_BYTES
 
-#: Bound of the flushed-term cache: 20,000 terms x a few hundred ids ~ tens of MB at most.
-_SEG_CACHE_ENTRIES = 20_000
-#: Budget of the decoded-ordinals cache, in cached ordinals summed over entries: 1M ordinals is ~10-40 MB
-#: of Python lists (ints < 256 are shared), i.e. every term of ~2,000 typical mailboxes' worth of hot words.
-_ORDS_CACHE_BUDGET = 1_000_000
+#: Budget of the decoded-postings cache, in doc references summed over entries. A reference costs 8 bytes
+#: in the ascending list plus, once a query probes the entry, ~40 bytes in its frozenset (the doc ids
+#: themselves are shared with the doc tables), so 500k references are ~25 MB at most: every posting list
+#: of the hot terms of hundreds of typical mailboxes (the bench mailbox's 160 queries use ~40k).
+_DOCS_CACHE_BUDGET = 500_000
+#: Bound of the parsed-query cache (query text -> plan): search boxes repeat queries (paging repeats
+#: the same text for every page); 4,096 plans of ~1 KB are ~4 MB.
+_PLAN_CACHE_ENTRIES = 4_096
+
+#: A posting key set: the (field, term) pairs whose doc sets are united (one leaf of a query).
+Keys = tuple[tuple[str, str], ...]
+
+
+class TermDocs:
+    """The flushed docs of a posting key set: ``asc`` (doc ids, ascending, no duplicates, over every
+    flushed segment of the user; deleted docs included: queries filter them with the live deleted set)
+    and, built on first use, ``members`` (the same ids as a frozenset, for membership probes)."""
+
+    __slots__ = ("asc", "_members")
+
+    def __init__(self, asc: list[bytes]) -> None:
+        self.asc = asc
+        self._members: frozenset[bytes] | None = None
+
+    def members(self) -> frozenset[bytes]:
+        m = self._members
+        if m is None:
+            m = self._members = frozenset(self.asc)
+        return m
+
+
+_EMPTY = TermDocs([])
 
 
 class SegmentReads:
-    """Mixin of SearchIndex: segment reads and their caches. SearchIndex.__init__ sets the attributes."""
+    """Mixin of SearchIndex: segment reads and their caches. SearchIndex.__init__ sets the attributes
+    above the line and calls :meth:`_init_read_caches`."""
 
     db: Any
     _lock: threading.RLock
     _mem: _MemSegment
     _tables: dict[bytes, dict[int, list[bytes]]]  # per user, loaded lazily
     _deleted: dict[bytes, set[bytes]]  # per user, loaded lazily
-    _seg_docs: dict[tuple[bytes, str, str], frozenset[bytes]]
-    _ords: dict[tuple[bytes, str, str], dict[int, list[int]]]
-    _ords_size: int
+    # ----
+    _docs_cache: dict[tuple[bytes, Keys], TermDocs]
+    _docs_size: int
+    _plans: dict[str, Any]
+
+    def _init_read_caches(self) -> None:
+        #: (user, key set) -> its flushed docs. Segments are immutable, so an entry stays valid until the
+        #: next flush, merge or rebuild, which call _drop_caches; deletions never touch it (queries subtract
+        #: the live deleted set). Evicted oldest-first past _DOCS_CACHE_BUDGET references.
+        self._docs_cache = {}
+        self._docs_size = 0
+        #: query text -> evaluator plan (parse result and the fast path's key sets); see evaluator.plan_for.
+        self._plans = {}
 
     def _drop_caches(self) -> None:
-        self._seg_docs.clear()
-        self._ords.clear()
-        self._ords_size = 0
+        self._docs_cache.clear()
+        self._docs_size = 0
 
-    def _blocks(self, user: bytes, field: str, term: str, snap: Any) -> list[tuple[int, list[bytes], bytes]]:
+    def _blocks(
+        self, user: bytes, field: str, term: str, snap: Any = None
+    ) -> list[tuple[int, list[bytes], bytes]]:
         """``(segment, doc table, block)`` of (field, term) in each of ``user``'s flushed segments.
 
         One point get per segment rather than a prefix scan: gets are bloom-filtered (an absent term costs
         ~2 µs per segment) and measured ~4 µs against ~10-70 µs for a scan (docs/search.md); the segment
-        count stays at most ``max_segments``.
+        count stays at most ``max_segments``. Callers hold the index lock, so the segment set cannot change
+        under them (flush and merge take it too): reading without a snapshot is consistent.
         """
         prefix = P.term_prefix(user, field, term)
         out = []
+        get = self.db.get
         for seg, table in self._tables_for(user).items():
-            value = self.db.get(prefix + P.encode_u64(seg), snapshot=snap)
+            value = get(prefix + P.encode_u64(seg), snapshot=snap)
             if value is not None:
                 out.append((seg, table, value))
         return out
 
-    def _seg_ords(self, user: bytes, field: str, term: str, snap: Any) -> dict[int, list[int]]:
-        """``{segment: ascending ordinals}`` of (field, term) in ``user``'s flushed segments (cached)."""
-        ck = (user, field, term)
-        got = self._ords.get(ck)
+    def _flushed_docs(self, user: bytes, keys: Keys) -> TermDocs:
+        """The flushed docs having any of ``keys`` (cached; see :class:`TermDocs`). Caller holds the lock.
+        ``Corruption`` if a posting block is malformed."""
+        ck = (user, keys)
+        got = self._docs_cache.get(ck)
         if got is not None:
             return got
-        got = {}
-        size = 0
-        if len(term) * 4 <= MAX_TOKEN_BYTES or len(term.encode("utf-8")) <= MAX_TOKEN_BYTES:
-            for seg, table, value in self._blocks(user, field, term, snap):
+        docs: list[bytes] = []
+        runs = 0
+        for field, term in keys:
+            if len(term) * 4 > MAX_TOKEN_BYTES and len(term.encode("utf-8")) > MAX_TOKEN_BYTES:
+                continue  # never indexed (too long)
+            for _, table, value in self._blocks(user, field, term):
                 ords = P.decode_ordinals(value, len(table))
-                got[seg] = ords
-                size += len(ords)
-        self._ords_size += size + 1
-        while self._ords and self._ords_size > _ORDS_CACHE_BUDGET:
-            old = self._ords.pop(next(iter(self._ords)))
-            self._ords_size -= sum(len(v) for v in old.values()) + 1
-        self._ords[ck] = got
+                docs += map(table.__getitem__, ords)
+                runs += 1
+        if runs > 1:
+            # Segments usually hold disjoint id ranges in order, so this is a merge of sorted runs
+            # (timsort: near-linear); several keys may share docs, hence the set.
+            docs = sorted(set(docs)) if len(keys) > 1 else sorted(docs)
+        got = TermDocs(docs) if docs else _EMPTY
+        self._docs_size += len(docs) + 1
+        cache = self._docs_cache
+        while cache and self._docs_size > _DOCS_CACHE_BUDGET:
+            old = cache.pop(next(iter(cache)))
+            self._docs_size -= len(old.asc) + 1
+        cache[ck] = got
         return got
 
     def _tables_for(self, user: bytes) -> dict[int, list[bytes]]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from . import mime, schema
+from .ids import id_to_str
 from .records import (
     SYSTEM_FOLDERS,
     Page,
@@ -20,6 +22,34 @@ try:  # the search layer is optional until it lands; without it MailStore.search
     from lsmmail.search import DocState, IndexedDocument, SearchIndex
 except ImportError:  # pragma: no cover - depends on the tree
     SearchIndex = None  # type: ignore[assignment,misc]
+
+
+@dataclass(frozen=True)
+class IdPage:
+    """A page of message ids (``MailStore.search_ids``): ``items`` newest first, as ``Page`` has summaries;
+    ``next_cursor`` is None on the last page."""
+
+    items: list[str]
+    next_cursor: str | None
+
+
+#: Message id bytes -> canonical text, shared by every store (the mapping is a pure function of the id).
+#: ``id_to_str`` costs ~0.5 µs, 25 µs for a page of 50: more than the whole index lookup of a one-word
+#: query (~5 µs); a dict lookup is ~40 ns. Cleared when full: 100k entries of ~200 bytes are ~20 MB.
+_ID_TEXT: dict[bytes, str] = {}
+_ID_TEXT_MAX = 100_000
+
+
+def ids_text(ids: list[bytes]) -> list[str]:
+    """Canonical text of each 16-byte id (``ids.id_to_str``), memoised."""
+    out = list(map(_ID_TEXT.get, ids))
+    if None in out:
+        if len(_ID_TEXT) + len(ids) > _ID_TEXT_MAX:
+            _ID_TEXT.clear()
+        for i, t in enumerate(out):
+            if t is None:
+                out[i] = _ID_TEXT[ids[i]] = id_to_str(ids[i])
+    return out  # type: ignore[return-value]
 
 
 class MailSearch(StoreCore):
@@ -42,6 +72,24 @@ class MailSearch(StoreCore):
             if raw is not None:
                 rows.append((mid, *decode_message_head(raw)))
         return Page(summaries_in(rows), next_cursor)
+
+    def search_ids(self, user_id: str, query: str, limit: int = 50, cursor: str | None = None) -> IdPage:
+        """The ids of :meth:`search`'s page (the same ids in the same order, the same ``next_cursor``),
+        without reading any message record: JMAP ``Email/query`` / IMAP ``SEARCH`` style. Fetch what you
+        show with ``get_message``; the cursor pages exactly as :meth:`search`'s does (the two are
+        interchangeable). Errors as :meth:`search` (``QuerySyntaxError``, ``InvalidArgument``,
+        ``UnknownUser``).
+
+        Consistency: a message is found from the moment its delivery (or import batch) returns until its
+        permanent delete returns, at the latest; a page can be at most as stale as :meth:`search`'s, whose
+        ids come from the same index call. In the instant between a delete's engine write and the index's
+        commit (under the user's lock, before the delete returns) a concurrent ``search_ids`` may still list
+        the id, as it may a message moved out of ``in:FOLDER`` (such queries read the folder through one
+        engine snapshot); :meth:`search` drops ids whose record is gone."""
+        if self._search is None:
+            raise NotImplementedError("lsmmail.search is not available")
+        ids, next_cursor = self._search.search(self._user(user_id).uk, query, limit=limit, cursor=cursor)
+        return IdPage(ids_text(ids), next_cursor)
 
     def reindex(self, user_id: str | None = None) -> int:
         """Rebuild the search index of ``user_id`` (default: every user) from the stored raw messages, by

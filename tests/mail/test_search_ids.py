@@ -1,0 +1,120 @@
+"""MailStore.search_ids: the ids of MailStore.search's pages (same ids, same order, same cursors), and never a
+stale id after a delete or a move, whatever the search caches hold."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from lsmmail.mail import MailStore, UnknownUser
+from lsmmail.mail.search_bridge import IdPage, ids_text
+from lsmmail.search import QuerySyntaxError
+
+WORDS = ["budget", "lunch", "radio", "antenna", "invoice", "meeting", "photo", "report"]
+SENDERS = ["ann@example.org", "bob@example.org", "cy@mail.example.net"]
+
+
+def message(r: random.Random, n: int) -> bytes:
+    subject = " ".join(r.sample(WORDS, 2))
+    body = " ".join(r.choice(WORDS) for _ in range(r.randint(1, 8)))
+    return (
+        f"From: {r.choice(SENDERS)}\r\nTo: alice@example.com\r\nSubject: {subject} {n}\r\n"
+        f"Message-ID: <m{n}@example.org>\r\n\r\n{body}\r\n"
+    ).encode("ascii")
+
+
+QUERIES = ["budget", "radio antenna", "from:bob@example.org", "invoice -lunch", "from:ann@example.org photo",
+           '"budget lunch"', "meeting OR photo", "in:inbox report", "is:unread radio", "-budget",
+           "has:attachment"]
+
+
+def all_pages(fn, query: str, limit: int) -> tuple[list[str], list[str | None]]:
+    ids: list[str] = []
+    cursors: list[str | None] = []
+    cursor = None
+    while True:
+        page = fn("alice", query, limit=limit, cursor=cursor)
+        ids += [x if isinstance(x, str) else x.id for x in page.items]
+        cursors.append(page.next_cursor)
+        cursor = page.next_cursor
+        if cursor is None:
+            return ids, cursors
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    s = MailStore.open(tmp_path / "db")
+    s.create_user("alice", ["alice@example.com"])
+    s._search.flush_postings = 40  # small segments: flushes and merges happen within the test
+    s._search.max_segments = 3
+    yield s
+    s.close()
+
+
+def test_search_ids_equals_search_page_by_page(store: MailStore) -> None:
+    r = random.Random(5)
+    ids = list(store.import_messages("alice", [message(r, n) for n in range(60)]))
+    for n in range(60, 75):
+        store.deliver("alice", message(r, n))
+    store.mark_read("alice", ids[3].id)
+    assert store._search.segment_count(store._user("alice").uk) >= 1  # flushed segments and memory
+    for q in QUERIES:
+        for limit in (1, 7, 50):
+            for _ in range(2):  # the second time from the warm caches
+                got = all_pages(store.search_ids, q, limit)
+                assert got == all_pages(store.search, q, limit), q
+        assert got[0] == sorted(got[0], reverse=True)  # newest first (ids sort like their time)
+    page = store.search_ids("alice", "budget", limit=5)
+    assert isinstance(page, IdPage) and len(page.items) == 5 and page.next_cursor is not None
+    # the cursors are interchangeable between the two calls
+    assert store.search("alice", "budget", limit=5, cursor=page.next_cursor).items[0].id == \
+        store.search_ids("alice", "budget", limit=5, cursor=page.next_cursor).items[0]
+
+
+def test_search_ids_never_stale_after_delete_or_move(store: MailStore) -> None:
+    r = random.Random(9)
+    mids = [store.deliver("alice", message(r, n)) for n in range(50)]
+    store._search.flush()
+    live = set(mids)
+    for step in range(30):
+        for q in ("budget", "radio antenna", "from:bob@example.org", "in:inbox", "in:archive"):
+            assert store.search_ids("alice", q, limit=100).items == [s.id for s in store.search(
+                "alice", q, limit=100).items], q
+            assert set(store.search_ids("alice", q, limit=100).items) <= live, q
+        mid = r.choice(sorted(live))
+        if step % 3 == 0:
+            store.move("alice", mid, "Archive")
+            assert mid in store.search_ids("alice", "in:archive", limit=100).items
+            assert mid not in store.search_ids("alice", "in:inbox", limit=100).items
+        else:
+            store.delete("alice", mid)  # to Trash: still searchable
+            store.delete("alice", mid)  # for good: gone from every result at once
+            live.discard(mid)
+            for q in ("budget", "lunch", "radio", "from:ann@example.org", "from:bob@example.org",
+                      "from:cy@mail.example.net", "-nothinglikethis"):
+                assert mid not in store.search_ids("alice", q, limit=100).items, q
+        if step % 10 == 9:
+            store._search.flush()
+
+
+def test_search_ids_errors(store: MailStore) -> None:
+    with pytest.raises(UnknownUser):
+        store.search_ids("nobody", "budget")
+    with pytest.raises(QuerySyntaxError):
+        store.search_ids("alice", '"open')
+    with pytest.raises(ValueError):
+        store.search_ids("alice", "budget", limit=0)
+    with pytest.raises(ValueError):
+        store.search_ids("alice", "budget", cursor="not-a-cursor")
+    assert store.search_ids("alice", "budget") == IdPage([], None)
+
+
+def test_ids_text_matches_id_to_str() -> None:
+    from lsmmail.mail.ids import id_to_str
+
+    r = random.Random(1)
+    ids = [r.randbytes(16) for _ in range(200)]
+    assert ids_text(ids) == [id_to_str(i) for i in ids]
+    assert ids_text(ids[:50]) == [id_to_str(i) for i in ids[:50]]  # memoised

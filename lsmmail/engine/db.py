@@ -29,7 +29,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from sortedcontainers import SortedList
@@ -37,6 +37,7 @@ from sortedcontainers import SortedList
 from .batch import WriteBatch, decode_batch, encode_header
 from .blob import BlobFileReader, decode_blob_ref
 from .cache import BlockCache
+from .coding import hash64
 from .errors import Corruption, DBClosed, InvalidArgument, IOFailure, Locked, LsmError, ReadOnlyError
 from .iterators import concat, covering_tombstone_seq, merge_entries, prime_sources, visible_entries
 from .keys import KIND_BLOB, KIND_DELETE, MAX_KEY_SIZE, prefix_end
@@ -606,47 +607,76 @@ class DB(Maintenance):
     def get(self, key: bytes, *, snapshot: Snapshot | None = None) -> bytes | None:
         """The value of ``key`` (as of ``snapshot`` if given), or None. Raises ``Corruption`` rather than
         return data that fails its checks."""
-        key = _check_key(key)
+        if type(key) is not bytes or not key or len(key) > MAX_KEY_SIZE:
+            key = _check_key(key)
         seq, mem, imms, version = self._read_state(snapshot)
         try:
-            return self._get(key, seq, mem, imms, version)
+            return self._get(key, seq, mem, imms, version, self._tombstones(mem, imms, version))
         except LsmError:
             raise
         except OSError as e:
             # Table and blob readers let read errors through as plain OSError.
             raise IOFailure(e.errno, f"read failed: {e}") from e
 
-    def _get(self, key: bytes, seq: int, mem: MemTable, imms: tuple[MemTable, ...],
-             version: Version) -> bytes | None:
+    def get_many(self, keys: Iterable[bytes], *, snapshot: Snapshot | None = None) -> list[bytes | None]:
+        """``[get(k) for k in keys]`` as of one state: one snapshot of the read state (so all keys see the
+        same sequence number and files, even while writes go on), one pass over the memtables, and the
+        tables probed per key. Same values, ``None`` for missing keys, and the same errors as :meth:`get`
+        (a bad key raises ``InvalidArgument`` before anything is read)."""
+        checked = [k if type(k) is bytes and k and len(k) <= MAX_KEY_SIZE else _check_key(k) for k in keys]
+        seq, mem, imms, version = self._read_state(snapshot)
+        tombs = self._tombstones(mem, imms, version)
+        get = self._get
+        try:
+            return [get(k, seq, mem, imms, version, tombs) for k in checked]
+        except LsmError:
+            raise
+        except OSError as e:
+            raise IOFailure(e.errno, f"read failed: {e}") from e
+
+    def _get(self, key: bytes, seq: int, mem: MemTable, imms: tuple[MemTable, ...], version: Version,
+             tombs: list[tuple[int, bytes, bytes]]) -> bytes | None:
         found = mem.get(key, seq)
         if found is None:
             for imm in reversed(imms):
                 found = imm.get(key, seq)
                 if found is not None:
                     break
-        if found is None:
-            found = self._get_from_version(version, key, seq)
-        tombs = self._tombstones(mem, imms, version)
-        if tombs and found is not None and covering_tombstone_seq(tombs, key, seq) > found[0]:
+            else:
+                found = self._get_from_version(version, key, seq)
+                if found is None:
+                    return None
+        if tombs and covering_tombstone_seq(tombs, key, seq) > found[0]:
             return None
-        if found is None or found[1] == KIND_DELETE:
+        kind = found[1]
+        if kind == KIND_DELETE:
             return None
-        if found[1] == KIND_BLOB:
+        if kind == KIND_BLOB:
             return self._read_blob(found[2])
         return found[2]
 
     def _get_from_version(self, v: Version, key: bytes, seq: int) -> tuple[int, int, bytes] | None:
-        for f in v.levels[0]:
+        # One XXH3 of the key for every table's bloom probe (TableReader.get's ``h``).
+        h = -1
+        tables = self._tables
+        levels = v.levels
+        for f in levels[0]:
             if f.smallest_user <= key <= f.largest_user:
-                r = self._table(f).get(key, seq)
+                if h < 0:
+                    h = hash64(key)
+                t = tables.get(f.number) or self._table(f)
+                r = t.get(key, seq, h)
                 if r is not None:
                     return r
-        for level in range(1, len(v.levels)):
-            if not v.levels[level]:
+        for level in range(1, len(levels)):
+            if not levels[level]:
                 continue
             f = v.file_for_key(level, key)
             if f is not None:
-                r = self._table(f).get(key, seq)
+                if h < 0:
+                    h = hash64(key)
+                t = tables.get(f.number) or self._table(f)
+                r = t.get(key, seq, h)
                 if r is not None:
                     return r
         return None

@@ -1,0 +1,171 @@
+"""The memtable on the C arena skiplist (native/memtable.c), and the factory the DB uses.
+
+:class:`NativeMemTable` has the contract of :class:`lsmmail.engine.memtable.MemTable` (its pure twin):
+``add``/``add_batch``, ``get``, ``entries``/``entries_reverse`` in internal order, ``range_tombstones``,
+``approximate_size``, ``num_entries``, ``largest_seq``, ``log_number``. Differences that are not
+contract:
+
+* A batch goes in with **one** C call over its encoded WAL entries (``WriteBatch``'s ``rep``): no Python
+  per entry (~1.5-2.6 us per entry through the dict and ``SortedList``; see docs/benchmarks.md), and the
+  GIL is released while it runs, so a flush or compaction proceeds beside it.
+* Keys and values are copied into the arena: no Python object per entry. ``approximate_size`` charges
+  what the twin charges (key + value + ``ENTRY_OVERHEAD`` per entry), so both flush at the same points;
+  :meth:`memory_usage` is what the arena really holds (~30 bytes per entry over key and value).
+* Scans copy entries out in chunks of :data:`_CHUNK` per C call.
+
+Concurrency is the twin's: one writer at a time, readers at any time (the C side links each node in
+with a release-store after writing it whole; see native/memtable.c).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Iterator
+
+from .. import native
+from .batch import encode_batch
+from .errors import Corruption, InvalidArgument
+from .keys import KIND_RANGE_DEL
+from .memtable import ENTRY_OVERHEAD, Entry, MemTable, RangeTombstone
+
+# The kernel itself even under LSMMAIL_PURE=1 (differential tests compare both twins); what the DB uses
+# is decided by ``native.AVAILABLE`` in :func:`new_memtable`.
+_lib = native._lib
+_ffi = native._ffi
+
+#: Versions copied per C call while scanning: 256 x 1 KiB values = 256 KiB per copy, small enough that a
+#: short scan (a folder page of 50) does not pay for much more than it reads.
+_CHUNK = 256
+
+#: Initial copy-out buffer of a scan; grown when one version does not fit.
+_SCAN_BUF = 64 * 1024
+
+_ECORRUPT, _ESPACE, _EINVAL = -1, -2, -3
+
+
+class NativeMemTable:
+    """Sorted in-memory table of versions in a C skiplist. ``log_number`` is the WAL holding the same
+    writes. Raises ``MemoryError`` if the arena cannot grow."""
+
+    def __init__(self, log_number: int) -> None:
+        if _lib is None:
+            raise InvalidArgument("the native memtable needs the C extension")
+        self.log_number = log_number
+        m = _lib.lsm_mem_new(random.getrandbits(64) | 1)
+        if m == _ffi.NULL:
+            raise MemoryError("cannot allocate a memtable")
+        self._m = _ffi.gc(m, _lib.lsm_mem_free)
+        self.range_tombstones: list[RangeTombstone] = []
+        self.lock = threading.Lock()
+        self.num_entries = 0
+        self.largest_seq = 0
+        self.approximate_size = 0
+        self._out = _ffi.new("uint64_t[2]")
+
+    def __len__(self) -> int:
+        return self.num_entries
+
+    def memory_usage(self) -> int:
+        """Bytes the C arena holds (nodes, keys, values), without the Python-side range tombstones."""
+        return int(_lib.lsm_mem_usage(self._m))
+
+    def add(self, seq: int, kind: int, key: bytes, value: bytes) -> None:
+        """Add one version. Sequence numbers of one key must only grow."""
+        self.add_batch(seq, [(kind, key, value)])
+
+    def add_batch(self, seq: int, entries: list[tuple[int, bytes, bytes]], rep: bytes | None = None) -> None:
+        """Add a write batch whose first entry has sequence ``seq``. ``rep``, if given, must be the
+        batch's encoded entries (``WriteBatch.encoded_entries()``, or a WAL payload after its 12-byte
+        header): then the entries are read from it in C and ``entries`` is looked at only for range
+        deletions. ``Corruption`` if ``rep`` is malformed (nothing is added then)."""
+        n = len(entries)
+        if not n:
+            return
+        if rep is None:
+            rep = encode_batch(seq, entries)[12:]
+        out = self._out
+        got = _lib.lsm_mem_add_rep(self._m, rep, len(rep), seq, n, out)
+        if got < 0:
+            if got == _ECORRUPT:
+                raise Corruption("malformed write batch")
+            if got == _EINVAL:
+                raise InvalidArgument(f"sequence numbers {seq}..{seq + n - 1} do not fit in 56 bits")
+            raise MemoryError("memtable arena cannot grow")
+        size = out[1]
+        if out[0]:
+            tombs = self.range_tombstones
+            s = seq
+            for kind, key, value in entries:
+                if kind == KIND_RANGE_DEL:
+                    tombs.append((s, key, value))
+                    size += len(key) + len(value)
+                s += 1
+        self.approximate_size += size + n * ENTRY_OVERHEAD
+        self.num_entries += n
+        if seq + n - 1 > self.largest_seq:
+            self.largest_seq = seq + n - 1
+
+    def get(self, key: bytes, snapshot_seq: int) -> tuple[int, int, bytes] | None:
+        """The newest ``(seq, kind, value)`` of ``key`` with ``seq <= snapshot_seq``, or None."""
+        out = _ffi.new("uint64_t[2]")
+        vp = _ffi.new("uint8_t **")
+        if not _lib.lsm_mem_get(self._m, key, len(key), snapshot_seq, out, vp):
+            return None
+        t = out[0]
+        return t >> 8, t & 0xFF, _ffi.buffer(vp[0], out[1])[:]
+
+    def _scan(self, start: bytes | None, end: bytes | None, reverse: bool) -> Iterator[Entry]:
+        lib, ffi, m = _lib, _ffi, self._m
+        cap = _SCAN_BUF
+        buf = native._new("uint8_t[]", cap)
+        ends = native._new("uint64_t[]", 2 * _CHUNK)
+        trailers = native._new("uint64_t[]", _CHUNK)
+        last = ffi.new("void **")
+        state = ffi.new("uint64_t[2]")
+        s = ffi.NULL if start is None else start
+        e = ffi.NULL if end is None else end
+        slen = 0 if start is None else len(start)
+        elen = 0 if end is None else len(end)
+        after = ffi.NULL
+        while True:
+            n = lib.lsm_mem_scan(m, reverse, after, s, slen, e, elen, _CHUNK, buf, cap, ends, trailers, last,
+                                 state)
+            if n == 0 and state[1]:
+                cap = max(2 * cap, int(state[1]))
+                buf = native._new("uint8_t[]", cap)
+                continue
+            if n:
+                after = last[0]
+                pos = ffi.unpack(ends, 2 * n)
+                tr = ffi.unpack(trailers, n)
+                data = ffi.buffer(buf, pos[-1])[:]
+                a = 0
+                for i in range(n):
+                    b = pos[2 * i]
+                    c = pos[2 * i + 1]
+                    t = tr[i]
+                    yield data[a:b], t >> 8, t & 0xFF, data[b:c]
+                    a = c
+            if state[0]:
+                return
+            if cap > _SCAN_BUF * 16:
+                # A huge version was copied out: do not keep its buffer for the rest of the scan.
+                cap = _SCAN_BUF
+                buf = native._new("uint8_t[]", cap)
+
+    def entries(self, start: bytes | None = None, end: bytes | None = None) -> Iterator[Entry]:
+        """Every version with ``start <= key < end`` in internal order (key ascending, seq descending)."""
+        return self._scan(start, end, False)
+
+    def entries_reverse(self, start: bytes | None = None, end: bytes | None = None) -> Iterator[Entry]:
+        """The exact reverse of :meth:`entries`: keys descending, and within a key seq ascending."""
+        return self._scan(start, end, True)
+
+
+def new_memtable(log_number: int) -> NativeMemTable | MemTable:
+    """The memtable the DB uses: the C skiplist when the extension is loaded, else the pure twin
+    (``LSMMAIL_PURE=1`` or no compiler at install)."""
+    if native.AVAILABLE:
+        return NativeMemTable(log_number)
+    return MemTable(log_number)

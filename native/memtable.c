@@ -1,0 +1,363 @@
+/* memtable.c: the memtable as an arena skiplist (LevelDB's design), fed a whole write batch per call.
+ *
+ * Order: user key ascending (bytewise, shorter first on a tie), then trailer = seq << 8 | kind descending,
+ * i.e. the engine's internal order. Nodes live in an arena and are never moved or freed before the whole
+ * memtable is; each holds its trailer, lengths, `height` next pointers, then the key and value bytes.
+ *
+ * Concurrency: one writer at a time (the DB's group-commit leader) and any number of readers, all with
+ * the GIL released. A node is fully written before a release-store links it in, and readers follow
+ * links with acquire-loads, so a reader sees either the old list or the new node complete. Readers may
+ * see versions newer than their snapshot; the Python side filters by sequence number, as it did with the
+ * pure twin (lsmmail/engine/memtable.py).
+ *
+ * The batch format is the WAL payload's entries part (docs/format.md): u8 kind, varint key length, key,
+ * and for kinds other than DELETE a varint value length and the value. The whole batch is checked before
+ * anything is inserted, so a malformed one (LSM_ECORRUPT) leaves the memtable unchanged. RANGE_DEL
+ * entries consume a sequence number but are not inserted (Python keeps them aside). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "lsm_native.h"
+#include "memtable.h"
+
+#define MAX_HEIGHT 16
+/* 1 MiB chunks: ~1,000 nodes of 1 KiB values per malloc; nodes above a quarter chunk get their own. */
+#define CHUNK ((size_t)1 << 20)
+#define MAX_KEY 65535u
+
+#define KIND_DELETE 0
+#define KIND_PUT 1
+#define KIND_RANGE_DEL 3
+
+typedef struct node {
+    uint64_t trailer;
+    uint32_t klen;
+    uint32_t vlen;
+    uint32_t height;
+    uint32_t pad;
+    struct node *next[];
+} node;
+
+typedef struct chunk {
+    struct chunk *prev;
+    size_t cap, used;
+    uint8_t data[];
+} chunk;
+
+struct lsm_memtable {
+    chunk *cur;
+    uint64_t used_bytes; /* bytes handed out by the arena plus chunk headers: what this memtable holds */
+    uint64_t rng;
+    uint64_t count;
+    int height;
+    node *head;
+};
+
+static inline const uint8_t *key_of(const node *n) { return (const uint8_t *)&n->next[n->height]; }
+static inline const uint8_t *val_of(const node *n) { return key_of(n) + n->klen; }
+static inline node *load(node *const *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+
+static chunk *new_chunk(size_t cap) {
+    chunk *c = malloc(sizeof(chunk) + cap);
+    if (!c) return NULL;
+    c->cap = cap;
+    c->used = 0;
+    c->prev = NULL;
+    return c;
+}
+
+static void *arena_alloc(lsm_memtable *m, size_t size) {
+    size = (size + 7) & ~(size_t)7;
+    if (size > CHUNK / 4) {
+        /* A big node gets a chunk of its own, kept behind the current one so its free space stays in use. */
+        chunk *c = new_chunk(size);
+        if (!c) return NULL;
+        c->used = size;
+        c->prev = m->cur->prev;
+        m->cur->prev = c;
+        m->used_bytes += size + sizeof(chunk);
+        return c->data;
+    }
+    if (m->cur->cap - m->cur->used < size) {
+        chunk *c = new_chunk(CHUNK);
+        if (!c) return NULL;
+        c->prev = m->cur;
+        m->cur = c;
+        m->used_bytes += sizeof(chunk);
+    }
+    void *p = m->cur->data + m->cur->used;
+    m->cur->used += size;
+    m->used_bytes += size;
+    return p;
+}
+
+lsm_memtable *lsm_mem_new(uint64_t seed) {
+    lsm_memtable *m = calloc(1, sizeof(*m));
+    if (!m) return NULL;
+    m->cur = new_chunk(CHUNK);
+    if (!m->cur) {
+        free(m);
+        return NULL;
+    }
+    m->used_bytes = sizeof(*m) + sizeof(chunk);
+    m->rng = seed ? seed : 0x9E3779B97F4A7C15ull;
+    m->height = 1;
+    m->head = arena_alloc(m, sizeof(node) + MAX_HEIGHT * sizeof(node *));
+    memset(m->head, 0, sizeof(node) + MAX_HEIGHT * sizeof(node *));
+    m->head->height = MAX_HEIGHT;
+    return m;
+}
+
+void lsm_mem_free(lsm_memtable *m) {
+    if (!m) return;
+    chunk *c = m->cur;
+    while (c) {
+        chunk *p = c->prev;
+        free(c);
+        c = p;
+    }
+    free(m);
+}
+
+uint64_t lsm_mem_usage(const lsm_memtable *m) { return m->used_bytes; }
+
+/* <0, 0, >0 as node n sorts before, equal to, or after (key, trailer). */
+static inline int cmp_node(const node *n, const uint8_t *key, size_t klen, uint64_t trailer) {
+    size_t l = n->klen < klen ? n->klen : klen;
+    int c = l ? memcmp(key_of(n), key, l) : 0;
+    if (c) return c;
+    if (n->klen != klen) return n->klen < klen ? -1 : 1;
+    if (n->trailer != trailer) return n->trailer > trailer ? -1 : 1;
+    return 0;
+}
+
+/* First node >= (key, trailer), or NULL; fills prev[] with the last node < it on every level. */
+static node *find_ge(const lsm_memtable *m, const uint8_t *key, size_t klen, uint64_t trailer, node **prev) {
+    node *x = m->head;
+    int level = __atomic_load_n(&m->height, __ATOMIC_RELAXED) - 1;
+    for (;;) {
+        node *nx = load(&x->next[level]);
+        if (nx && cmp_node(nx, key, klen, trailer) < 0) {
+            x = nx;
+        } else {
+            if (prev) prev[level] = x;
+            if (level == 0) return nx;
+            level--;
+        }
+    }
+}
+
+/* Last node < (key, trailer); the head if none. */
+static node *find_lt(const lsm_memtable *m, const uint8_t *key, size_t klen, uint64_t trailer) {
+    node *x = m->head;
+    int level = __atomic_load_n(&m->height, __ATOMIC_RELAXED) - 1;
+    for (;;) {
+        node *nx = load(&x->next[level]);
+        if (nx && cmp_node(nx, key, klen, trailer) < 0) {
+            x = nx;
+        } else {
+            if (level == 0) return x;
+            level--;
+        }
+    }
+}
+
+static node *find_last(const lsm_memtable *m) {
+    node *x = m->head;
+    int level = __atomic_load_n(&m->height, __ATOMIC_RELAXED) - 1;
+    for (;;) {
+        node *nx = load(&x->next[level]);
+        if (nx) {
+            x = nx;
+        } else {
+            if (level == 0) return x;
+            level--;
+        }
+    }
+}
+
+static int random_height(lsm_memtable *m) {
+    int h = 1;
+    for (;;) {
+        uint64_t x = m->rng; /* xorshift64 */
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        m->rng = x;
+        /* Branching factor 4, as LevelDB: ~1.33 pointers per node. */
+        if (h >= MAX_HEIGHT || (x & 3) != 0) return h;
+        h++;
+    }
+}
+
+static int insert(lsm_memtable *m, const uint8_t *key, size_t klen, uint64_t trailer, const uint8_t *val,
+                  size_t vlen) {
+    node *prev[MAX_HEIGHT];
+    find_ge(m, key, klen, trailer, prev);
+    int h = random_height(m);
+    if (h > m->height) {
+        for (int i = m->height; i < h; i++) prev[i] = m->head;
+        /* Readers that see the new height before the node find head->next[i] NULL there: still correct. */
+        __atomic_store_n(&m->height, h, __ATOMIC_RELAXED);
+    }
+    node *n = arena_alloc(m, sizeof(node) + (size_t)h * sizeof(node *) + klen + vlen);
+    if (!n) return LSM_ESPACE;
+    n->trailer = trailer;
+    n->klen = (uint32_t)klen;
+    n->vlen = (uint32_t)vlen;
+    n->height = (uint32_t)h;
+    n->pad = 0;
+    memcpy((uint8_t *)&n->next[h], key, klen);
+    if (vlen) memcpy((uint8_t *)&n->next[h] + klen, val, vlen);
+    for (int i = 0; i < h; i++) {
+        n->next[i] = __atomic_load_n(&prev[i]->next[i], __ATOMIC_RELAXED);
+        __atomic_store_n(&prev[i]->next[i], n, __ATOMIC_RELEASE);
+    }
+    m->count++;
+    return 0;
+}
+
+static int get_len(const uint8_t *rep, size_t len, size_t *pos, uint64_t *out) {
+    uint64_t v = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+        if (*pos >= len) return -1;
+        uint8_t b = rep[(*pos)++];
+        v |= (uint64_t)(b & 0x7F) << shift;
+        if (!(b & 0x80)) {
+            *out = v;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* One entry at *pos: its kind, key and value spans. -1 if malformed. */
+static int parse_entry(const uint8_t *rep, size_t len, size_t *pos, uint8_t *kind, size_t *koff, uint64_t *klen,
+                       size_t *voff, uint64_t *vlen) {
+    if (*pos >= len) return -1;
+    *kind = rep[(*pos)++];
+    if (*kind != KIND_DELETE && *kind != KIND_PUT && *kind != KIND_RANGE_DEL) return -1;
+    if (get_len(rep, len, pos, klen) || *klen == 0 || *klen > MAX_KEY || *klen > len - *pos) return -1;
+    *koff = *pos;
+    *pos += *klen;
+    *vlen = 0;
+    *voff = *pos;
+    if (*kind != KIND_DELETE) {
+        if (get_len(rep, len, pos, vlen) || *vlen > len - *pos || *vlen > 0xFFFFFFFFull) return -1;
+        *voff = *pos;
+        *pos += *vlen;
+        if (*kind == KIND_RANGE_DEL) {
+            /* The end key: a valid key sorting after the start (decode_batch's rule). */
+            if (*vlen == 0 || *vlen > MAX_KEY) return -1;
+            size_t l = *klen < *vlen ? (size_t)*klen : (size_t)*vlen;
+            int c = memcmp(rep + *koff, rep + *voff, l);
+            if (c > 0 || (c == 0 && *klen >= *vlen)) return -1;
+        }
+    }
+    return 0;
+}
+
+int64_t lsm_mem_add_rep(lsm_memtable *m, const uint8_t *rep, size_t len, uint64_t seq, uint64_t count,
+                        uint64_t *out) {
+    /* Insert `count` entries encoded in rep[0:len), the i-th at sequence seq + i. Returns how many were
+     * inserted; out[0] = the number of RANGE_DEL entries (not inserted), out[1] = the key and value
+     * bytes of the inserted ones. */
+    uint8_t kind;
+    size_t pos = 0, koff, voff;
+    uint64_t klen, vlen, rd = 0, bytes = 0;
+    if (count && (seq > ((uint64_t)1 << 56) - count)) return LSM_EINVAL;
+    for (uint64_t i = 0; i < count; i++)
+        if (parse_entry(rep, len, &pos, &kind, &koff, &klen, &voff, &vlen)) return LSM_ECORRUPT;
+    if (pos != len) return LSM_ECORRUPT;
+    pos = 0;
+    int64_t added = 0;
+    for (uint64_t i = 0; i < count; i++, seq++) {
+        parse_entry(rep, len, &pos, &kind, &koff, &klen, &voff, &vlen);
+        if (kind == KIND_RANGE_DEL) {
+            rd++;
+            continue;
+        }
+        if (insert(m, rep + koff, klen, seq << 8 | kind, rep + voff, vlen)) return LSM_ESPACE;
+        bytes += klen + vlen;
+        added++;
+    }
+    out[0] = rd;
+    out[1] = bytes;
+    return added;
+}
+
+int lsm_mem_get(const lsm_memtable *m, const uint8_t *key, size_t klen, uint64_t snapshot_seq, uint64_t *out,
+                const uint8_t **value) {
+    /* The newest version of key with seq <= snapshot_seq: returns 1 and out[0] = trailer, out[1] = value
+     * length, *value = its bytes (valid while the memtable lives); 0 if there is none. */
+    if (snapshot_seq >= ((uint64_t)1 << 56)) snapshot_seq = ((uint64_t)1 << 56) - 1;
+    node *n = find_ge(m, key, klen, snapshot_seq << 8 | 0xFF, NULL);
+    if (!n || n->klen != klen || memcmp(key_of(n), key, klen) != 0) return 0;
+    out[0] = n->trailer;
+    out[1] = n->vlen;
+    *value = val_of(n);
+    return 1;
+}
+
+static int64_t emit(const node *x, size_t n, uint8_t *buf, size_t cap, size_t *pos, uint64_t *ends,
+                    uint64_t *trailers, uint64_t *need) {
+    size_t sz = (size_t)x->klen + x->vlen;
+    if (cap - *pos < sz) {
+        if (n == 0) *need = sz;
+        return -1;
+    }
+    memcpy(buf + *pos, key_of(x), sz);
+    ends[2 * n] = *pos + x->klen;
+    *pos += sz;
+    ends[2 * n + 1] = *pos;
+    trailers[n] = x->trailer;
+    return 0;
+}
+
+static inline int key_lt(const node *x, const uint8_t *key, size_t klen) {
+    size_t l = x->klen < klen ? x->klen : klen;
+    int c = l ? memcmp(key_of(x), key, l) : 0;
+    return c < 0 || (c == 0 && x->klen < klen);
+}
+
+int64_t lsm_mem_scan(const lsm_memtable *m, int reverse, const void *after, const uint8_t *start, size_t slen,
+                     const uint8_t *end, size_t elen, size_t max_n, uint8_t *buf, size_t cap, uint64_t *ends,
+                     uint64_t *trailers, const void **last, uint64_t *state) {
+    /* Copy up to max_n versions with start <= key < end (NULL = unbounded) into buf: entry i's key is
+     * buf[ends[2i-1]:ends[2i]] (from 0 for i = 0), its value buf[ends[2i]:ends[2i+1]], its trailer
+     * trailers[i]. Forward = internal order, reverse = its exact reverse. `after` = the *last of the
+     * previous chunk (NULL to begin). state[0] = 1 once the range is exhausted; state[1] = bytes needed
+     * when not even the first version fits in cap (then 0 is returned: grow buf and call again). */
+    size_t n = 0, pos = 0;
+    const node *x;
+    state[0] = 0;
+    state[1] = 0;
+    if (!reverse) {
+        if (after) x = load(&((const node *)after)->next[0]);
+        else if (start) x = find_ge(m, start, slen, UINT64_MAX, NULL);
+        else x = load(&m->head->next[0]);
+        for (; x && n < max_n; x = load(&x->next[0])) {
+            if (end && !key_lt(x, end, elen)) break;
+            if (emit(x, n, buf, cap, &pos, ends, trailers, &state[1])) return (int64_t)n;
+            *last = x;
+            n++;
+        }
+    } else {
+        if (after) {
+            const node *a = after;
+            x = find_lt(m, key_of(a), a->klen, a->trailer);
+        } else if (end) {
+            x = find_lt(m, end, elen, UINT64_MAX);
+        } else {
+            x = find_last(m);
+        }
+        for (; x != m->head && n < max_n; x = find_lt(m, key_of(x), x->klen, x->trailer)) {
+            if (start && key_lt(x, start, slen)) break;
+            if (emit(x, n, buf, cap, &pos, ends, trailers, &state[1])) return (int64_t)n;
+            *last = x;
+            n++;
+        }
+    }
+    if (n < max_n) state[0] = 1;
+    return (int64_t)n;
+}

@@ -1,0 +1,182 @@
+"""Differential tests: the C skiplist memtable (NativeMemTable) against its pure twin (MemTable).
+
+Both get the same write batches; every read (ordered iteration both ways over random ranges, point
+reads at random snapshots, range tombstones, sizes) must agree. Malformed encoded batches must raise
+``Corruption`` exactly when ``decode_batch`` does, and leave the memtable unchanged.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lsmmail import native
+from lsmmail.engine.batch import WriteBatch, decode_batch
+from lsmmail.engine.errors import Corruption
+from lsmmail.engine.memtable import MemTable
+from lsmmail.engine.memtable_native import NativeMemTable, new_memtable
+
+if not native.BUILT:  # pragma: no cover
+    raise RuntimeError("lsmmail._native is not built: run `pip install -e .` (needs a C compiler)")
+
+FAST = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+_key = st.binary(min_size=1, max_size=3)
+_op = st.one_of(
+    st.tuples(st.just("put"), _key, st.binary(max_size=40)),
+    st.tuples(st.just("del"), _key, st.just(b"")),
+    st.tuples(st.just("range"), _key, _key),
+)
+_bound = st.one_of(st.none(), _key)
+
+
+def _batch(ops: list[tuple[str, bytes, bytes]]) -> WriteBatch:
+    b = WriteBatch()
+    for op, k, v in ops:
+        if op == "put":
+            b.put(k, v)
+        elif op == "del":
+            b.delete(k)
+        elif k < v:
+            b.delete_range(k, v)
+    return b
+
+
+def _same(a: NativeMemTable, b: MemTable, bounds: list[tuple[bytes | None, bytes | None]], top: int) -> None:
+    assert list(a.entries()) == list(b.entries())
+    assert list(a.entries_reverse()) == list(b.entries_reverse())
+    for lo, hi in bounds:
+        assert list(a.entries(lo, hi)) == list(b.entries(lo, hi))
+        assert list(a.entries_reverse(lo, hi)) == list(b.entries_reverse(lo, hi))
+    keys = {k for k, _, _, _ in b.entries()} | {lo for lo, _ in bounds if lo is not None}
+    for k in keys:
+        for snap in range(0, top + 2):
+            assert a.get(k, snap) == b.get(k, snap)
+    assert a.range_tombstones == b.range_tombstones
+    assert (len(a), a.approximate_size, a.largest_seq) == (len(b), b.approximate_size, b.largest_seq)
+
+
+@FAST
+@given(st.lists(st.lists(_op, max_size=20), max_size=8), st.lists(st.tuples(_bound, _bound), max_size=4))
+def test_batches_agree_with_twin(batches, bounds) -> None:  # type: ignore[no-untyped-def]
+    a, b = NativeMemTable(7), MemTable(7)
+    seq = 1
+    for ops in batches:
+        wb = _batch(ops)
+        if not len(wb):
+            continue
+        a.add_batch(seq, wb.entries, wb.encoded_entries())
+        b.add_batch(seq, wb.entries)
+        seq += len(wb)
+    _same(a, b, bounds, seq)
+
+
+@FAST
+@given(st.lists(st.tuples(st.sampled_from([0, 1, 3]), _key, st.binary(max_size=8)), max_size=30))
+def test_add_per_entry_and_without_rep(entries) -> None:  # type: ignore[no-untyped-def]
+    """``add`` and ``add_batch`` without an encoded batch (it is encoded from the entries) agree too."""
+    entries = [(k, key, b"" if k == 0 else (key + b"\x00" if k == 3 else v)) for k, key, v in entries]
+    a, b, c = NativeMemTable(1), MemTable(1), NativeMemTable(1)
+    a.add_batch(5, entries)
+    b.add_batch(5, entries)
+    for i, (kind, key, value) in enumerate(entries):
+        c.add(5 + i, kind, key, value)
+    _same(a, b, [], 6 + len(entries))
+    assert list(c.entries()) == list(b.entries()) and c.range_tombstones == b.range_tombstones
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(min_value=0, max_value=2**32 - 1))
+def test_large_values_and_many_versions(seed: int) -> None:
+    """Versions bigger than the scan buffer, more than one scan chunk, and arena chunks of their own."""
+    import random
+
+    rng = random.Random(seed)
+    a, b = NativeMemTable(1), MemTable(1)
+    seq = 1
+    for _ in range(3):
+        wb = WriteBatch()
+        for _ in range(400):
+            k = b"k%03d" % rng.randrange(300)
+            size = rng.choice((0, 10, 1000, 70_000, 300_000)) if rng.random() < 0.05 else rng.randrange(50)
+            wb.put(k, rng.randbytes(size))
+        a.add_batch(seq, wb.entries, wb.encoded_entries())
+        b.add_batch(seq, wb.entries)
+        seq += len(wb)
+    _same(a, b, [(b"k050", b"k250"), (None, b"k1"), (b"k2", None)], 0)
+    for k in (b"k000", b"k150", b"k299", b"zz"):
+        for snap in (1, 500, seq):
+            assert a.get(k, snap) == b.get(k, snap)
+    assert a.memory_usage() > sum(len(k) + len(v) for k, _, _, v in b.entries())
+
+
+@FAST
+@given(st.lists(_op, min_size=1, max_size=10), st.data())
+def test_malformed_batches_raise_like_decode_batch(ops, data) -> None:  # type: ignore[no-untyped-def]
+    wb = _batch(ops)
+    if not len(wb):
+        return
+    rep = bytearray(wb.encoded_entries())
+    how = data.draw(st.sampled_from(["flip", "cut", "extend", "random"]))
+    if how == "flip":
+        i = data.draw(st.integers(0, len(rep) - 1))
+        rep[i] ^= data.draw(st.integers(1, 255))
+    elif how == "cut":
+        del rep[data.draw(st.integers(0, len(rep) - 1)):]
+    elif how == "extend":
+        rep += data.draw(st.binary(min_size=1, max_size=6))
+    else:
+        rep = bytearray(data.draw(st.binary(max_size=40)))
+    count = len(wb)
+    try:
+        _, entries = decode_batch(struct.pack("<QI", 10, count) + bytes(rep))
+        expected = None
+    except Corruption:
+        entries, expected = [], Corruption
+    a, b = NativeMemTable(1), MemTable(1)
+    if expected is not None:
+        try:
+            a.add_batch(10, wb.entries, bytes(rep))
+        except Corruption:
+            pass
+        else:
+            raise AssertionError("malformed batch accepted")
+        assert list(a.entries()) == [] and len(a) == 0 and a.approximate_size == 0
+        return
+    a.add_batch(10, entries, bytes(rep))
+    b.add_batch(10, entries)
+    _same(a, b, [], 10 + count)
+
+
+def test_scan_sees_a_consistent_order_while_a_writer_adds() -> None:
+    """A scan interleaved with inserts (as a reader beside the leader) stays in internal order and
+    yields every version that existed when it began."""
+    a = NativeMemTable(1)
+    wb = WriteBatch()
+    for i in range(0, 2000, 2):
+        wb.put(b"%05d" % i, b"v" * 30)
+    a.add_batch(1, wb.entries, wb.encoded_entries())
+    before = {k for k, _, _, _ in a.entries()}
+    for reverse in (False, True):
+        it = a.entries_reverse() if reverse else a.entries()
+        got = []
+        seq = 10_000 if not reverse else 20_000
+        for n, e in enumerate(it):
+            got.append(e)
+            if n % 100 == 0:
+                more = WriteBatch()
+                for i in range(1, 2000, 40):
+                    more.put(b"%05d" % (i + n % 3), b"w")
+                a.add_batch(seq, more.entries, more.encoded_entries())
+                seq += len(more)
+        order = [(k, -s) for k, s, _, _ in got]
+        assert order == sorted(order, reverse=reverse)
+        assert before <= {k for k, _, _, _ in got}
+
+
+def test_factory_follows_native_availability() -> None:
+    m = new_memtable(3)
+    assert m.log_number == 3
+    assert isinstance(m, NativeMemTable) == native.AVAILABLE

@@ -153,6 +153,9 @@ class Maintenance:
                     on_install()
                 self._install(new)
                 self._bg_cv.notify_all()
+        # Drop this frame's hold on the old version first: while ``base`` lived, the files it alone
+        # referenced counted as live and stayed on disk until some later call (or the next open).
+        del base, new
         self._delete_obsolete_files()
 
     @staticmethod

@@ -118,3 +118,27 @@ def test_ids_text_matches_id_to_str() -> None:
     ids = [r.randbytes(16) for _ in range(200)]
     assert ids_text(ids) == [id_to_str(i) for i in ids]
     assert ids_text(ids[:50]) == [id_to_str(i) for i in ids[:50]]  # memoised
+
+
+def test_search_summaries_follow_changes_and_are_private(store: MailStore) -> None:
+    r = random.Random(3)
+    mids = [store.deliver("alice", message(r, n)) for n in range(30)]
+    store._search.flush()
+
+    def by_id(q: str) -> dict:
+        return {s.id: s for s in store.search("alice", q, limit=100).items}
+
+    for _ in range(2):  # the second pass answers from the summary cache
+        page = by_id("from:ann@example.org OR from:bob@example.org OR from:cy@mail.example.net")
+        assert set(page) == set(mids)
+        for mid in mids[:10]:
+            assert page[mid] == store.get_message("alice", mid).summary
+    store.mark_read("alice", mids[0])
+    store.move("alice", mids[1], "Archive")
+    page = by_id("from:ann@example.org OR from:bob@example.org OR from:cy@mail.example.net")
+    assert page[mids[0]].is_read and page[mids[0]] == store.get_message("alice", mids[0]).summary
+    assert page[mids[1]].folder_id == "Archive"
+    assert page[mids[1]] == store.get_message("alice", mids[1]).summary
+    page[mids[2]].to.append(("Mallory", "m@evil.example"))  # a caller's change stays in its own copy
+    assert by_id("from:ann@example.org OR from:bob@example.org OR from:cy@mail.example.net")[mids[2]] == \
+        store.get_message("alice", mids[2]).summary

@@ -64,11 +64,16 @@ class Reads(StoreCore):
         return Page(summaries(rows, n), next_cursor)
 
     def get_message(self, user_id: str, message_id: str) -> Message:
-        """The whole message: summary, details and decoded text/html (UnknownMessage if absent)."""
+        """The whole message (UnknownMessage if absent). The message and body records are read together
+        (one ``DB.get_many``, so both come from one state of the database); the summary is decoded now,
+        the body and details on first access (records._LazyMessage: a malformed one raises Corruption
+        from that access)."""
         u = self._user(user_id)
         mid = self._mid(message_id)
-        rec = self._message_record(u, mid)
-        return message_from(mid, rec, self._db.get(schema.body_key(u.uk, mid)))
+        rec, body = self._get_pair(schema.message_key(u.uk, mid), schema.body_key(u.uk, mid))
+        if rec is None:
+            raise UnknownMessage(message_id)
+        return message_from(mid, rec, body)
 
     def get_summary(self, user_id: str, message_id: str) -> MessageSummary:
         u = self._user(user_id)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from itertools import accumulate
 
@@ -136,8 +136,13 @@ class OutboxEntry:
     raw: bytes
 
 
+# One encoder for every call: json.dumps with non-default arguments builds a new JSONEncoder each time
+# (~1 µs of the ~1.9 µs a folder counter record took; mark_read writes one per call).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def dumps(obj: object) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return _ENCODER.encode(obj).encode("utf-8")
 
 
 def loads(data: bytes) -> dict:
@@ -355,24 +360,109 @@ def decode_message_details(data: bytes, summary_len: int | None = None) -> dict:
         raise Corruption(f"bad message record details: {exc}") from None
 
 
+class _Lazy:
+    """A Message field decoded on first access (a non-data descriptor of :class:`_LazyMessage`).
+
+    The first read of any field of a group runs the group's loader, which stores the whole group in the
+    instance ``__dict__``; later reads find it there without calling back here (a non-data descriptor
+    loses to the instance dict)."""
+
+    __slots__ = ("load", "name")
+
+    def __init__(self, load: Callable[[dict], None]) -> None:
+        self.load = load
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: object, owner: type | None = None) -> object:
+        if obj is None:
+            return self
+        d = obj.__dict__
+        self.load(d)
+        return d[self.name]
+
+
+_PENDING = "_pending_body", "_pending_details"
+
+
+def _load_body(d: dict) -> None:
+    # The pending bytes are removed only after the fields are in place (one dict.update), so a thread
+    # that finds them gone knows the fields are there; two threads racing both decode the same values.
+    body = d.get("_pending_body", _PENDING)
+    if body is _PENDING:
+        return
+    text, html = decode_body(body) if body else ("", "")
+    d.update(text=text, html=html)
+    d.pop("_pending_body", None)
+
+
+def _load_details(d: dict) -> None:
+    data = d.get("_pending_details", _PENDING)
+    if data is _PENDING:
+        return
+    try:
+        x = json.loads(data)
+        fields = {
+            "message_id": x["m"], "in_reply_to": x["i"], "references": x["r"],
+            "bcc": [(name, addr) for name, addr in x["b"]],
+            "attachments": [AttachmentInfo(i, a[0], a[1], a[2], a[3]) for i, a in enumerate(x["a"])],
+        }
+    except (KeyError, TypeError, IndexError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        raise Corruption(f"bad message record details: {exc!r}") from None
+    d.update(fields)
+    d.pop("_pending_details", None)
+
+
+class _LazyMessage(Message):
+    """A :class:`Message` whose body (``text``, ``html``) and details (``message_id``, ``in_reply_to``,
+    ``references``, ``bcc``, ``attachments``) are decoded when first read, not when the message is read.
+
+    Why: decoding an average 11.6 KB body took ~3.9 µs and the details JSON ~2.5 µs of a ~22 µs
+    get_message here, and callers such as an attachment download or a header view read neither. A
+    caller that reads every field pays the same decodes as before, later.
+
+    It behaves as a Message: ``isinstance(m, Message)``, same fields, ``==`` with an equal Message (either
+    side), ``repr`` says ``Message(...)``, ``dataclasses.replace``/``asdict`` work, and ``pickle``/``copy``
+    produce a plain Message. Contract change to know: a malformed body or details record raises
+    ``Corruption`` from the first read of one of its fields instead of from get_message."""
+
+    __qualname__ = "Message"  # the dataclass repr prints the class's qualname
+
+    text = _Lazy(_load_body)  # type: ignore[assignment]
+    html = _Lazy(_load_body)  # type: ignore[assignment]
+    message_id = _Lazy(_load_details)  # type: ignore[assignment]
+    in_reply_to = _Lazy(_load_details)  # type: ignore[assignment]
+    references = _Lazy(_load_details)  # type: ignore[assignment]
+    bcc = _Lazy(_load_details)  # type: ignore[assignment]
+    attachments = _Lazy(_load_details)  # type: ignore[assignment]
+
+    def _values(self) -> tuple:
+        return (self.summary, self.message_id, self.in_reply_to, self.references, self.bcc, self.text,
+                self.html, self.attachments)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Message):
+            return self._values() == _LazyMessage._values(other)  # type: ignore[arg-type]
+        return NotImplemented
+
+    __hash__ = Message.__hash__
+
+    def __reduce__(self) -> tuple:
+        return (Message, self._values())
+
+
 def message_from(mid: bytes, data: bytes, body: bytes | None) -> Message:
     """The Message for id ``mid`` from its message record and its body record (None: no body stored).
 
-    Builds the frozen dataclass through its ``__dict__`` like :func:`summaries_in` (its ``__init__``
-    sets 8 fields through ``object.__setattr__``). Corruption if either record is malformed, including
-    details whose fields have the wrong shape."""
+    The summary is decoded now; the body and the details when first read (see :class:`_LazyMessage`).
+    Built through the instance ``__dict__`` like :func:`summaries_in` (the frozen dataclass ``__init__``
+    sets each field through ``object.__setattr__``). Corruption if the head or summary is malformed."""
     folder, sm = decode_message_head(data)
-    d = decode_message_details(data, len(sm))
-    text, html = decode_body(body) if body else ("", "")
-    try:
-        bcc = [(name, addr) for name, addr in d["b"]]
-        atts = [AttachmentInfo(i, a[0], a[1], a[2], a[3]) for i, a in enumerate(d["a"])]
-        fields = {"message_id": d["m"], "in_reply_to": d["i"], "references": d["r"]}
-    except (KeyError, TypeError, IndexError, ValueError) as exc:
-        raise Corruption(f"bad message record details: {exc!r}") from None
-    m = object.__new__(Message)
-    m.__dict__.update(summary=summary_from(mid, folder, sm), bcc=bcc, text=text, html=html,
-                      attachments=atts, **fields)
+    m = object.__new__(_LazyMessage)
+    m.__dict__.update(summary=summary_from(mid, folder, sm), _pending_body=body,
+                      _pending_details=data[MESSAGE_HEAD_LEN + len(sm):])
     return m
 
 

@@ -13,7 +13,7 @@ them only after ``db.write`` succeeded, so a failed write leaves memory equal to
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from . import schema
 from .records import dumps, pack_user_state
@@ -61,7 +61,8 @@ class UserTxn:
     def folder(self, n: int) -> FolderState:
         """This transaction's own copy of folder ``n`` (marked touched), safe to change in place."""
         if n not in self.touched_folders:
-            self.folders[n] = replace(self.folders[n])
+            f = self.folders[n]
+            self.folders[n] = FolderState(f.name, f.total, f.unread)  # dataclasses.replace: ~1.5 µs more
             self.touched_folders.add(n)
         return self.folders[n]
 
@@ -76,6 +77,10 @@ class Txn:
 
     def __init__(self, batch: object, retention: int) -> None:
         self.batch = batch
+        # The batch's own bound methods shadow put/delete below: one Python frame less per key (a
+        # mark_read puts 6 keys).
+        self.put = batch.put  # type: ignore[attr-defined,method-assign]
+        self.delete = batch.delete  # type: ignore[attr-defined,method-assign]
         self.retention = retention
         self.users: dict[bytes, UserTxn] = {}
         self.search_pending: list[object] = []

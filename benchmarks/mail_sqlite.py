@@ -317,6 +317,18 @@ class SqliteMailStore:
         items = [_summary(r) for r in rows[:limit]]
         return Page(items, items[-1].id if len(rows) > limit else None)
 
+    def search_ids(self, user_id: str, fts_query: str, limit: int = 50, cursor: int | None = None) -> Page:
+        """:meth:`search` without the summaries: the newest ``limit`` matching ids (as JMAP Email/query
+        or IMAP SEARCH return), for the comparison with a search-only index."""
+        uid = self._uid(user_id)
+        cond = " AND f.rowid < ?" if cursor is not None else ""
+        args: tuple = (fts_query, uid) + ((cursor,) if cursor is not None else ()) + (limit + 1,)
+        rows = self._db.execute(
+            f"SELECT f.rowid FROM fts f JOIN messages m ON m.id = f.rowid"
+            f" WHERE fts MATCH ? AND m.user = ?{cond} ORDER BY f.rowid DESC LIMIT ?", args).fetchall()
+        ids = [r[0] for r in rows[:limit]]
+        return Page(ids, ids[-1] if len(rows) > limit else None)
+
     # ---- space -------------------------------------------------------------------------------------------
 
     def space(self) -> dict[str, int]:

@@ -34,7 +34,7 @@ from typing import Any
 
 from sortedcontainers import SortedList
 
-from .batch import WriteBatch, decode_batch, encode_header
+from .batch import BATCH_HEADER_SIZE, WriteBatch, decode_batch, encode_header
 from .blob import BlobFileReader, decode_blob_ref
 from .cache import BlockCache
 from .coding import hash64
@@ -53,6 +53,7 @@ from .manifest import (
     snapshot_edit,
 )
 from .memtable import MemTable
+from .memtable_native import NativeMemTable, new_memtable
 from .options import Options
 from .sstable import TableReader
 from .version import FileMeta, Version
@@ -239,7 +240,7 @@ class DB(Maintenance):
         self._manifest.append(snapshot_edit(version, new_log, self._next_file, self._last_seq,
                                             self._compaction_pointers))
         set_current(fs, self.path, manifest_name(manifest_number))
-        self._mem = MemTable(new_log)
+        self._mem = new_memtable(new_log)
         self._imms: list[MemTable] = []
         self._log = LogWriter(fs.create(self._p(f"{new_log:06d}.log")))
         fs.sync_dir(self.path)
@@ -264,8 +265,8 @@ class DB(Maintenance):
             if f"{b:06d}.blob" not in names:
                 raise Corruption(f"manifest names {b:06d}.blob, which is missing")
 
-    def _replay_logs(self, log_number: int) -> MemTable:
-        mem = MemTable(0)
+    def _replay_logs(self, log_number: int) -> MemTable | NativeMemTable:
+        mem = new_memtable(0)
         logs = sorted(int(n[:-4]) for n in self._fs.listdir(self.path)
                       if n.endswith(".log") and n[:-4].isdigit() and int(n[:-4]) >= log_number)
         if log_number and logs and logs[0] != log_number:
@@ -285,7 +286,7 @@ class DB(Maintenance):
             for rec in records:
                 # Every log at or after ``log_number`` holds only writes no flush has persisted.
                 seq, entries = decode_batch(rec)
-                mem.add_batch(seq, entries)
+                mem.add_batch(seq, entries, bytes(rec[BATCH_HEADER_SIZE:]))
                 self._last_seq = max(self._last_seq, seq + len(entries) - 1)
             if number >= self._next_file:
                 self._next_file = number + 1
@@ -453,7 +454,7 @@ class DB(Maintenance):
                 log.sync()
             for g in group:
                 assert g.entries is not None
-                mem.add_batch(first_seq, g.entries)
+                mem.add_batch(first_seq, g.entries, g.rep)
                 first_seq += len(g.entries)
         except OSError as e:
             err = IOFailure(e.errno, f"WAL write failed: {e}")
@@ -581,7 +582,7 @@ class DB(Maintenance):
         self._log.close()
         self._log = LogWriter(new_file)
         self._imms.append(self._mem)
-        self._mem = MemTable(number)
+        self._mem = new_memtable(number)
         self._bg_cv.notify_all()
 
     def _new_file_number(self) -> int:

@@ -120,6 +120,18 @@ class WriteBatch:
 
     def delete(self, key: bytes) -> None:
         """Remove ``key`` (a no-op if absent)."""
+        # Fast path as in put (a short bytes key): the checks and put_varint calls were ~half of a
+        # batched delete's foreground cost once the memtable insert moved to C.
+        if type(key) is bytes and 0 < len(key) < 0x80:
+            entries = self.entries
+            if len(entries) >= MAX_BATCH_COUNT:
+                raise InvalidArgument(f"a batch holds at most {MAX_BATCH_COUNT} entries")
+            entries.append((KIND_DELETE, key, b""))
+            rep = self._rep
+            rep.append(KIND_DELETE)
+            rep.append(len(key))
+            rep += key
+            return
         self._add(KIND_DELETE, _check_key(key, "key"), b"")
 
     def delete_range(self, start: bytes, end: bytes) -> None:

@@ -71,10 +71,26 @@ def group_encoded_pure(tokens: list[str]) -> dict[str, bytes]:
 
 def group_encoded_native(tokens: list[str]) -> dict[str, bytes]:
     """Twin of :func:`group_encoded_pure`; tokens must not contain " " (words never do)."""
-    n = len(tokens)
-    if n == 0:
+    if not tokens:
         return {}
-    raw = " ".join(tokens).encode("utf-8")
+    return group_raw_native(" ".join(tokens).encode("utf-8"), len(tokens))
+
+
+def group_raw_pure(raw: bytes, n: int) -> dict[str, bytes]:
+    """:func:`group_encoded` of the ``n`` tokens joined by single spaces in ``raw`` (a stream's stored form).
+    ``ValueError`` if ``raw`` does not hold exactly ``n`` tokens."""
+    tokens = raw.decode("utf-8").split(" ") if n else []
+    if len(tokens) != n or (n == 0 and raw):
+        raise ValueError("token stream does not match its token count")
+    return group_encoded_pure(tokens)
+
+
+def group_raw_native(raw: bytes, n: int) -> dict[str, bytes]:
+    """Twin of :func:`group_raw_pure`."""
+    if n == 0:
+        if raw:
+            raise ValueError("token stream does not match its token count")
+        return {}
     size = 1 << n.bit_length()  # a power of two > n
     table = _ffi.new("uint32_t[]", size)  # zeroed: 0 marks an empty slot
     scratch = _ffi.new("uint32_t[]", 6 * n + 1)
@@ -94,3 +110,4 @@ def group_encoded_native(tokens: list[str]) -> dict[str, bytes]:
 
 
 group_encoded = group_encoded_native if NATIVE else group_encoded_pure
+group_raw = group_raw_native if NATIVE else group_raw_pure

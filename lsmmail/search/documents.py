@@ -12,8 +12,11 @@ from typing import Any, NamedTuple
 from ..engine.errors import InvalidArgument
 from . import postings as P
 
-#: field -> term -> encoded position run (``_group.encode_positions``): the memory segment's form.
+#: field -> term -> encoded position run (``_group.encode_positions``): a doc's postings.
 Fields = dict[str, dict[str, bytes]]
+#: field -> (tokens joined by " ", token count, specials): a doc's analysed streams in stored form
+#: (``tokenizer.RawStream``), as the forward record and the memory segment keep them.
+RawFields = dict[str, tuple[bytes, int, list[str]]]
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,7 @@ class _Pending:
     kind: str  # "index" | "unindex"
     user: bytes
     doc: bytes
-    fields: Fields | None
+    fields: RawFields | None
 
 
 def doc_time_ms(doc_id: bytes) -> int:

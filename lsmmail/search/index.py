@@ -43,7 +43,7 @@ from .evaluator import evaluate, plan_for
 from .mem_segment import _MemSegment
 from .postings import ANY
 from .segment_writes import SegmentWrites
-from .tokenizer import analyze_streams, group_encoded
+from .tokenizer import analyze_raw
 
 __all__ = [
     "ANY", "DocState", "IndexedDocument", "SearchIndex", "StateLookup", "decode_cursor",
@@ -115,7 +115,7 @@ class SearchIndex(SegmentWrites):
             user, doc = P.split_user_key(key, 2)
             if len(doc) != P.DOC_ID_LEN:
                 raise Corruption(f"forward record key with a bad doc id: {key[:40]!r}")
-            self._mem.add(user, doc, P.decode_forward_encoded(value))
+            self._mem.add(user, doc, P.decode_forward_raw(value))
 
     def mark_current(self) -> None:
         """Record that every user's segments carry the any-field blocks (after rebuilding every user)."""
@@ -133,10 +133,9 @@ class SearchIndex(SegmentWrites):
         Doc ids are never reused: index a doc id once (re-indexing a doc id that is still in the memory
         segment replaces it; after :meth:`unindex` an id stays deleted).
         """
-        streams = analyze_streams(doc)
-        batch.put(P.forward_key(user_key, _check_doc(doc_id)), P.encode_forward_streams(streams))
-        fields = group_encoded(streams)
-        return _Pending("index", user_key, doc_id, fields)
+        streams = analyze_raw(doc)
+        batch.put(P.forward_key(user_key, _check_doc(doc_id)), P.encode_forward_raw(streams))
+        return _Pending("index", user_key, doc_id, streams)
 
     def unindex(self, batch: WriteBatch, user_key: bytes, doc_id: bytes) -> _Pending:
         """Make ``doc_id`` unfindable once ``batch`` commits (a deletion marker + forward-record delete)."""

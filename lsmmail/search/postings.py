@@ -311,6 +311,46 @@ def encode_forward_streams(streams: dict[str, tuple[list[str], list[str]]]) -> b
     return bytes(out)
 
 
+def encode_forward_raw(streams: dict[str, tuple[bytes, int, list[str]]]) -> bytes:
+    """:func:`encode_forward_streams` of ``tokenizer.analyze_raw(doc)`` (the same bytes): the token
+    streams arrive already joined, so only the specials are joined here."""
+    out = bytearray((FORWARD_STREAMS,))
+    put_varint(out, len(streams))
+    for code in sorted(streams):
+        raw, n, specials = streams[code]
+        out.append(ord(code))
+        put_varint(out, n)
+        put_varint(out, len(raw))
+        out += raw
+        sraw = "\x00".join(specials).encode("utf-8")
+        put_varint(out, len(specials))
+        put_varint(out, len(sraw))
+        out += sraw
+    return bytes(out)
+
+
+def decode_forward_raw(value: bytes) -> dict[str, tuple[bytes, int, list[str]]]:
+    """The streams of a forward record of either format in ``tokenizer.analyze_raw``'s form (what the
+    memory segment keeps); ``Corruption`` for a malformed record. A format-1 record (grouped postings)
+    becomes streams that group to the same postings: each term at its positions, "" elsewhere."""
+    if value and value[0] == FORWARD_STREAMS:
+        return {
+            code: (" ".join(toks).encode("utf-8"), len(toks), specials)
+            for code, (toks, specials) in _decode_forward_streams(value).items()
+        }
+    out: dict[str, tuple[bytes, int, list[str]]] = {}
+    for code, terms in decode_forward(value).items():
+        size = max((ps[-1] + 1 for ps in terms.values() if ps), default=0)
+        toks = [""] * size
+        for term, ps in terms.items():
+            for p in ps:
+                if toks[p]:
+                    raise Corruption("forward record with two terms at one position")
+                toks[p] = term
+        out[code] = (" ".join(toks).encode("utf-8"), size, [t for t, ps in terms.items() if not ps])
+    return out
+
+
 def _decode_forward_streams(value: bytes) -> dict[str, tuple[list[str], list[str]]]:
     try:
         nfields, pos = get_varint(value, 1)

@@ -8,12 +8,10 @@ from collections.abc import Iterable
 
 from ..engine.batch import WriteBatch
 from . import postings as P
+from ._segment_build import build_segment
 from .mem_segment import _MemSegment
 from .postings import ANY
 from .segment_reads import SegmentReads
-from .tokenizer import TEXT_FIELDS
-
-_TEXT_FIELD_SET = frozenset(TEXT_FIELDS)
 
 
 class SegmentWrites(SegmentReads):
@@ -35,21 +33,13 @@ class SegmentWrites(SegmentReads):
             written: dict[bytes, list[bytes]] = {}
             for user, docs in self._mem.docs.items():
                 ids = sorted(docs)
-                ordinal = {d: i for i, d in enumerate(ids)}
                 batch.put(P.doc_table_key(user, seg), P.encode_doc_table(ids))
-                anyf: dict[str, list[int]] = {}
                 head, tail = P.segment_user_prefix(user), b"\x00" + P.encode_u64(seg)
-                for (field, term), plist in self._mem.postings[user].items():
-                    items = sorted(plist.items()) if len(plist) > 1 else plist.items()
-                    ords = [ordinal[d] for d, _ in items]
-                    block = P.encode_block_runs(ords, [run for _, run in items])
-                    batch.put(head + (field + term).encode("utf-8") + tail, block)  # == P.block_key(...)
-                    if field in _TEXT_FIELD_SET:
-                        got = anyf.get(term)
-                        # most terms occur in one field: their ordinals are the any-field list as they are
-                        anyf[term] = ords if got is None else sorted(set(got).union(ords))
-                for term, ords in anyf.items():
-                    batch.put(head + (ANY + term).encode("utf-8") + tail, P.encode_ordinals(ords))
+                entries = [(i, code, *fields[code]) for i, fields in enumerate(map(docs.__getitem__, ids))
+                           for code in sorted(fields)]
+                put = batch.put
+                for key, block in build_segment(entries, head, tail):  # keys == P.block_key(...)
+                    put(key, block)
                 for d in ids:
                     batch.delete(P.forward_key(user, d))
                 written[user] = ids

@@ -39,6 +39,7 @@ import re
 import unicodedata
 from html import unescape
 
+from .. import native
 from ._group import NO_POSITIONS, group_tokens
 from ._group import group_encoded as _group_encoded
 
@@ -152,42 +153,124 @@ def _words(text: str) -> list[str]:
     return toks
 
 
-def analyze_streams(doc: object) -> dict[str, Stream]:
-    """The per-field token streams of an :class:`~lsmmail.search.IndexedDocument` (see :data:`Stream`).
+#: One field in the stored form: the tokens of a :data:`Stream` joined by single spaces (UTF-8), their
+#: count (needed: "" tokens make the join ambiguous) and the specials. What the forward record holds and
+#: what the memory segment keeps per doc; a flush groups it in C (``_segment_build``).
+RawStream = tuple[bytes, int, list[str]]
 
-    :func:`analyze` is ``group`` of this; the forward record stores the streams themselves, which are
-    joined at C speed instead of encoded per position (docs/search.md, "Encodings").
+
+def words_raw_pure(text: str) -> tuple[bytes, int]:
+    """:func:`_words` of ``text`` joined by single spaces, and the token count (the reference)."""
+    toks = _words(text)
+    return " ".join(toks).encode("utf-8"), len(toks)
+
+
+_lib = native._lib  # the *_native twin works even under LSMMAIL_PURE=1 (for the differential tests)
+_ffi = native._ffi
+#: Byte c non-zero iff chr(c) is a word character (``[^\W_]``, the very class of :data:`_WORD`), for the
+#: Basic Multilingual Plane: the kernel's Unicode word class, from Python's own Unicode database, so both
+#: sides agree. Built on the first non-ASCII text (a few ms: letters come in long runs of code points).
+_bmp_alnum: bytes | None = None
+
+
+def _alnum_table() -> bytes:
+    global _bmp_alnum
+    if _bmp_alnum is None:
+        table = bytearray(0x10000)
+        # Surrogates (D800-DFFF) are never word characters and the kernel declines them anyway.
+        for lo, hi in ((0, 0xD800), (0xE000, 0x10000)):
+            for m in _WORD.finditer("".join(map(chr, range(lo, hi)))):
+                table[lo + m.start() : lo + m.end()] = b"\x01" * (m.end() - m.start())
+        _bmp_alnum = bytes(table)
+    return _bmp_alnum
+
+
+def words_raw_native(text: str) -> tuple[bytes, int]:
+    """Twin of :func:`words_raw_pure` with the word splitting in C (``native/tokenize.c``).
+
+    ASCII text goes in as it is (the kernel lower-cases ASCII letters, which is all ``normalize`` does to
+    ASCII); other text is normalised here first. The kernel declines code points outside the BMP (and
+    anything that is not UTF-8, which an encoded ``str`` never is): then the pure path decides.
     """
-    out: dict[str, Stream] = {}
+    if text.isascii():
+        data = text.encode("ascii")
+        bitmap = _ASCII_ONLY
+    else:
+        try:
+            data = normalize(text).encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: let the reference decide
+            return words_raw_pure(text)
+        bitmap = _alnum_table()
+    if not data:
+        return b"", 0
+    out = _ffi.new("uint8_t[]", len(data))
+    out_len = _ffi.new("size_t *")
+    n = _lib.lsm_tokenize(data, len(data), bitmap, MAX_TOKEN_BYTES, out, out_len)
+    if n < 0:
+        return words_raw_pure(text)
+    return _ffi.buffer(out, out_len[0])[:], n
+
+
+#: The kernel reads the table only for non-ASCII input; ASCII text needs none.
+_ASCII_ONLY = bytes(1)
+_words_raw = words_raw_native if native.lib is not None else words_raw_pure
+
+
+def _join(pieces: list[tuple[bytes, int]]) -> tuple[bytes, int]:
+    """Concatenate token streams (each ``(joined, count)``): one space between non-empty streams."""
+    kept = [p for p in pieces if p[1]]
+    return b" ".join(raw for raw, _ in kept), sum(n for _, n in kept)
+
+
+_GAP = (b"", 1)  # one "" token: a position holding no term
+
+
+def analyze_raw(doc: object) -> dict[str, RawStream]:
+    """The per-field token streams of an :class:`~lsmmail.search.IndexedDocument` in stored form
+    (:data:`RawStream`); :func:`analyze_streams` is the same as lists of tokens."""
+    out: dict[str, RawStream] = {}
     if doc.subject:  # type: ignore[attr-defined]
-        out[SUBJECT] = (_words(doc.subject), [])  # type: ignore[attr-defined]
+        out[SUBJECT] = (*_words_raw(doc.subject), [])  # type: ignore[attr-defined]
     body = body_text(doc.body_text, doc.body_html)  # type: ignore[attr-defined]
     if body:
-        out[BODY] = (_words(body), [])
+        out[BODY] = (*_words_raw(body), [])
     for code, pairs in ((FROM, doc.from_), (TO, doc.to), (CC, doc.cc)):  # type: ignore[attr-defined]
-        toks: list[str] = []
+        if not pairs:
+            continue
+        pieces: list[tuple[bytes, int]] = []
         specials: list[str] = []
         for name, addr in pairs:
             if name:
-                toks += _words(name)
+                pieces.append(_words_raw(name))
             if addr:
-                toks += _words(addr)
+                pieces.append(_words_raw(addr))
                 specials += address_terms(addr)
-            toks.append("")  # gap: no phrase spans two addresses
-        if pairs:
-            out[code] = (toks, specials)
+            pieces.append(_GAP)  # gap: no phrase spans two addresses
+        out[code] = (*_join(pieces), specials)
     if doc.attachment_names:  # type: ignore[attr-defined]
-        toks, specials = [], []
+        pieces, specials = [], []
         for name in doc.attachment_names:  # type: ignore[attr-defined]
-            toks += _words(name)
-            toks.append("")
+            pieces.append(_words_raw(name))
+            pieces.append(_GAP)
             special = special_term(name)
             if special is not None:
                 specials.append(special)
-        out[FILENAME] = (toks, specials)
+        out[FILENAME] = (*_join(pieces), specials)
     if doc.has_attachment:  # type: ignore[attr-defined]
-        out[META] = ([], ["attachment"])
+        out[META] = (b"", 0, ["attachment"])
     return out
+
+
+def analyze_streams(doc: object) -> dict[str, Stream]:
+    """The per-field token streams of an :class:`~lsmmail.search.IndexedDocument` (see :data:`Stream`).
+
+    :func:`analyze` is ``group`` of this; the forward record stores the streams themselves (joined, as
+    :func:`analyze_raw` gives them), so nothing is encoded per position (docs/search.md, "Encodings").
+    """
+    return {
+        code: (raw.decode("utf-8").split(" ") if n else [], specials)
+        for code, (raw, n, specials) in analyze_raw(doc).items()
+    }
 
 
 def group(streams: dict[str, Stream]) -> dict[str, Postings]:

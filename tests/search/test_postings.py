@@ -10,7 +10,8 @@ from lsmmail.engine.errors import Corruption
 from lsmmail.search import IndexedDocument, analyze
 from lsmmail.search import postings as P
 from lsmmail.search._group import decode_positions
-from lsmmail.search.tokenizer import analyze_streams, group_encoded
+from lsmmail.search.mem_segment import group_fields
+from lsmmail.search.tokenizer import analyze_raw, analyze_streams, group_encoded
 
 _positions = st.lists(st.integers(0, 5000), max_size=6, unique=True).map(sorted)
 _entries = st.lists(
@@ -105,6 +106,22 @@ def test_forward_streams_round_trip(doc: IndexedDocument) -> None:
             P.decode_forward(value[:cut])
     with pytest.raises(Corruption):
         P.decode_forward(value + b"\x00")
+    # The delivery path's form (streams already joined, C tokenizer): the same bytes, and back.
+    raw = analyze_raw(doc)
+    assert P.encode_forward_raw(raw) == value
+    assert P.decode_forward_raw(value) == raw
+    assert group_fields(raw) == runs
+
+
+def test_forward_raw_from_format_1() -> None:
+    """An old (format 1) forward record becomes streams that group to the same postings."""
+    fields = {"s": {"hi": [0, 3], "yo": [1]}, "t": {"a": [0], "a@b.c": []}, "h": {"attachment": []}}
+    raw = P.decode_forward_raw(P.encode_forward(fields))
+    assert raw == {"s": (b"hi yo  hi", 4, []), "t": (b"a", 1, ["a@b.c"]), "h": (b"", 0, ["attachment"])}
+    grouped = group_fields(raw)
+    assert {c: {t: decode_positions(r) for t, r in ts.items()} for c, ts in grouped.items()} == fields
+    with pytest.raises(Corruption):  # two terms at one position
+        P.decode_forward_raw(P.encode_forward({"s": {"a": [0], "b": [0]}}))
 
 
 def test_forward_streams_documented_bytes() -> None:

@@ -1,0 +1,85 @@
+/* Word splitting of the search tokenizer (search/tokenizer.py `_words`, joined by spaces).
+ *
+ * Input: UTF-8 text, already normalised by Python (NFKC + casefold) when it is not ASCII; ASCII letters
+ * are lower-cased here (for ASCII text `normalize` is exactly `lower()`, so Python can skip that pass).
+ * A word is a maximal run of code points for which `str.isalnum()` holds ([^\W_] of Python's re):
+ * ASCII [A-Za-z0-9] by table, other code points of the Basic Multilingual Plane by the caller's table
+ * `bmp_alnum` (65536 bytes, byte c non-zero iff chr(c) matches [^\W_]; built once in Python with that
+ * very regex, so both sides use the same Unicode database). It is not read for ASCII-only input. A token of more than `max_tok_bytes` UTF-8 bytes is replaced by an empty token
+ * (it keeps its position).
+ * Output: the tokens joined by single spaces in out[0..*out_len); out needs `len` bytes (every token after
+ * the first is preceded by at least one separator byte in the input, so the output is never longer).
+ * Returns the token count, or LSM_TOK_DECLINE (-4) for input this kernel does not model: a code point
+ * outside the BMP, a surrogate, or malformed UTF-8 (Python then tokenizes the text itself). */
+#include "tokenize.h"
+
+#define LSM_TOK_DECLINE -4
+
+/* 0 for a separator, else the lower-cased byte */
+static const uint8_t *ascii_table(void) {
+    static uint8_t t[128];
+    static int ready = 0;
+    if (!ready) {
+        for (int c = 0; c < 128; c++) {
+            if (c >= 'a' && c <= 'z') t[c] = (uint8_t)c;
+            else if (c >= 'A' && c <= 'Z') t[c] = (uint8_t)(c + 32);
+            else if (c >= '0' && c <= '9') t[c] = (uint8_t)c;
+            else t[c] = 0;
+        }
+        ready = 1; /* idempotent: a racing second initialisation writes the same bytes */
+    }
+    return t;
+}
+
+int64_t lsm_tokenize(const uint8_t *in, size_t len, const uint8_t *bmp_alnum, uint32_t max_tok_bytes,
+                     uint8_t *out, size_t *out_len) {
+    const uint8_t *tab = ascii_table();
+    size_t o = 0, tok_start = 0, i = 0;
+    int64_t ntok = 0;
+    int in_tok = 0;
+    while (i < len) {
+        uint8_t b = in[i];
+        size_t n;
+        int alnum;
+        if (b < 0x80) {
+            n = 1;
+            alnum = tab[b] != 0;
+        } else {
+            uint32_t cp;
+            if (b >= 0xC2 && b <= 0xDF) {
+                if (i + 1 >= len || (in[i + 1] & 0xC0) != 0x80) return LSM_TOK_DECLINE;
+                cp = ((uint32_t)(b & 0x1F) << 6) | (in[i + 1] & 0x3F);
+                n = 2;
+            } else if (b >= 0xE0 && b <= 0xEF) {
+                if (i + 2 >= len || (in[i + 1] & 0xC0) != 0x80 || (in[i + 2] & 0xC0) != 0x80)
+                    return LSM_TOK_DECLINE;
+                cp = ((uint32_t)(b & 0x0F) << 12) | ((uint32_t)(in[i + 1] & 0x3F) << 6) | (in[i + 2] & 0x3F);
+                if (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF)) return LSM_TOK_DECLINE;
+                n = 3;
+            } else {
+                return LSM_TOK_DECLINE; /* 4-byte sequences (outside the BMP) or invalid lead bytes */
+            }
+            alnum = bmp_alnum[cp] != 0;
+        }
+        if (alnum) {
+            if (!in_tok) {
+                if (ntok) out[o++] = ' ';
+                tok_start = o;
+                in_tok = 1;
+                ntok++;
+            }
+            if (n == 1) {
+                out[o++] = tab[b];
+            } else {
+                for (size_t k = 0; k < n; k++) out[o++] = in[i + k];
+            }
+        } else if (in_tok) {
+            if (o - tok_start > max_tok_bytes) o = tok_start; /* over-long: an empty token */
+            in_tok = 0;
+        }
+        i += n;
+    }
+    if (in_tok && o - tok_start > max_tok_bytes) o = tok_start;
+    *out_len = o;
+    return ntok;
+}

@@ -21,7 +21,7 @@ from operator import sub
 
 from ..engine.coding import get_varint, put_varint
 from ..engine.errors import Corruption
-from ..native import encode_varints
+from ..native import decode_varints, encode_varints
 from ._group import encode_positions
 from .tokenizer import group, group_encoded
 
@@ -218,12 +218,14 @@ def _header(block: bytes, table_len: int) -> tuple[list[int], int]:
         ords = list(accumulate(raw, initial=first))
         pos = end
     elif mode == DELTAS_VARINT:
-        ords = [first]
-        for _ in range(n - 1):
-            d, pos = get_varint(block, pos)
-            if d == 0:
-                raise Corruption("posting block with a zero ordinal delta")
-            ords.append(ords[-1] + d)
+        # one native call for the deltas (a Python get_varint per delta was ~0.3 µs each)
+        deltas, used = decode_varints(memoryview(block)[pos:], n - 1)
+        if len(deltas) != n - 1:
+            raise Corruption("posting block truncated")
+        if 0 in deltas:
+            raise Corruption("posting block with a zero ordinal delta")
+        ords = list(accumulate(deltas, initial=first))
+        pos += used
     else:
         raise Corruption(f"posting block with unknown delta mode {mode}")
     if ords[-1] >= table_len:
@@ -243,19 +245,32 @@ def decode_block(block: bytes, table_len: int) -> list[tuple[int, list[int]]]:
         if pos != len(block):
             raise Corruption("trailing bytes after an ordinals-only posting block")
         return [(o, []) for o in ords]
+    # Every position varint in one native call, then a walk over the values: per doc ``npos`` and the
+    # positions (first absolute, then gaps - 1). A value missing for a doc is truncation; values left
+    # over after the last doc are trailing bytes.
+    vals, _ = decode_varints(memoryview(block)[pos:])
+    nvals = len(vals)
     out = []
+    i = 0
     for o in ords:
-        npos, pos = get_varint(block, pos)
-        plist = []
-        prev = -1
-        for _ in range(npos):
-            d, pos = get_varint(block, pos)
-            prev = d if prev < 0 else prev + d + 1
-            plist.append(prev)
-        out.append((o, plist))
-    if pos != len(block):
+        if i >= nvals:
+            raise Corruption("posting block truncated")
+        npos = vals[i]
+        end = i + 1 + npos
+        if end > nvals:
+            raise Corruption("posting block truncated")
+        if npos:
+            out.append((o, list(accumulate(vals[i + 2 : end], _next_position, initial=vals[i + 1]))))
+        else:
+            out.append((o, []))
+        i = end
+    if i != nvals:
         raise Corruption("trailing bytes after a posting block")
     return out
+
+
+def _next_position(prev: int, gap: int) -> int:
+    return prev + gap + 1
 
 
 # --------------------------------------------------------------------------- forward records

@@ -83,13 +83,15 @@ class SegmentReads:
         under them (flush and merge take it too): reading without a snapshot is consistent.
         """
         prefix = P.term_prefix(user, field, term)
-        out = []
-        get = self.db.get
-        for seg, table in self._tables_for(user).items():
-            value = get(prefix + P.encode_u64(seg), snapshot=snap)
-            if value is not None:
-                out.append((seg, table, value))
-        return out
+        tables = self._tables_for(user)
+        keys = [prefix + P.encode_u64(seg) for seg in tables]
+        get_many = getattr(self.db, "get_many", None)  # one read state for every segment's get
+        if get_many is not None:
+            values = get_many(keys, snapshot=snap)
+        else:
+            values = [self.db.get(k, snapshot=snap) for k in keys]
+        found = zip(tables.items(), values, strict=True)
+        return [(seg, table, v) for (seg, table), v in found if v is not None]
 
     def _flushed_docs(self, user: bytes, keys: Keys) -> TermDocs:
         """The flushed docs having any of ``keys`` (cached; see :class:`TermDocs`). Caller holds the lock.

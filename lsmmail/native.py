@@ -30,6 +30,7 @@ import os
 import struct
 import threading
 import warnings
+from bisect import bisect_left
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -452,6 +453,46 @@ class _GetScratch:
         self.keycap = keycap
         self.keybuf = _new("uint8_t[]", keycap)
         self.out = _new("uint64_t[4]")
+
+
+class TableIndex:
+    """A table's index block laid out for :func:`table_find_native`: the index user keys concatenated
+    with their end offsets, and the sequence number of each block's last entry. Built once per table."""
+
+    __slots__ = ("keys", "ends", "seqs", "n")
+
+    def __init__(self, user_keys: Sequence[bytes], seqs: Sequence[int]) -> None:
+        if len(user_keys) != len(seqs):
+            raise InvalidArgument("index keys and seqs differ in length")
+        self.n = len(user_keys)
+        self.keys = b"".join(user_keys)
+        self.ends = _ffi.new("uint64_t[]", _cumulative(user_keys)) if self.n else _ffi.NULL
+        self.seqs = _ffi.new("uint64_t[]", list(seqs)) if self.n else _ffi.NULL
+
+
+def table_find_pure(
+    filt: bytes, user_key: bytes, index_user_keys: Sequence[bytes], index_seqs: Sequence[int],
+    snapshot_seq: int,
+) -> int:
+    """-1 if the bloom filter rules ``user_key`` out; else the first data block that may hold a version of
+    it visible at ``snapshot_seq``: the first index entry whose user key is ``>= user_key``, skipping
+    entries that are ``user_key`` at a sequence above the snapshot (such a block holds only versions too
+    new); ``len(index_user_keys)`` if none."""
+    from .engine.bloom import bloom_may_contain_py  # the engine imports this module first
+
+    if not bloom_may_contain_py(filt, user_key):
+        return -1
+    n = len(index_user_keys)
+    bi = bisect_left(index_user_keys, user_key)
+    while bi < n and index_user_keys[bi] == user_key and index_seqs[bi] > snapshot_seq:
+        bi += 1
+    return bi
+
+
+def table_find_native(filt: bytes, h: int, index: TableIndex, user_key: bytes, snapshot_seq: int) -> int:
+    """:func:`table_find_pure` in one C call, with ``h = XXH3-64(user_key)`` computed by the caller."""
+    return int(_lib.lsm_table_find(filt, len(filt), h, index.keys, index.ends, index.seqs, index.n, user_key,
+                                   len(user_key), snapshot_seq))
 
 
 def encode_block_native(keys: Sequence[bytes], values: Sequence[bytes], restart_interval: int = 16) -> bytes:

@@ -41,9 +41,9 @@ _block_get = _native.block_get_native if _native.lib is not None else None
 #: The C block encoder, or None on the pure-Python engine (which builds blocks with BlockBuilder).
 _encode_block = _native.encode_block_native if _native.lib is not None else None
 _GET_STOP = _native.GET_STOP
-#: The C bloom probe on a precomputed hash ``(filter, len, h)``, or None on the pure-Python engine. A get
-#: hashes its key once and probes every table's filter with that hash (was: one XXH3 per table probed).
-_bloom_h = _native.lib.lsm_bloom_may_contain if _native.lib is not None else None
+#: The C bloom probe (on a precomputed hash: a get hashes its key once for every table it probes) and
+#: index search of a point lookup (``native.table_find_native``), or None on the pure-Python engine.
+_table_find = getattr(_native.lib, "lsm_table_find", None) if _native.lib is not None else None
 
 #: Block-cache charge of a raw payload beyond its bytes (the ``bytes`` header and the cache's map slot).
 RAW_BLOCK_OVERHEAD = 128
@@ -379,6 +379,8 @@ class TableReader:
         self._index_seqs: list[int] = []
         self._offsets: list[int] = []
         self._sizes: list[int] = []
+        #: The index in C layout for ``_table_find`` (None on the pure-Python engine).
+        self._tindex: _native.TableIndex | None = None
         self.properties = TableProperties()
 
     # ---------------------------------------------------------------------------------------- open
@@ -480,6 +482,8 @@ class TableReader:
             self._sizes.append(size)
         if expect != self._filter_offset:
             raise self._corrupt("data blocks do not end where the filter block starts", expect)
+        if _table_find is not None:
+            self._tindex = _native.TableIndex(self._index_user_keys, self._index_seqs)
 
     # -------------------------------------------------------------------------------------- blocks
 
@@ -539,20 +543,26 @@ class TableReader:
         ``h``, if given (>= 0), must be ``hash64(user_key)``: a caller probing several tables for one key
         hashes it once."""
         filt = self._filter
-        if _bloom_h is not None:
+        ix = self._tindex
+        if ix is not None:
+            # Bloom probe and index search in one C call (native.table_find_native).
             if h < 0:
                 h = hash64(user_key)
-            if not _bloom_h(filt, len(filt), h):
+            bi = _table_find(filt, len(filt), h, ix.keys, ix.ends, ix.seqs, ix.n, user_key, len(user_key),
+                             snapshot_seq)
+            if bi < 0:
                 return None
-        elif not bloom_may_contain(filt, user_key):
-            return None
-        index_keys = self._index_user_keys
-        n = len(index_keys)
-        bi = bisect_left(index_keys, user_key)
-        # A block whose last entry is this user key at a sequence above the snapshot holds only versions
-        # too new (they descend within the block): skip it without reading it.
-        while bi < n and index_keys[bi] == user_key and self._index_seqs[bi] > snapshot_seq:
-            bi += 1
+            n = ix.n
+        else:
+            if not bloom_may_contain(filt, user_key):
+                return None
+            index_keys = self._index_user_keys
+            n = len(index_keys)
+            bi = bisect_left(index_keys, user_key)
+            # A block whose last entry is this user key at a sequence above the snapshot holds only
+            # versions too new (they descend within the block): skip it without reading it.
+            while bi < n and index_keys[bi] == user_key and self._index_seqs[bi] > snapshot_seq:
+                bi += 1
         while bi < n:
             r = self._block_get(bi, user_key, snapshot_seq)
             if type(r) is tuple:

@@ -108,7 +108,9 @@ class Delivery(StoreCore):
         thread = self._find_thread(txn, u, parsed) or mid
         ut = txn.user(u)
         uk = u.uk
-        atts = [[a.filename, a.content_type, len(a.data), a.sha256.hex()] for a in parsed.attachments]
+        shas = [a.sha256 for a in parsed.attachments]  # a property that hashes the data: once per part
+        atts = [[a.filename, a.content_type, len(a.data), sha.hex()]
+                for a, sha in zip(parsed.attachments, shas, strict=True)]
         sm = encode_summary(
             subject=parsed.subject, preview=parsed.preview, from_=parsed.from_, to=parsed.to, cc=parsed.cc,
             date=parsed.date, size=len(raw), has_attachments=bool(atts), read=read, thread=thread,
@@ -133,8 +135,7 @@ class Delivery(StoreCore):
         norm = mime.normalise_subject(parsed.subject)
         if norm:
             txn.put(schema.subject_key(uk, norm), thread)
-        for part, a in enumerate(parsed.attachments):
-            sha = a.sha256
+        for part, (a, sha) in enumerate(zip(parsed.attachments, shas, strict=True)):
             hk = schema.holder_key(sha, uk, mid, part)
             txn.put(hk, b"")
             txn.holders_added[sha] = txn.holders_added.get(sha, 0) + 1

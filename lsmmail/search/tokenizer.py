@@ -102,8 +102,12 @@ def special_term(value: str) -> str | None:
     Normalised, surrounding white space and angle brackets removed, inner white space collapsed, control
     characters dropped (so a term never contains NUL, which the key layout uses as the term terminator).
     """
-    v = _CONTROL.sub("", normalize(value)).strip().strip("<>").strip()
-    v = _SPACE.sub(" ", v)
+    if value.isascii() and value.isprintable():  # most addresses: no control characters, no \t \n \r
+        v = value.lower().strip().strip("<>").strip()
+        if " " in v:
+            v = _SPACE.sub(" ", v)
+    else:
+        v = _SPACE.sub(" ", _CONTROL.sub("", normalize(value)).strip().strip("<>").strip())
     if not v or len(v.encode("utf-8")) > MAX_TOKEN_BYTES:
         return None
     return v

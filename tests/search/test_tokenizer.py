@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -9,9 +11,12 @@ from lsmmail.search import IndexedDocument, analyze, normalize, tokenize
 from lsmmail.search.tokenizer import (
     MAX_TOKEN_BYTES,
     address_terms,
+    analyze_raw,
+    analyze_streams,
     html_to_text,
     special_term,
     word_positions,
+    words_raw_pure,
 )
 
 
@@ -114,3 +119,38 @@ def test_analyze_fields() -> None:
     assert f["a"] == {"q3": [0], "pdf": [1], "q3.pdf": []}
     assert f["h"] == {"attachment": []}
     assert "c" not in f and "h" not in analyze(IndexedDocument(subject="x"))
+
+
+@settings(deadline=None)
+@given(st.one_of(st.text(max_size=40), st.text(st.characters(max_codepoint=0x7F), max_size=40)))
+def test_special_term_fast_path_equals_the_rule(s: str) -> None:
+    """The ASCII fast path of special_term gives exactly the documented rule (normalise, drop control
+    characters, strip blanks and angle brackets, collapse inner white space)."""
+    v = re.sub(r"\s+", " ", re.sub(r"[\x00-\x1f\x7f]", "", normalize(s)).strip().strip("<>").strip())
+    want = v if v and len(v.encode("utf-8")) <= 64 else None
+    assert special_term(s) == want
+
+
+@settings(deadline=None)
+@given(
+    st.builds(
+        IndexedDocument,
+        subject=st.text(max_size=30),
+        from_=st.lists(st.tuples(st.text(max_size=10), st.text(max_size=15)), max_size=3),
+        to=st.lists(st.tuples(st.just(""), st.text(max_size=15)), max_size=2),
+        body_text=st.text(max_size=200),
+        body_html=st.text(max_size=100),
+        attachment_names=st.lists(st.text(max_size=12), max_size=3),
+        has_attachment=st.booleans(),
+    )
+)
+def test_analyze_raw_is_the_joined_streams(doc: IndexedDocument) -> None:
+    """analyze_raw (C word splitting, streams joined while analysing) is analyze_streams joined, and both
+    give the pure tokenizer's words for the subject (the word rule of the module docstring)."""
+    raw = analyze_raw(doc)
+    streams = analyze_streams(doc)
+    assert raw.keys() == streams.keys()
+    for code, (toks, specials) in streams.items():
+        assert raw[code] == (" ".join(toks).encode("utf-8"), len(toks), specials)
+    if doc.subject:
+        assert raw["s"][:2] == words_raw_pure(doc.subject)

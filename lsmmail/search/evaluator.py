@@ -232,15 +232,19 @@ def _needs_state(node: Node) -> bool:
 
 class Plan:
     """What a query text compiles to: its AST and, for fast-path shapes, the key sets of its positive and
-    negated leaves (``pos`` is None otherwise). ``combined``: the index's ``_combined`` it was made for."""
+    negated leaves (``pos`` is None otherwise). ``combined``: the index's ``_combined`` it was made for.
+    ``mem_pos``/``mem_neg``: the same key sets as the memory segment's (field, term) keys (it has no
+    any-field postings: ``*`` stands for every text field there)."""
 
-    __slots__ = ("node", "pos", "neg", "combined")
+    __slots__ = ("node", "pos", "neg", "combined", "mem_pos", "mem_neg")
 
     def __init__(self, node: Node, pos: tuple[Keys, ...] | None, neg: tuple[Keys, ...], combined: bool):
         self.node = node
         self.pos = pos
         self.neg = neg
         self.combined = combined
+        self.mem_pos = tuple(_mem_keys(k) for k in pos or ())
+        self.mem_neg = tuple(_mem_keys(k) for k in neg)
 
 
 def plan_for(ix: SearchIndex, query: str) -> Plan:
@@ -310,21 +314,23 @@ def leaf_keys(node: Node, combined: bool) -> Keys | None:
     return tuple(keys)
 
 
+def _mem_keys(keys: Keys) -> Keys:
+    return tuple((f, term) for field, term in keys for f in (TEXT_FIELDS if field == ANY else (field,)))
+
+
 def _mem_docs(mem: dict[tuple[str, str], dict[bytes, bytes]], keys: Keys) -> set[bytes]:
-    out: set[bytes] = set()
-    for field, term in keys:
-        for f in TEXT_FIELDS if field == ANY else (field,):
-            got = mem.get((f, term))
-            if got:
-                out.update(got)
-    return out
+    """The memory segment's docs having any of ``keys`` (a fresh set: callers may change it)."""
+    found = [d for k in keys if (d := mem.get(k))]
+    if len(found) == 1:
+        return set(found[0])
+    return set().union(*found)
 
 
-def fast_ids(
-    ix: SearchIndex, user: bytes, pos: tuple[Keys, ...], neg: tuple[Keys, ...], want: int, after: bytes | None
-) -> list[bytes]:
-    """Newest ``want`` docs older than ``after`` having every ``pos`` key set and no ``neg`` key set, not
-    deleted. Caller holds the index lock (the memory segment, caches and segment set are stable)."""
+def fast_ids(ix: SearchIndex, user: bytes, plan: Plan, want: int, after: bytes | None) -> list[bytes]:
+    """Newest ``want`` docs older than ``after`` having every ``plan.pos`` key set and no ``plan.neg`` key
+    set, not deleted. Caller holds the index lock (the memory segment, caches and segment set are stable)."""
+    pos = plan.pos
+    assert pos is not None
     deleted = ix._deleted_for(user)
     flushed = ix._flushed_docs
     lists = [flushed(user, k) for k in pos]
@@ -338,7 +344,7 @@ def fast_ids(
             it = islice(it, len(first) - bisect_left(first, after), None)
         for td in lists[1:]:
             it = filter(td.members().__contains__, it)
-        for k in neg:
+        for k in plan.neg:
             td = flushed(user, k)
             if td.asc:
                 it = filterfalse(td.members().__contains__, it)
@@ -350,18 +356,25 @@ def fast_ids(
         return hits
     # The memory segment: a few hundred recent docs at most, as plain sets. A doc is in memory or in one
     # flushed segment, never both, so each side is filtered by its own negated postings.
-    sets = [_mem_docs(mem, k) for k in pos]
+    sets = [_mem_docs(mem, k) for k in plan.mem_pos]
     if not all(sets):
         return hits
     sets.sort(key=len)
     cand = sets[0].intersection(*sets[1:]) if len(sets) > 1 else sets[0]
-    for k in neg:
+    for k in plan.mem_neg:
         cand -= _mem_docs(mem, k)
-    got = [d for d in cand if d not in deleted and (after is None or d < after)]
-    if not got:
+    if after is not None:
+        cand = set(filter(after.__gt__, cand))  # d < after, at C speed
+    if deleted:
+        cand = cand - deleted  # C set operations: no Python code per doc
+    if not cand:
         return hits
-    got += hits
-    got.sort(reverse=True)
+    got = sorted(cand, reverse=True)
+    if hits and got[-1] < hits[0]:  # memory docs are usually all newer than flushed ones: no merge then
+        got += hits
+        got.sort(reverse=True)
+    else:
+        got += hits
     del got[want:]
     return got
 
@@ -369,6 +382,6 @@ def fast_ids(
 def evaluate(ix: SearchIndex, user: bytes, plan: Plan, want: int, after: bytes | None) -> list[bytes]:
     """The newest ``want`` matches of ``plan`` older than ``after``. Caller holds the index lock."""
     if plan.pos is not None:
-        return fast_ids(ix, user, plan.pos, plan.neg, want, after)
+        return fast_ids(ix, user, plan, want, after)
     with ix.db.snapshot() as snap:
         return _Evaluator(ix, user, snap).run(plan.node, want, after)

@@ -361,3 +361,37 @@ int64_t lsm_mem_scan(const lsm_memtable *m, int reverse, const void *after, cons
     if (n < max_n) state[0] = 1;
     return (int64_t)n;
 }
+
+int64_t lsm_mem_flush_scan(const lsm_memtable *m, const void *after, size_t max_n, uint8_t *buf, size_t cap,
+                           uint64_t *ends, const void **last, uint64_t *state) {
+    /* For a flush with no snapshot and no range tombstone: the newest version of every key, in order,
+     * as internal keys (user key + 8-byte little-endian trailer) and values laid out in buf as in
+     * lsm_mem_scan (ends[2i] = internal key end, ends[2i+1] = value end). `after`, *last and state[]
+     * as in lsm_mem_scan. Older versions of a key are skipped: no reader can see them. */
+    size_t n = 0, pos = 0;
+    const node *prev = after;
+    const node *x = after ? load(&prev->next[0]) : load(&m->head->next[0]);
+    state[0] = 0;
+    state[1] = 0;
+    for (; x && n < max_n; x = load(&x->next[0])) {
+        if (prev && prev->klen == x->klen && memcmp(key_of(prev), key_of(x), x->klen) == 0) continue;
+        size_t sz = (size_t)x->klen + 8 + x->vlen;
+        if (cap - pos < sz) {
+            if (n == 0) state[1] = sz;
+            return (int64_t)n;
+        }
+        memcpy(buf + pos, key_of(x), x->klen);
+        pos += x->klen;
+        for (int i = 0; i < 8; i++) buf[pos + i] = (uint8_t)(x->trailer >> (8 * i));
+        pos += 8;
+        ends[2 * n] = pos;
+        memcpy(buf + pos, val_of(x), x->vlen);
+        pos += x->vlen;
+        ends[2 * n + 1] = pos;
+        *last = x;
+        prev = x;
+        n++;
+    }
+    if (n < max_n) state[0] = 1;
+    return (int64_t)n;
+}

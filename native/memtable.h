@@ -16,5 +16,7 @@ int lsm_mem_get(const lsm_memtable *m, const uint8_t *key, size_t klen, uint64_t
 int64_t lsm_mem_scan(const lsm_memtable *m, int reverse, const void *after, const uint8_t *start, size_t slen,
                      const uint8_t *end, size_t elen, size_t max_n, uint8_t *buf, size_t cap, uint64_t *ends,
                      uint64_t *trailers, const void **last, uint64_t *state);
+int64_t lsm_mem_flush_scan(const lsm_memtable *m, const void *after, size_t max_n, uint8_t *buf, size_t cap,
+                           uint64_t *ends, const void **last, uint64_t *state);
 
 #endif

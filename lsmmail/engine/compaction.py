@@ -266,6 +266,31 @@ class OutputSink:
         b.add(pack_internal(uk, seq, kind), value)
         self._last_key = uk
 
+    def add_run(self, ikeys: list[bytes], values: list[bytes]) -> None:
+        """Add entries given as internal keys (with their values), in order: the same result as
+        :meth:`add` per entry, without splitting and re-packing each key. Only for a single-table output
+        (a flush: ``max_file_size`` infinite), whose file is never cut between entries."""
+        if not ikeys:
+            return
+        assert self.max_file_size == float("inf")
+        min_blob = self.opts.min_blob_size
+        if min_blob is not None and max(map(len, values)) >= min_blob:
+            # Values that go to the blob file: the per-entry path decides each one.
+            for ikey, value in zip(ikeys, values, strict=True):
+                t = int.from_bytes(ikey[-8:], "little")
+                self.add((ikey[:-8], t >> 8, t & 0xFF, value))
+            return
+        b = self._builder
+        if b is None:
+            self._number = self.new_file_number()
+            self._file = self.fs.create(os.path.join(self.dbdir, f"{self._number:06d}.sst"))
+            b = self._builder = TableBuilder(self._file, self.table_opts)
+            self._blob_refs = set()
+        add = b.add
+        for ikey, value in zip(ikeys, values, strict=True):
+            add(ikey, value)
+        self._last_key = ikeys[-1][:-8]
+
     def _finish_table(self) -> None:
         assert self._builder is not None and self._file is not None
         props = self._builder.finish(sorted(self._blob_refs))

@@ -229,8 +229,14 @@ class Maintenance:
                           max_file_size=float("inf"),
                           tombstones_applied_seq=applied_tombstone_seq(tombs, snapshots))
         try:
-            for e in drop_hidden(mem.entries(), snapshots, False, tombs, lambda e: None):
-                sink.add(e)
+            if not snapshots and not tombs:
+                # Nothing can see an older version: take each key's newest, as internal keys, in runs
+                # (drop_hidden and OutputSink.add per entry were ~15% of a flush's Python).
+                for ikeys, values in mem.flush_runs():
+                    sink.add_run(ikeys, values)
+            else:
+                for e in drop_hidden(mem.entries(), snapshots, False, tombs, lambda e: None):
+                    sink.add(e)
             out = sink.finish()
         except BaseException:
             for path in sink.abandon():

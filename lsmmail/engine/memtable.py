@@ -21,7 +21,7 @@ from itertools import islice
 
 from sortedcontainers import SortedList
 
-from .keys import KIND_RANGE_DEL
+from .keys import KIND_RANGE_DEL, pack_internal
 
 Entry = tuple[bytes, int, int, bytes]  # (user_key, sequence, kind, value)
 RangeTombstone = tuple[int, bytes, bytes]  # (sequence, start, end)
@@ -130,6 +130,19 @@ class MemTable:
                     return
                 yield chunk
                 hi, hi_incl = chunk[-1], False
+
+    def flush_runs(self) -> Iterator[tuple[list[bytes], list[bytes]]]:
+        """For a flush with no live snapshot and no range tombstone: the newest version of every key,
+        in order, as runs of ``(internal keys, values)``; older versions are hidden from every reader."""
+        m = self._map
+        for chunk in self._key_chunks(None, None, False):
+            ikeys = []
+            values = []
+            for key in chunk:
+                seq, kind, value = m[key][-1]
+                ikeys.append(pack_internal(key, seq, kind))
+                values.append(value)
+            yield ikeys, values
 
     def entries(self, start: bytes | None = None, end: bytes | None = None) -> Iterator[Entry]:
         """Every version with ``start <= key < end`` in internal order (key ascending, seq descending)."""

@@ -38,6 +38,9 @@ _ffi = native._ffi
 #: short scan (a folder page of 50) does not pay for much more than it reads.
 _CHUNK = 256
 
+#: Versions per C call in a flush (one run handed to the table builder).
+_FLUSH_CHUNK = 1024
+
 #: Initial copy-out buffer of a scan; grown when one version does not fit.
 _SCAN_BUF = 64 * 1024
 
@@ -153,6 +156,39 @@ class NativeMemTable:
                 # A huge version was copied out: do not keep its buffer for the rest of the scan.
                 cap = _SCAN_BUF
                 buf = native._new("uint8_t[]", cap)
+
+    def flush_runs(self) -> Iterator[tuple[list[bytes], list[bytes]]]:
+        """For a flush with no live snapshot and no range tombstone: the newest version of every key,
+        in order, as runs of ``(internal keys, values)`` (same result as the twin's method)."""
+        lib, ffi, m = _lib, _ffi, self._m
+        cap = 4 * _SCAN_BUF
+        buf = native._new("uint8_t[]", cap)
+        ends = native._new("uint64_t[]", 2 * _FLUSH_CHUNK)
+        last = ffi.new("void **")
+        state = ffi.new("uint64_t[2]")
+        after = ffi.NULL
+        while True:
+            n = lib.lsm_mem_flush_scan(m, after, _FLUSH_CHUNK, buf, cap, ends, last, state)
+            if n == 0 and state[1]:
+                cap = max(2 * cap, int(state[1]))
+                buf = native._new("uint8_t[]", cap)
+                continue
+            if n:
+                after = last[0]
+                pos = ffi.unpack(ends, 2 * n)
+                data = ffi.buffer(buf, pos[-1])[:]
+                ikeys = []
+                values = []
+                a = 0
+                for i in range(0, 2 * n, 2):
+                    b = pos[i]
+                    c = pos[i + 1]
+                    ikeys.append(data[a:b])
+                    values.append(data[b:c])
+                    a = c
+                yield ikeys, values
+            if state[0]:
+                return
 
     def entries(self, start: bytes | None = None, end: bytes | None = None) -> Iterator[Entry]:
         """Every version with ``start <= key < end`` in internal order (key ascending, seq descending)."""

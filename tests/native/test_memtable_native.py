@@ -14,7 +14,9 @@ from hypothesis import strategies as st
 
 from lsmmail import native
 from lsmmail.engine.batch import WriteBatch, decode_batch
+from lsmmail.engine.compaction import drop_hidden
 from lsmmail.engine.errors import Corruption
+from lsmmail.engine.keys import pack_internal
 from lsmmail.engine.memtable import MemTable
 from lsmmail.engine.memtable_native import NativeMemTable, new_memtable
 
@@ -55,6 +57,11 @@ def _same(a: NativeMemTable, b: MemTable, bounds: list[tuple[bytes | None, bytes
         for snap in range(0, top + 2):
             assert a.get(k, snap) == b.get(k, snap)
     assert a.range_tombstones == b.range_tombstones
+    # flush_runs = drop_hidden over the entries with no snapshot and no tombstone, as internal keys.
+    flat = [(k, v) for ks, vs in a.flush_runs() for k, v in zip(ks, vs, strict=True)]
+    assert flat == [(k, v) for ks, vs in b.flush_runs() for k, v in zip(ks, vs, strict=True)]
+    kept = drop_hidden(b.entries(), [], False, [], lambda e: None)
+    assert flat == [(pack_internal(k, s, kind), v) for k, s, kind, v in kept]
     assert (len(a), a.approximate_size, a.largest_seq) == (len(b), b.approximate_size, b.largest_seq)
 
 
@@ -90,7 +97,8 @@ def test_add_per_entry_and_without_rep(entries) -> None:  # type: ignore[no-unty
 @settings(max_examples=20, deadline=None)
 @given(st.integers(min_value=0, max_value=2**32 - 1))
 def test_large_values_and_many_versions(seed: int) -> None:
-    """Versions bigger than the scan buffer, more than one scan chunk, and arena chunks of their own."""
+    """Versions bigger than the scan buffers, more than one scan or flush chunk, and arena chunks of
+    their own."""
     import random
 
     rng = random.Random(seed)
@@ -98,8 +106,8 @@ def test_large_values_and_many_versions(seed: int) -> None:
     seq = 1
     for _ in range(3):
         wb = WriteBatch()
-        for _ in range(400):
-            k = b"k%03d" % rng.randrange(300)
+        for _ in range(800):
+            k = b"k%03d" % rng.randrange(1500)
             size = rng.choice((0, 10, 1000, 70_000, 300_000)) if rng.random() < 0.05 else rng.randrange(50)
             wb.put(k, rng.randbytes(size))
         a.add_batch(seq, wb.entries, wb.encoded_entries())

@@ -2,9 +2,9 @@
 
 Delivery path
     :meth:`SearchIndex.index` tokenises the document and puts ONE key into the caller's batch: the doc's
-    *forward record* (every term with its positions). After the batch commits, :meth:`committed` adds the
-    doc's postings to the in-memory segment. Cost on the delivery path: one key of ~1-3 bytes per token,
-    instead of one engine key per (term, message).
+    *forward record* (each field's token stream). After the batch commits, :meth:`committed` adds the
+    doc's streams to the in-memory segment (grouped into postings only if a query needs them). Cost on
+    the delivery path: one key of ~1-3 bytes per token, instead of one engine key per (term, message).
 
 Flush
     When the in-memory segment holds :attr:`flush_postings` tokens (or on :meth:`flush`), it is written as

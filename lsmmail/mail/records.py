@@ -466,6 +466,16 @@ def message_from(mid: bytes, data: bytes, body: bytes | None) -> Message:
     return m
 
 
+def message_with_read(data: bytes, read: bool) -> bytes:
+    """A copy of a message record whose summary has the read flag ``read`` (one byte differs): what
+    mark_read writes, without re-decoding the head or joining a new record (the caller has already
+    decoded the head with decode_message_head, which checked the summary lies inside ``data``)."""
+    b = bytearray(data)
+    i = MESSAGE_HEAD_LEN + SUMMARY_FLAGS_AT
+    b[i] = (b[i] & ~FLAG_READ) | (FLAG_READ if read else 0)
+    return bytes(b)
+
+
 def message_with(data: bytes, folder: int, summary: bytes) -> bytes:
     """A copy of a message record with a new folder and summary (the details are kept as they are)."""
     _, old = decode_message_head(data)

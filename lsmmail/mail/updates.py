@@ -6,13 +6,13 @@ from . import schema
 from .ids import ID_LEN
 from .listeners import _notifies
 from .records import (
+    MESSAGE_HEAD_LEN,
     TRASH,
     decode_message_details,
     decode_message_head,
-    message_with,
+    message_with_read,
     summary_is_read,
     summary_thread,
-    summary_with_read,
 )
 from .store_core import StoreCore
 from .txn import Txn, UserState
@@ -33,13 +33,16 @@ class MessageUpdates(StoreCore):
                 return
             txn = self._txn()
             ut = txn.user(u)
-            sm = summary_with_read(sm, read)
-            txn.put(schema.message_key(u.uk, mid), message_with(rec, folder, sm))
-            txn.put(schema.listing_key(u.uk, folder, mid), sm)
+            rec = message_with_read(rec, read)
+            sm = rec[MESSAGE_HEAD_LEN:MESSAGE_HEAD_LEN + len(sm)]  # the same flag flipped in the copy
+            txn.put(schema.message_key(u.uk, mid), rec)
+            lkey = schema.listing_key(u.uk, folder, mid)
+            txn.put(lkey, sm)
+            ukey = schema.UNREAD + lkey[1:]  # same fields as the listing key, other tag (docs/schema.md)
             if read:
-                txn.delete(schema.unread_key(u.uk, folder, mid))
+                txn.delete(ukey)
             else:
-                txn.put(schema.unread_key(u.uk, folder, mid), sm)
+                txn.put(ukey, sm)
             ut.count(folder, 0, -1 if read else 1)
             txn.log_change(ut, schema.CHANGE_UPDATED, mid)
             self._commit(txn)

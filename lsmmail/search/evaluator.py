@@ -5,7 +5,7 @@ from __future__ import annotations
 import heapq
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
-from itertools import filterfalse, islice
+from itertools import filterfalse, islice, takewhile
 from typing import TYPE_CHECKING, Any
 
 from . import postings as P
@@ -15,6 +15,9 @@ from .postings import ANY
 from .query import All, And, DateBound, HasAttachment, InFolder, IsRead, Node, Not, Or, Term, parse
 from .segment_reads import _PLAN_CACHE_ENTRIES, Keys
 from .tokenizer import ADDRESS_FIELDS, MAX_TOKEN_BYTES, META, SPECIAL_FIELDS, TEXT_FIELDS, normalize
+
+#: The end of UUIDv7 time: ids hold 48-bit milliseconds.
+_TIME_END = 1 << 48
 
 if TYPE_CHECKING:
     from .index import SearchIndex
@@ -227,24 +230,39 @@ def _needs_state(node: Node) -> bool:
 # of leaves and negated leaves, where each leaf is exactly a union of (field, term) posting lists. Those
 # are answered without sets of every match: the newest hits come from walking the shortest cached posting
 # list from its newest doc down and probing the others' frozensets, through C iterators (reversed, filter,
-# filterfalse, islice) that stop after ``want`` hits; no Python code runs per candidate doc.
+# filterfalse, islice) that stop after ``want`` hits; no Python code runs per candidate doc. Date bounds
+# in the same AND are a range of ids (UUIDv7: the first 48 bits are the time); is:/in: leaves are checked
+# per candidate, newest first, against the mail layer's state, until the page is full.
 
 
 class Plan:
     """What a query text compiles to: its AST and, for fast-path shapes, the key sets of its positive and
     negated leaves (``pos`` is None otherwise). ``combined``: the index's ``_combined`` it was made for.
     ``mem_pos``/``mem_neg``: the same key sets as the memory segment's (field, term) keys (it has no
-    any-field postings: ``*`` stands for every text field there)."""
+    any-field postings: ``*`` stands for every text field there). ``lo``/``hi``: the ids a date bound
+    admits, ``lo <= id < hi`` (None: unbounded); ``empty``: the dates admit nothing. ``states``: the
+    ``is:``/``in:`` leaves, as ``(leaf, negated)``."""
 
-    __slots__ = ("node", "pos", "neg", "combined", "mem_pos", "mem_neg")
+    __slots__ = ("node", "pos", "neg", "combined", "mem_pos", "mem_neg", "lo", "hi", "empty", "states")
 
-    def __init__(self, node: Node, pos: tuple[Keys, ...] | None, neg: tuple[Keys, ...], combined: bool):
+    def __init__(self, node: Node, pos: tuple[Keys, ...] | None, neg: tuple[Keys, ...], combined: bool,
+                 dates: tuple[tuple[DateBound, bool], ...] = (),
+                 states: tuple[tuple[IsRead | InFolder, bool], ...] = ()) -> None:
         self.node = node
         self.pos = pos
         self.neg = neg
         self.combined = combined
         self.mem_pos = tuple(_mem_keys(k) for k in pos or ())
         self.mem_neg = tuple(_mem_keys(k) for k in neg)
+        self.states = states
+        # before:D is t < ms, after:D (and -before:D) is t >= ms; ids compare like their 48-bit time
+        # prefix (an id longer than an equal prefix sorts after it), so the bounds are id prefixes.
+        lo = max((b.ms for b, negd in dates if b.before == negd), default=None)
+        hi = min((b.ms for b, negd in dates if b.before != negd), default=None)
+        self.empty = (hi is not None and hi <= 0) or (lo is not None and lo >= _TIME_END) or (
+            lo is not None and hi is not None and lo >= hi)
+        self.lo = lo.to_bytes(6, "big") if lo is not None and 0 < lo < _TIME_END else None
+        self.hi = hi.to_bytes(6, "big") if hi is not None and 0 < hi < _TIME_END else None
 
 
 def plan_for(ix: SearchIndex, query: str) -> Plan:
@@ -269,15 +287,24 @@ def make_plan(node: Node, combined: bool) -> Plan:
     children = node.children if isinstance(node, And) else (node,)
     pos: list[Keys] = []
     neg: list[Keys] = []
+    dates: list[tuple[DateBound, bool]] = []
+    states: list[tuple[IsRead | InFolder, bool]] = []
     for c in children:
         negated = isinstance(c, Not)
-        keys = leaf_keys(c.child if negated else c, combined)  # type: ignore[union-attr]
+        leaf = c.child if negated else c  # type: ignore[union-attr]
+        if isinstance(leaf, DateBound):
+            dates.append((leaf, negated))
+            continue
+        if isinstance(leaf, (IsRead, InFolder)):
+            states.append((leaf, negated))
+            continue
+        keys = leaf_keys(leaf, combined)
         if keys is None:
             return Plan(node, None, (), combined)
         (neg if negated else pos).append(keys)
     if not pos:
         return Plan(node, None, (), combined)
-    return Plan(node, tuple(pos), tuple(neg), combined)
+    return Plan(node, tuple(pos), tuple(neg), combined, tuple(dates), tuple(states))
 
 
 def leaf_keys(node: Node, combined: bool) -> Keys | None:
@@ -328,20 +355,29 @@ def _mem_docs(mem: dict[tuple[str, str], dict[bytes, bytes]], keys: Keys) -> set
 
 def fast_ids(ix: SearchIndex, user: bytes, plan: Plan, want: int, after: bytes | None) -> list[bytes]:
     """Newest ``want`` docs older than ``after`` having every ``plan.pos`` key set and no ``plan.neg`` key
-    set, not deleted. Caller holds the index lock (the memory segment, caches and segment set are stable)."""
+    set, inside the plan's date range and states, not deleted. Caller holds the index lock (the memory
+    segment, caches and segment set are stable)."""
     pos = plan.pos
     assert pos is not None
+    if plan.empty:
+        return []
+    hi = plan.hi
+    if hi is not None and (after is None or hi < after):
+        after = hi  # both are exclusive upper bounds
+    lo = plan.lo
     deleted = ix._deleted_for(user)
     flushed = ix._flushed_docs
     lists = [flushed(user, k) for k in pos]
     if len(lists) > 1:
         lists.sort(key=lambda td: len(td.asc))
     first = lists[0].asc
-    hits: list[bytes] = []
+    it: Iterator[bytes] = iter(())
     if first and all(td.asc for td in lists):
-        it: Iterator[bytes] = reversed(first)
+        it = reversed(first)
         if after is not None:
             it = islice(it, len(first) - bisect_left(first, after), None)
+        if lo is not None:
+            it = takewhile(lo.__le__, it)  # lo <= id: the walk ends at the date bound
         for td in lists[1:]:
             it = filter(td.members().__contains__, it)
         for k in plan.neg:
@@ -350,33 +386,77 @@ def fast_ids(ix: SearchIndex, user: bytes, plan: Plan, want: int, after: bytes |
                 it = filterfalse(td.members().__contains__, it)
         if deleted:
             it = filterfalse(deleted.__contains__, it)
-        hits = list(islice(it, want))
-    mem = ix._mem.postings.get(user)
-    if not mem:
+    mem_hits = _mem_hits(ix, user, plan, deleted, after, lo)
+    if plan.states:
+        # Newest first over both parts, each candidate checked against the mail layer's state under one
+        # snapshot, until the page is full.
+        stream = heapq.merge(mem_hits, it, reverse=True) if mem_hits else it
+        with ix.db.snapshot() as snap:
+            return _with_states(ix, user, snap, plan.states, stream, want)
+    hits = list(islice(it, want))
+    if not mem_hits:
         return hits
-    # The memory segment: a few hundred recent docs at most, as plain sets. A doc is in memory or in one
-    # flushed segment, never both, so each side is filtered by its own negated postings.
-    sets = [_mem_docs(mem, k) for k in plan.mem_pos]
-    if not all(sets):
-        return hits
-    sets.sort(key=len)
-    cand = sets[0].intersection(*sets[1:]) if len(sets) > 1 else sets[0]
-    for k in plan.mem_neg:
-        cand -= _mem_docs(mem, k)
-    if after is not None:
-        cand = set(filter(after.__gt__, cand))  # d < after, at C speed
-    if deleted:
-        cand = cand - deleted  # C set operations: no Python code per doc
-    if not cand:
-        return hits
-    got = sorted(cand, reverse=True)
-    if hits and got[-1] < hits[0]:  # memory docs are usually all newer than flushed ones: no merge then
+    got = mem_hits
+    if hits and got[-1] < hits[0]:  # the two parts interleave (usually every memory doc is newer)
         got += hits
         got.sort(reverse=True)
     else:
         got += hits
     del got[want:]
     return got
+
+
+def _mem_hits(
+    ix: SearchIndex, user: bytes, plan: Plan, deleted: set[bytes], after: bytes | None, lo: bytes | None
+) -> list[bytes]:
+    """The plan's matches in the memory segment (recent docs not flushed yet: a few hundred at most), as
+    plain sets, newest first, states not checked. A doc is in memory or in one flushed segment, never
+    both, so each side is filtered by its own negated postings."""
+    mem = ix._mem.postings.get(user)
+    if not mem:
+        return []
+    sets = [_mem_docs(mem, k) for k in plan.mem_pos]
+    if not all(sets):
+        return []
+    sets.sort(key=len)
+    cand = sets[0].intersection(*sets[1:]) if len(sets) > 1 else sets[0]
+    for k in plan.mem_neg:
+        cand -= _mem_docs(mem, k)
+    if after is not None:
+        cand = set(filter(after.__gt__, cand))  # d < after, at C speed
+    if lo is not None:
+        cand = set(filter(lo.__le__, cand))
+    if deleted:
+        cand = cand - deleted  # C set operations: no Python code per doc
+    return sorted(cand, reverse=True)
+
+
+def _with_states(
+    ix: SearchIndex, user: bytes, snap: Any, states: tuple[tuple[IsRead | InFolder, bool], ...],
+    stream: Iterable[bytes], want: int,
+) -> list[bytes]:
+    lookup = ix.state_lookup
+    folders: dict[str, str] = {}  # folder id -> normalised, per query
+    out: list[bytes] = []
+    for d in stream:
+        st = lookup(user, d, snap)
+        if st is None:
+            continue  # the message is gone for good: never a result
+        for leaf, negated in states:
+            if isinstance(leaf, IsRead):
+                ok = st.is_read == leaf.read
+            else:
+                f = folders.get(st.folder_id)
+                if f is None:
+                    f = folders[st.folder_id] = normalize(st.folder_id)
+                ok = f == leaf.folder
+            if ok == negated:
+                break
+        else:
+            out.append(d)
+            if len(out) >= want:
+                break
+    return out
 
 
 def evaluate(ix: SearchIndex, user: bytes, plan: Plan, want: int, after: bytes | None) -> list[bytes]:

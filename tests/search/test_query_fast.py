@@ -13,10 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import lsmmail
-from lsmmail.search import IndexedDocument, QuerySyntaxError, analyze, parse
+from lsmmail.search import DocState, IndexedDocument, QuerySyntaxError, analyze, parse
 from lsmmail.search.evaluator import _Evaluator, make_plan, plan_for
 
-from .docgen import ADDRS, BASE_MS, WORDS, doc_id, random_doc
+from .docgen import ADDRS, BASE_MS, FOLDERS, WORDS, doc_id, random_doc
 from .model import brute_force, search_all
 from .test_index import U1, U2, Mail
 
@@ -27,10 +27,14 @@ _addr_leaf = st.sampled_from(
      "filename:pdf", "has:attachment", "to:carol.danvers@mail.example.com"]
 )
 _leaf = st.one_of(_word, _addr_leaf)
-#: The fast-path shapes: one leaf, or an AND of leaves with at least one not negated.
-fast_queries = st.tuples(_leaf, st.lists(st.tuples(st.booleans(), _leaf), max_size=3)).map(
-    lambda t: " ".join([t[0]] + [("-" if neg else "") + q for neg, q in t[1]])
-)
+#: Dates (docs span 2020-09-13 to 2020-09-14 here) and states: checked per candidate on the fast path.
+_other = st.sampled_from(["is:read", "is:unread", "in:inbox", "in:ARCHIVE", "after:2020-09-13",
+                          "before:2020-09-14", "after:2020-09-14", "before:1960-01-01", "after:9999-01-01",
+                          "before:2020-09-13", "after:1969-12-31"])
+#: The fast-path shapes: one leaf, or an AND of leaves with at least one not negated, plus dates/states.
+fast_queries = st.tuples(
+    _leaf, st.lists(st.tuples(st.booleans(), st.one_of(_leaf, _leaf, _other)), max_size=3)
+).map(lambda t: " ".join([t[0]] + [("-" if neg else "") + q for neg, q in t[1]]))
 
 
 def general(m: Mail, user: bytes, query: str, want: int, after: bytes | None) -> list[bytes]:
@@ -42,7 +46,7 @@ def general(m: Mail, user: bytes, query: str, want: int, after: bytes | None) ->
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     seed=st.integers(0, 2**32 - 1),
-    ops=st.lists(st.sampled_from(["deliver"] * 5 + ["delete", "flush", "merge", "reopen", "query"]),
+    ops=st.lists(st.sampled_from(["deliver"] * 5 + ["delete", "state", "flush", "merge", "reopen", "query"]),
                  min_size=1, max_size=50),
     qs=st.lists(fast_queries, min_size=1, max_size=5),
     flush_postings=st.sampled_from([15, 60, 100_000]),
@@ -63,7 +67,8 @@ def test_fast_path_matches_model_across_changes(
                     for user in (U1, U2):
                         plan = plan_for(m.ix, q)
                         assert plan.pos is not None, q  # these shapes take the fast path
-                        want = brute_force(parse(q), live[user])  # type: ignore[arg-type]
+                        states = {d: m.states.get((user, d)) for d in live[user]}
+                        want = brute_force(parse(q), live[user], states)  # type: ignore[arg-type]
                         assert search_all(m.ix, user, q, page=3) == want, q
                         assert m.ix.search(user, q, limit=7)[0] == want[:7], q
                         assert general(m, user, q, 7, None) == want[:7], q
@@ -77,12 +82,15 @@ def test_fast_path_matches_model_across_changes(
                     n += 1
                     d = doc_id(BASE_MS + r.randint(0, 3) * 43_200_000 + n, r.getrandbits(80))
                     doc = random_doc(r)
-                    m.deliver(user, d, doc)
+                    m.deliver(user, d, doc, r.choice(FOLDERS))
                     live[user][d] = analyze(doc)
                 elif op == "delete" and live[user]:
                     d = r.choice(sorted(live[user]))
                     m.delete(user, d)
                     del live[user][d]
+                elif op == "state" and live[user]:
+                    d = r.choice(sorted(live[user]))
+                    m.states[(user, d)] = DocState(r.choice(FOLDERS), r.random() < 0.5)
                 elif op == "flush":
                     m.ix.flush()
                 elif op == "merge":
@@ -160,8 +168,9 @@ def test_plan_cache_follows_the_index_format_and_rejects_bad_queries(db: object)
 
 def test_general_shapes_do_not_take_the_fast_path(db: object) -> None:
     m = Mail(db)
-    for q in ['"alpha beta"', "alpha OR beta", "-alpha", "is:read alpha", "in:inbox", "alice@example.com",
+    for q in ['"alpha beta"', "alpha OR beta", "-alpha", "is:read", "in:inbox", "alice@example.com",
               "(alpha beta) OR gamma", "-alpha -beta", "&", "x1.42"]:
         assert plan_for(m.ix, q).pos is None, q
-    for q in ["alpha", "alpha beta", "alpha -beta", "from:alice@example.com -has:attachment", ".alpha"]:
+    for q in ["alpha", "alpha beta", "alpha -beta", "from:alice@example.com -has:attachment", ".alpha",
+              "is:read alpha", "alpha -in:trash after:2020-01-01 -before:2021-01-01"]:
         assert plan_for(m.ix, q).pos is not None, q

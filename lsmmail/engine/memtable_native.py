@@ -190,6 +190,71 @@ class NativeMemTable:
             if state[0]:
                 return
 
+    def flush_blocks(
+        self, block_size: int, restart_interval: int
+    ) -> Iterator[tuple[list[bytes], list[bytes], list[bytes], list[int], int]]:
+        """The data blocks of a flush with no live snapshot and no range tombstone (each key's newest
+        version), encoded and cut as ``TableBuilder`` would: runs of ``(blocks, last internal key of each,
+        user keys, trailers, value bytes)`` for :class:`~lsmmail.engine.flush_table.BlockTableWriter`.
+        Values are copied as they are: the caller checks :meth:`max_value_size` against the blob
+        threshold first."""
+        lib, ffi, m = _lib, _ffi, self._m
+        cap = 1 << 20
+        nblocks = 64
+        buf = native._new("uint8_t[]", cap)
+        block_end = native._new("uint64_t[]", nblocks)
+        block_last = native._new("uint64_t[]", nblocks)
+        keycap = 1 << 18
+        max_keys = 8192
+        keys = native._new("uint8_t[]", keycap)
+        key_end = native._new("uint64_t[]", max_keys)
+        trailers = native._new("uint64_t[]", max_keys)
+        last = ffi.new("void **")
+        state = ffi.new("uint64_t[4]")
+        after = ffi.NULL
+        while True:
+            nb = lib.lsm_mem_flush_blocks(m, after, block_size, restart_interval, nblocks, buf, cap,
+                                          block_end, block_last, keys, keycap, key_end, trailers, max_keys,
+                                          last, state)
+            if nb < 0:
+                raise MemoryError("flush block buffer")
+            if nb == 0 and state[1]:
+                cap *= 2
+                keycap *= 2
+                max_keys *= 2
+                buf = native._new("uint8_t[]", cap)
+                keys = native._new("uint8_t[]", keycap)
+                key_end = native._new("uint64_t[]", max_keys)
+                trailers = native._new("uint64_t[]", max_keys)
+                continue
+            if nb:
+                after = last[0]
+                ne = int(state[2])
+                bends = ffi.unpack(block_end, nb)
+                blasts = ffi.unpack(block_last, nb)
+                kends = ffi.unpack(key_end, ne)
+                tr = ffi.unpack(trailers, ne)
+                data = ffi.buffer(buf, bends[-1])[:]
+                kdata = ffi.buffer(keys, kends[-1])[:]
+                blocks = []
+                a = 0
+                for b in bends:
+                    blocks.append(data[a:b])
+                    a = b
+                ukeys = []
+                a = 0
+                for b in kends:
+                    ukeys.append(kdata[a:b])
+                    a = b
+                lasts = [ukeys[i] + tr[i].to_bytes(8, "little") for i in blasts]
+                yield blocks, lasts, ukeys, tr, int(state[3])
+            if state[0]:
+                return
+
+    def max_value_size(self) -> int:
+        """The longest value held (0 when empty)."""
+        return int(_lib.lsm_mem_max_value(self._m))
+
     def entries(self, start: bytes | None = None, end: bytes | None = None) -> Iterator[Entry]:
         """Every version with ``start <= key < end`` in internal order (key ascending, seq descending)."""
         return self._scan(start, end, False)

@@ -160,11 +160,25 @@ class MailSearch(StoreCore):
         raw = self._db.get(schema.message_key(uk, doc_id), snapshot=snapshot)
         if raw is None:
             return None
+        return self._state_of(uk, raw, snapshot, {})
+
+    def _doc_states(self, uk: bytes, doc_ids: list[bytes], snapshot: object) -> list[Any]:
+        """``_doc_state`` of many docs: their records in one batched engine read (``get_many``)."""
+        get_many = getattr(self._db, "get_many", None)
+        keys = [schema.message_key(uk, d) for d in doc_ids]
+        if get_many is not None:
+            raws = get_many(keys, snapshot=snapshot)
+        else:
+            raws = [self._db.get(k, snapshot=snapshot) for k in keys]
+        names: dict[int, str] = {}
+        return [None if raw is None else self._state_of(uk, raw, snapshot, names) for raw in raws]
+
+    def _state_of(self, uk: bytes, raw: bytes, snapshot: object, names: dict[int, str]) -> Any:
         n, sm = decode_message_head(raw)
-        name = SYSTEM_FOLDERS.get(n)
+        name = SYSTEM_FOLDERS.get(n) or names.get(n)
         if name is None:  # a user folder: in:NAME is its current name (as of the query's snapshot)
             frec = self._db.get(schema.folder_key(uk, n), snapshot=snapshot)
-            name = loads(frec)["n"] if frec is not None else folder_id_str(n)
+            name = names[n] = loads(frec)["n"] if frec is not None else folder_id_str(n)
         return DocState(name, summary_is_read(sm))
 
 

@@ -50,6 +50,8 @@ class MailStore(UserAccounts, Folders, Reads, MessageUpdates, Sending, Delivery,
         self._att_lock = threading.Lock()  # attachment refcount check-and-write (see _add_attachments)
         self._closed = False
         self._search = SearchIndex(db, self._doc_state) if SearchIndex is not None else None
+        if self._search is not None:  # is:/in: queries look states up in batches (one get_many)
+            self._search.state_lookup_many = self._doc_states
         self._listeners: tuple[Listener, ...] = ()  # replaced, never mutated: callers iterate lock-free
         self._listeners_lock = threading.Lock()
         self._local = threading.local()  # per thread: write depth and (user, state) pairs to announce

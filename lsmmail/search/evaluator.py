@@ -392,7 +392,7 @@ def fast_ids(ix: SearchIndex, user: bytes, plan: Plan, want: int, after: bytes |
         # snapshot, until the page is full.
         stream = heapq.merge(mem_hits, it, reverse=True) if mem_hits else it
         with ix.db.snapshot() as snap:
-            return _with_states(ix, user, snap, plan.states, stream, want)
+            return _with_states(ix, user, snap, plan.states, iter(stream), want)
     hits = list(islice(it, want))
     if not mem_hits:
         return hits
@@ -433,29 +433,35 @@ def _mem_hits(
 
 def _with_states(
     ix: SearchIndex, user: bytes, snap: Any, states: tuple[tuple[IsRead | InFolder, bool], ...],
-    stream: Iterable[bytes], want: int,
+    stream: Iterator[bytes], want: int,
 ) -> list[bytes]:
+    """The first ``want`` docs of ``stream`` whose state satisfies every ``(leaf, negated)``. States are
+    looked up in chunks of exactly the hits still missing (``ix.state_lookup_many`` when the mail layer
+    provides it: one batched engine read), so no doc is looked up that a one-by-one walk would not."""
     lookup = ix.state_lookup
+    many = ix.state_lookup_many
     folders: dict[str, str] = {}  # folder id -> normalised, per query
     out: list[bytes] = []
-    for d in stream:
-        st = lookup(user, d, snap)
-        if st is None:
-            continue  # the message is gone for good: never a result
-        for leaf, negated in states:
-            if isinstance(leaf, IsRead):
-                ok = st.is_read == leaf.read
+    while len(out) < want:
+        chunk = list(islice(stream, want - len(out)))
+        if not chunk:
+            break
+        found = many(user, chunk, snap) if many is not None else [lookup(user, d, snap) for d in chunk]
+        for d, st in zip(chunk, found, strict=True):
+            if st is None:
+                continue  # the message is gone for good: never a result
+            for leaf, negated in states:
+                if isinstance(leaf, IsRead):
+                    ok = st.is_read == leaf.read
+                else:
+                    f = folders.get(st.folder_id)
+                    if f is None:
+                        f = folders[st.folder_id] = normalize(st.folder_id)
+                    ok = f == leaf.folder
+                if ok == negated:
+                    break
             else:
-                f = folders.get(st.folder_id)
-                if f is None:
-                    f = folders[st.folder_id] = normalize(st.folder_id)
-                ok = f == leaf.folder
-            if ok == negated:
-                break
-        else:
-            out.append(d)
-            if len(out) >= want:
-                break
+                out.append(d)
     return out
 
 

@@ -50,6 +50,9 @@ class SegmentReads:
     above the line and calls :meth:`_init_read_caches`."""
 
     db: Any
+    #: Optional ``(user_key, [doc_id], snapshot) -> [DocState | None]``: ``state_lookup`` of many docs at
+    #: once (the mail layer sets it; one batched engine read instead of one per doc). None: per doc.
+    state_lookup_many: Any = None
     _lock: threading.RLock
     _mem: _MemSegment
     _tables: dict[bytes, dict[int, list[bytes]]]  # per user, loaded lazily

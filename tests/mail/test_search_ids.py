@@ -142,3 +142,31 @@ def test_search_summaries_follow_changes_and_are_private(store: MailStore) -> No
     page[mids[2]].to.append(("Mallory", "m@evil.example"))  # a caller's change stays in its own copy
     assert by_id("from:ann@example.org OR from:bob@example.org OR from:cy@mail.example.net")[mids[2]] == \
         store.get_message("alice", mids[2]).summary
+
+
+def test_batched_state_lookup_equals_one_by_one(store: MailStore) -> None:
+    r = random.Random(4)
+    mids = [store.deliver("alice", message(r, n)) for n in range(12)]
+    folder = store.create_folder("alice", "Projects")
+    fid = folder.id if hasattr(folder, "id") else folder
+    store.move("alice", mids[0], fid)
+    store.move("alice", mids[1], "Archive")
+    store.mark_read("alice", mids[2])
+    store.delete("alice", mids[3])
+    store.delete("alice", mids[3])  # gone for good: no state
+    uk = store._user("alice").uk
+    from lsmmail.mail.ids import id_from_str
+
+    docs = [id_from_str(m) for m in mids]
+    with store.db.snapshot() as snap:
+        one = [store._doc_state(uk, d, snap) for d in docs]
+        assert store._doc_states(uk, docs, snap) == one
+    assert one[0].folder_id == "Projects" and one[1].folder_id == "Archive" and one[2].is_read
+    assert one[3] is None
+    expected = {mids[0]: {"in:projects"}, mids[1]: {"in:archive"}, mids[2]: {"in:inbox", "is:read"}}
+    for m, where in expected.items():
+        word = store.get_message("alice", m).summary.subject.split()[0]
+        for q in ("in:projects", "in:archive", "is:read", "in:inbox"):
+            got = store.search_ids("alice", f"{q} {word}", limit=100).items
+            assert (m in got) == (q in where), (q, word)
+            assert got == [x.id for x in store.search("alice", f"{q} {word}", limit=100).items]

@@ -48,30 +48,35 @@ class _Evaluator:
         hit = self.cache.get(ck)
         if hit is not None:
             return hit  # type: ignore[return-value]
-        out: set[bytes] = set()
+        out: frozenset[bytes] = frozenset()
         if len(term.encode("utf-8")) <= MAX_TOKEN_BYTES:
+            # the cached frozenset itself when the memory segment has nothing: no copy (never mutated)
+            out = self.ix._flushed_docs(self.user, ((field, term),)).members()
             mem = self.mem_post.get((field, term))
             if mem:
-                out.update(mem)
-            out.update(self.ix._flushed_docs(self.user, ((field, term),)).members())
-        self.cache[ck] = out
-        return out
+                out = out.union(mem)
+        self.cache[ck] = out  # type: ignore[assignment]
+        return out  # type: ignore[return-value]
 
-    def positions(self, field: str, term: str) -> dict[bytes, list[int]]:
-        ck = (field, term, True)
-        hit = self.cache.get(ck)
-        if hit is not None:
-            return hit  # type: ignore[return-value]
+    def positions(self, field: str, term: str, cand: set[bytes]) -> dict[bytes, list[int]]:
+        """Positions of (field, term) in the docs of ``cand`` that have it: only their position lists
+        are built (a phrase needs them for the docs having every token, usually few)."""
         out: dict[bytes, list[int]] = {}
         if len(term.encode("utf-8")) <= MAX_TOKEN_BYTES:
             mem = self.mem_post.get((field, term))
             if mem:
                 for d, run in mem.items():
-                    out[d] = decode_positions(run)
+                    if d in cand:
+                        out[d] = decode_positions(run)
             for table, block in self._blocks(field, term):
-                for o, pos in P.decode_block(block, len(table)):
-                    out[table[o]] = pos
-        self.cache[ck] = out
+                wanted = {}
+                for d in cand:
+                    o = bisect_left(table, d)
+                    if o < len(table) and table[o] == d:
+                        wanted[o] = d
+                if wanted:
+                    for o, pos in P.decode_positions_of(block, len(table), wanted).items():
+                        out[wanted[o]] = pos
         return out
 
     def phrase(self, field: str, tokens: tuple[str, ...]) -> set[bytes]:
@@ -81,7 +86,7 @@ class _Evaluator:
         cand = set(sets[0]).intersection(*sets[1:])
         if not cand:
             return cand
-        plists = [self.positions(field, t) for t in tokens]
+        plists = [self.positions(field, t, cand) for t in tokens]
         out = set()
         for d in cand:
             first = plists[0][d]
@@ -103,9 +108,15 @@ class _Evaluator:
     def leaf_set(self, node: Node) -> set[bytes]:
         got = self.leaf.get(node)
         if got is None:
-            got = self.term(node) if isinstance(node, Term) else self.docs(META, "attachment")
+            keys = leaf_keys(node, self.ix._combined)
+            if keys is not None:  # a union of posting lists (a bare word: its one any-field list)
+                got = self.ix._flushed_docs(self.user, keys).members()  # type: ignore[assignment]
+                if self.mem_post:
+                    got = got.union(_mem_docs(self.mem_post, _mem_keys(keys)))
+            else:
+                got = self.term(node) if isinstance(node, Term) else self.docs(META, "attachment")
             self.leaf[node] = got
-        return got
+        return got  # type: ignore[return-value]
 
     def universe(self) -> set[bytes]:
         out: set[bytes] = set()

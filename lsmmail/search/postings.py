@@ -16,6 +16,7 @@ data it cannot vouch for.
 from __future__ import annotations
 
 import struct
+from collections.abc import Container
 from itertools import accumulate
 from operator import sub
 
@@ -240,11 +241,21 @@ def decode_ordinals(block: bytes, table_len: int) -> list[int]:
 
 def decode_block(block: bytes, table_len: int) -> list[tuple[int, list[int]]]:
     """Ordinals with their positions."""
+    return _walk(block, table_len, None)
+
+
+def decode_positions_of(block: bytes, table_len: int, wanted: Container[int]) -> dict[int, list[int]]:
+    """``{ordinal: positions}`` of the ordinals in ``wanted`` that the block holds. The whole block is
+    checked as :func:`decode_block` checks it; only the wanted docs' position lists are built."""
+    return dict(_walk(block, table_len, wanted))
+
+
+def _walk(block: bytes, table_len: int, wanted: Container[int] | None) -> list[tuple[int, list[int]]]:
     ords, pos = _header(block, table_len)
     if block[0] == FORMAT_ORDS:
         if pos != len(block):
             raise Corruption("trailing bytes after an ordinals-only posting block")
-        return [(o, []) for o in ords]
+        return [(o, []) for o in ords if wanted is None or o in wanted]
     # Every position varint in one native call, then a walk over the values: per doc ``npos`` and the
     # positions (first absolute, then gaps - 1). A value missing for a doc is truncation; values left
     # over after the last doc are trailing bytes.
@@ -255,14 +266,14 @@ def decode_block(block: bytes, table_len: int) -> list[tuple[int, list[int]]]:
     for o in ords:
         if i >= nvals:
             raise Corruption("posting block truncated")
-        npos = vals[i]
-        end = i + 1 + npos
+        end = i + 1 + vals[i]
         if end > nvals:
             raise Corruption("posting block truncated")
-        if npos:
-            out.append((o, list(accumulate(vals[i + 2 : end], _next_position, initial=vals[i + 1]))))
-        else:
-            out.append((o, []))
+        if wanted is None or o in wanted:
+            if end > i + 1:
+                out.append((o, list(accumulate(vals[i + 2 : end], _next_position, initial=vals[i + 1]))))
+            else:
+                out.append((o, []))
         i = end
     if i != nvals:
         raise Corruption("trailing bytes after a posting block")

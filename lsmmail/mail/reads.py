@@ -122,13 +122,10 @@ class Reads(StoreCore):
         """Messages of a thread, oldest first (empty if none remain)."""
         u = self._user(user_id)
         tid = self._mid(thread_id)
-        out = []
-        for k, _ in self._db.scan(prefix=schema.thread_prefix(u.uk, tid)):
-            mid = k[-ID_LEN:]
-            raw = self._db.get(schema.message_key(u.uk, mid))
-            if raw is not None:
-                out.append(summary_from(mid, *decode_message_head(raw)))
-        return out
+        mids = [k[-ID_LEN:] for k, _ in self._db.scan(prefix=schema.thread_prefix(u.uk, tid))]
+        recs = self._get_many([schema.message_key(u.uk, mid) for mid in mids])
+        return [summary_from(mid, *decode_message_head(raw)) for mid, raw in zip(mids, recs, strict=True)
+                if raw is not None]
 
     # ---- sync --------------------------------------------------------------------------------------------
 

@@ -362,8 +362,28 @@ def decode_data_block_spans_native(
     count, kb, ends, offs, lens, seq, kind = _decode(blk, True)
     if not count:
         return [], [], [], [], []
-    ukeys = [kb[a : b - 8] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
-    return ukeys, seq, kind, offs, lens
+    return _user_keys(kb, ends, count), seq, kind, offs, lens
+
+
+#: ``struct.Struct`` per (internal key length, entry count) for blocks whose keys all have one length
+#: (the common case: fixed-size keys). Bounded: cleared when it grows past this many shapes.
+_KEY_STRUCTS: dict[tuple[int, int], struct.Struct] = {}
+_MAX_KEY_STRUCTS = 256
+
+
+def _user_keys(kb: bytes, ends: list[int], count: int) -> list[bytes]:
+    """The user keys (internal keys without their 8-byte trailers) of ``kb``, where internal key ``i``
+    ends at ``ends[i]``. Keys of one length are split by one ``Struct.unpack`` (~0.6 us for 16 keys,
+    against ~2 us for a slice per key: ~15% of decoding a 16 KiB block)."""
+    k = ends[0]
+    if k > 8 and ends[-1] == k * count and ends == list(range(k, k * count + 1, k)):
+        st = _KEY_STRUCTS.get((k, count))
+        if st is None:
+            if len(_KEY_STRUCTS) >= _MAX_KEY_STRUCTS:
+                _KEY_STRUCTS.clear()
+            st = _KEY_STRUCTS[(k, count)] = struct.Struct(f"{k - 8}s8x" * count)
+        return list(st.unpack(kb))
+    return [kb[a : b - 8] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
 
 
 def decode_data_block_native(blk: bytes) -> tuple[list[bytes], list[int], list[int], list[bytes]]:

@@ -313,8 +313,8 @@ def make_plan(node: Node, combined: bool) -> Plan:
         if keys is None:
             return Plan(node, None, (), combined)
         (neg if negated else pos).append(keys)
-    if not pos:
-        return Plan(node, None, (), combined)
+    # No positive word (``-spam``, ``is:unread``, ``in:inbox before:2024-01-01``): the walk is over every
+    # doc, newest first (``pos == ()``: the universe list).
     return Plan(node, tuple(pos), tuple(neg), combined, tuple(dates), tuple(states))
 
 
@@ -378,7 +378,7 @@ def fast_ids(ix: SearchIndex, user: bytes, plan: Plan, want: int, after: bytes |
     lo = plan.lo
     deleted = ix._deleted_for(user)
     flushed = ix._flushed_docs
-    lists = [flushed(user, k) for k in pos]
+    lists = [flushed(user, k) for k in pos] if pos else [ix._all_flushed(user)]
     if len(lists) > 1:
         lists.sort(key=lambda td: len(td.asc))
     first = lists[0].asc
@@ -426,7 +426,7 @@ def _mem_hits(
     mem = ix._mem.postings.get(user)
     if not mem:
         return []
-    sets = [_mem_docs(mem, k) for k in plan.mem_pos]
+    sets = [_mem_docs(mem, k) for k in plan.mem_pos] if plan.mem_pos else [set(ix._mem.docs.get(user, ()))]
     if not all(sets):
         return []
     sets.sort(key=len)

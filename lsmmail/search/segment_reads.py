@@ -116,13 +116,26 @@ class SegmentReads:
             # Segments usually hold disjoint id ranges in order, so this is a merge of sorted runs
             # (timsort: near-linear); several keys may share docs, hence the set.
             docs = sorted(set(docs)) if len(keys) > 1 else sorted(docs)
-        got = TermDocs(docs) if docs else _EMPTY
-        self._docs_size += len(docs) + 1
+        return self._cache_put(ck, TermDocs(docs) if docs else _EMPTY)
+
+    def _cache_put(self, ck: tuple[bytes, Keys], got: TermDocs) -> TermDocs:
+        self._docs_size += len(got.asc) + 1
         cache = self._docs_cache
         while cache and self._docs_size > _DOCS_CACHE_BUDGET:
             old = cache.pop(next(iter(cache)))
             self._docs_size -= len(old.asc) + 1
         cache[ck] = got
+        return got
+
+    def _all_flushed(self, user: bytes) -> TermDocs:
+        """Every doc of ``user``'s flushed segments (deleted ones included), cached like a posting list
+        under the empty key set: the walk of queries without a positive word (``-spam``, ``is:unread``)."""
+        ck: tuple[bytes, Keys] = (user, ())
+        got = self._docs_cache.get(ck)
+        if got is None:
+            docs = [d for t in self._tables_for(user).values() for d in t]
+            docs.sort()  # tables usually hold consecutive id ranges: sorted runs, near-linear
+            got = self._cache_put(ck, TermDocs(docs) if docs else _EMPTY)
         return got
 
     def _tables_for(self, user: bytes) -> dict[int, list[bytes]]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import codecs
 import email.parser
 import email.utils
+import functools
 import hashlib
 import html as html_lib
 import re
@@ -234,20 +235,30 @@ def decode_words(value: str) -> str:
 
 def addresses(values: list[str]) -> list[Address]:
     """(display name, address) pairs of address headers. Group syntax yields its members (an empty group
-    yields nothing); names are RFC 2047-decoded. Never raises."""
+    yields nothing); names are RFC 2047-decoded. Never raises.
+
+    Memoised by the exact header values: the stdlib address parser costs ~25-90 us per header (one Python
+    call per atom), and a mailbox sees the same From/To/Cc values again and again (in the 3,211-message
+    bench sample, 7,987 From/To/Cc/Bcc headers have 1,193 distinct values). The result depends on the values
+    only, so a hit is exact; each call gets its own list."""
     if not values:
         return []
+    return list(_addresses(tuple(values)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _addresses(values: tuple[str, ...]) -> tuple[Address, ...]:
     try:
         pairs = email.utils.getaddresses([unsurrogate(v) for v in values])
     except Exception:
-        return []
+        return ()
     out = []
     for name, addr in pairs:
         addr = addr.strip()
         if not addr or "@" not in addr and not name:
             continue
         out.append((decode_words(name).strip() if name else "", addr))
-    return out
+    return tuple(out)
 
 
 def html_to_text(markup: str) -> str:

@@ -34,8 +34,12 @@ Never raises on purpose; ``mime.parse`` still treats any exception here as a dec
 
 from __future__ import annotations
 
+import quopri
 import re
-from email.message import Message
+from collections.abc import Iterator
+from email._encoded_words import decode_b
+from email.message import Message, _decode_uu
+from email.policy import compat32
 
 # The headers ``mime`` reads (lower case). Keeping only these changes no ``get``/``get_all`` result for
 # them, and skips the ~20-40 Received/DKIM/List-* headers of a typical list message.
@@ -64,34 +68,113 @@ _KEPT_FIELD = re.compile(
 _MAX_DEPTH = 32
 
 
-class _Message(Message):
-    """A ``Message`` that parses each header's parameters once.
+# Parameters of a header value (``Message._get_params_preserve``: ``_parseparam`` + ``decode_params``,
+# ~15 us) depend on the value alone, and most values repeat (``text/plain; charset="us-ascii"``): keep them
+# for the ASCII values (a non-ASCII one is read through a ``Header`` object, never cached). Bounded so a
+# stream of unique boundaries cannot grow it; clearing at the bound costs one re-parse per value.
+_PARAMS_CACHE: dict[str, list] = {}
+_PARAMS_CACHE_MAX = 4096
+_fetch = compat32.header_fetch_parse
+_stdlib_params = Message._get_params_preserve
 
-    ``mime`` asks a part for its type, boundary, charset, ``filename`` and ``name``: five parses of the same
-    Content-Type / Content-Disposition value by the stdlib's RFC 2231 parameter code (~12 us each here).
-    The cache is exact because :func:`build` sets all headers before the first question and nothing
-    changes them afterwards; callers only iterate the returned list."""
 
-    _param_cache: dict[str, object]
+class Part:
+    """One part of the tree: the stand-in for ``email.message.Message`` that ``mime`` reads.
+
+    ``mime``'s header readers and part walk call ``get``, ``get_all``, ``walk``, ``is_multipart``,
+    ``get_content_type``, ``get_content_disposition``, ``get_filename``, ``get_content_charset`` and
+    ``get_payload(decode=True)``. The parameter-level methods are the stdlib's own functions (borrowed
+    below, so RFC 2231, quoting and charset rules are literally the same code); what differs is storage:
+    headers are a dict of lower-case name -> raw ``(name, value)`` pairs (``Message`` scans a list and
+    lower-cases every name per lookup), a leaf payload stays the raw ``bytes`` slice (the feed parser's
+    ``str`` is that slice decoded ASCII + surrogateescape, and ``get_payload(decode=True)`` encodes it
+    back to exactly these bytes), and parameters are parsed once per distinct header value."""
+
+    __slots__ = ("_fields", "_payload", "_default_type")
+
+    policy = compat32
+
+    def __init__(self, default_type: str = "text/plain") -> None:
+        self._fields: dict[str, list[tuple[str, str]]] = {}
+        self._payload: list[Part] | bytes = b""
+        self._default_type = default_type
+
+    def __contains__(self, name: str) -> bool:
+        return name.lower() in self._fields
+
+    def get(self, name: str, failobj: object = None) -> object:
+        pairs = self._fields.get(name.lower())
+        if not pairs:
+            return failobj
+        k, v = pairs[0]
+        return v if v.isascii() else _fetch(k, v)  # compat32 wraps surrogate-escaped bytes in a Header
+
+    def get_all(self, name: str, failobj: object = None) -> object:
+        pairs = self._fields.get(name.lower())
+        if not pairs:
+            return failobj
+        return [v if v.isascii() else _fetch(k, v) for k, v in pairs]
 
     def _get_params_preserve(self, failobj: object, header: str) -> object:
-        try:
-            cache = self._param_cache
-        except AttributeError:
-            cache = self._param_cache = {}
-        key = header.lower()
-        if key not in cache:
-            cache[key] = super()._get_params_preserve(failobj, header)  # type: ignore[misc]
-            if cache[key] is failobj:  # header missing: the answer depends on failobj, do not keep it
-                return cache.pop(key)
-        return cache[key]
+        pairs = self._fields.get(header.lower())
+        if not pairs:
+            return failobj
+        value = pairs[0][1]
+        if not value.isascii():
+            return _stdlib_params(self, failobj, header)
+        params = _PARAMS_CACHE.get(value)
+        if params is None:
+            params = _stdlib_params(self, failobj, header)
+            if len(_PARAMS_CACHE) >= _PARAMS_CACHE_MAX:
+                _PARAMS_CACHE.clear()
+            _PARAMS_CACHE[value] = params
+        return params
+
+    def is_multipart(self) -> bool:
+        return type(self._payload) is list
+
+    def walk(self) -> Iterator[Part]:
+        """This part, then every subpart depth first (``Message.walk``'s order)."""
+        yield self
+        if type(self._payload) is list:
+            for sub in self._payload:
+                yield from sub.walk()
+
+    def get_payload(self, decode: bool = False) -> object:
+        """``Message.get_payload`` for ``decode=True`` (the only use): None for a multipart, else the
+        transfer-decoded bytes (base64, quoted-printable, uuencode; anything else as is)."""
+        if not decode:
+            raise NotImplementedError("mime reads decoded payloads only")
+        payload = self._payload
+        if type(payload) is list:
+            return None
+        cte = str(self.get("content-transfer-encoding", "")).lower()
+        if cte == "quoted-printable":
+            return quopri.decodestring(payload)
+        if cte == "base64":
+            return decode_b(b"".join(payload.splitlines()))[0]  # defects: compat32 only records them
+        if cte in ("x-uuencode", "uuencode", "uue", "x-uue"):
+            try:
+                return _decode_uu(payload)
+            except ValueError:
+                return payload
+        return payload
+
+    get_default_type = Message.get_default_type
+    get_content_type = Message.get_content_type
+    get_content_maintype = Message.get_content_maintype
+    get_content_disposition = Message.get_content_disposition
+    get_param = Message.get_param
+    get_filename = Message.get_filename
+    get_boundary = Message.get_boundary
+    get_content_charset = Message.get_content_charset
 
 
 class _Decline(Exception):
     """Internal: the input needs the reference parser."""
 
 
-def build(raw: bytes) -> Message | None:
+def build(raw: bytes) -> Part | None:
     """The message tree ``email.parser.BytesParser(policy=compat32)`` would build for ``raw`` (kept headers
     only), or None when this module cannot guarantee that."""
     if type(raw) is not bytes:
@@ -105,7 +188,7 @@ def build(raw: bytes) -> Message | None:
         return None
 
 
-def _headers(raw: bytes, start: int, end: int, msg: Message) -> int:
+def _headers(raw: bytes, start: int, end: int, msg: Part) -> int:
     """Read the header block of the part in ``raw[start:end]`` into ``msg``; return where its body starts.
 
     Mirrors the feed parser: the block is the run of lines matching ``headerRE``; a following empty line
@@ -133,24 +216,28 @@ def _headers(raw: bytes, start: int, end: int, msg: Message) -> int:
             return body
     if block[0] in b" \t:" or b"\nFrom " in block or b"\n:" in block:
         raise _Decline  # a continuation first, a misplaced envelope line, or an empty field name
-    for f in _KEPT_FIELD.finditer(b"\n" + block):
-        name = f.group(1).decode("ascii")
+    fields = msg._fields
+    for name_b, value_b in _KEPT_FIELD.findall(b"\n" + block):
+        name = name_b.decode("ascii")
         # compat32's header_source_parse: strip blanks after the colon and line ends at the very end
-        value = f.group(2).lstrip(b" \t").rstrip(b"\r\n").decode("ascii", "surrogateescape")
-        msg.set_raw(name, value)
+        value = value_b.lstrip(b" \t").rstrip(b"\r\n").decode("ascii", "surrogateescape")
+        key = name.lower()
+        pairs = fields.get(key)
+        if pairs is None:
+            fields[key] = [(name, value)]
+        else:
+            pairs.append((name, value))
     return body
 
 
 def _part(
     raw: bytes, start: int, end: int, outer: tuple[bytes, ...], depth: int, digest: bool = False
-) -> Message:
+) -> Part:
     """The part in ``raw[start:end]``; ``outer`` holds the delimiters of the enclosing multiparts,
     ``digest`` says the parent is a multipart/digest (whose parts default to message/rfc822)."""
     if depth > _MAX_DEPTH:
         raise _Decline
-    msg = _Message()
-    if digest:
-        msg.set_default_type("message/rfc822")
+    msg = Part("message/rfc822" if digest else "text/plain")
     body = _headers(raw, start, end, msg)
     ctype = msg.get_content_type()
     maintype = ctype.partition("/")[0]
@@ -161,7 +248,7 @@ def _part(
         msg._payload = [_part(raw, body, end, outer, depth + 1)]
         return msg
     if maintype != "multipart":
-        msg._payload = raw[body:end].decode("ascii", "surrogateescape")
+        msg._payload = raw[body:end]
         return msg
     boundary = msg.get_boundary()
     if not boundary or not boundary.isascii():
@@ -177,7 +264,7 @@ def _part(
     if not lines or lines[0][2]:
         raise _Decline  # no start boundary, or the close delimiter first
     inner = outer + (delim,)
-    parts: list[Message] = []
+    parts: list[Part] = []
     for k, (_, part_start, is_close) in enumerate(lines):
         if is_close:
             break
@@ -191,18 +278,18 @@ def _part(
     return msg
 
 
-def _drop_last_line_end(part: Message) -> None:
+def _drop_last_line_end(part: Part) -> None:
     """RFC 2046: the line end before a delimiter line belongs to the delimiter. The feed parser removes it
     from the payload of the last message it created: ``part`` itself if a leaf, the innermost message of
     a message/* part, and nothing (only the epilogue, which mime never reads) for a multipart."""
-    while isinstance(part._payload, list):
+    while type(part._payload) is list:
         if part.get_content_maintype() == "multipart":
             return
         part = part._payload[0]
     payload = part._payload
-    if payload.endswith("\r\n"):
+    if payload.endswith(b"\r\n"):
         part._payload = payload[:-2]
-    elif payload.endswith("\n"):
+    elif payload.endswith(b"\n"):
         part._payload = payload[:-1]
 
 

@@ -70,7 +70,7 @@ class Reads(StoreCore):
         from that access)."""
         u = self._user(user_id)
         mid = self._mid(message_id)
-        rec, body = self._get_pair(schema.message_key(u.uk, mid), schema.body_key(u.uk, mid))
+        rec, body = self._db.get_many((schema.message_key(u.uk, mid), schema.body_key(u.uk, mid)))
         if rec is None:
             raise UnknownMessage(message_id)
         return message_from(mid, rec, body)
@@ -123,7 +123,7 @@ class Reads(StoreCore):
         u = self._user(user_id)
         tid = self._mid(thread_id)
         mids = [k[-ID_LEN:] for k, _ in self._db.scan(prefix=schema.thread_prefix(u.uk, tid))]
-        recs = self._get_many([schema.message_key(u.uk, mid) for mid in mids])
+        recs = self._db.get_many([schema.message_key(u.uk, mid) for mid in mids])
         return [summary_from(mid, *decode_message_head(raw)) for mid, raw in zip(mids, recs, strict=True)
                 if raw is not None]
 

@@ -91,24 +91,6 @@ class StoreCore(ChangeListeners):
             raise UnknownMessage(id_to_str(mid))
         return raw
 
-    def _get_many(self, keys: list[bytes]) -> list[bytes | None]:
-        """The values of ``keys`` (None where absent): one ``DB.get_many`` where the engine has it (one read
-        state for all), else one get per key."""
-        get_many = getattr(self._db, "get_many", None)
-        if get_many is not None:
-            return get_many(keys)
-        get = self._db.get
-        return [get(k) for k in keys]
-
-    def _get_pair(self, a: bytes, b: bytes) -> tuple[bytes | None, bytes | None]:
-        """The values of two keys: ``DB.get_many`` where the engine has it (one read state for both, one
-        call), else two separate gets (an engine without get_many; the two may see different states)."""
-        get_many = getattr(self._db, "get_many", None)
-        if get_many is not None:
-            va, vb = get_many((a, b))
-            return va, vb
-        return self._db.get(a), self._db.get(b)
-
     # ---- transactions ------------------------------------------------------------------------------------
 
     def _txn(self) -> Txn:

@@ -102,3 +102,24 @@ def test_address_memo_equals_uncached_and_returns_fresh_lists(values: list[str])
     assert first == list(mime._addresses.__wrapped__(tuple(values)))
     first.append(("mutated", "m@x.org"))
     assert mime.addresses(values) == first[:-1]
+
+
+# Every kind of Unicode whitespace (and U+200B, which is not) next to letters.
+_WS_CHARS = "ab \u00e9\t\n\r\x0b\x0c\x1c\x1d\x1e\x1f\x85\xa0\u1680\u2000\u2028\u3000\u200b"
+_WS_TEXT = st.text(alphabet=st.sampled_from(list(_WS_CHARS)))
+
+
+@given(_WS_TEXT)
+def test_collapse_ws_equals_the_regular_expression(text: str) -> None:
+    import re
+
+    assert mime.collapse_ws(text) == re.sub(r"\s+", " ", text).strip()
+
+
+@given(text=_WS_TEXT, html=st.sampled_from(["", "<p>a  b</p>", "<style>x</style> c\n d"]))
+def test_preview_equals_its_definition(text: str, html: str) -> None:
+    import re
+
+    source = text if text.strip() else mime.html_to_text(html)
+    expected = re.sub(r"\s+", " ", source[:800]).strip()[:200]
+    assert mime.ParsedMessage(text=text, html=html).preview == expected

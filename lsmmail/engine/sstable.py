@@ -628,18 +628,11 @@ class TableReader:
             lo = block.seek(start) if first and start is not None else 0
             first = False
             hi = len(keys) if end is None else bisect_left(keys, end, lo)
-            seqs, kinds = block.seqs, block.kinds
-            # A block this scan decoded: slice the values it yields; a cached one: index its list.
-            raw = block.payload if block.scan_values() is None else None
-            if raw is None:
-                values = block.values
-                for j in range(lo, hi):
-                    yield keys[j], seqs[j], kinds[j], values[j]
-            else:
-                voffs, vlens = block.value_offsets, block.value_lengths
-                for j in range(lo, hi):
-                    a = voffs[j]
-                    yield keys[j], seqs[j], kinds[j], raw[a : a + vlens[j]]
+            seqs, kinds, raw = block.seqs, block.kinds, block.payload
+            voffs, vlens = block.value_offsets, block.value_lengths
+            for j in range(lo, hi):
+                a = voffs[j]
+                yield keys[j], seqs[j], kinds[j], raw[a : a + vlens[j]]
             if hi < len(keys):
                 return
             bi += 1
@@ -664,18 +657,11 @@ class TableReader:
             hi = bisect_left(keys, end) if first and end is not None else len(keys)
             first = False
             lo = 0 if start is None else bisect_left(keys, start, 0, hi)
-            seqs, kinds = block.seqs, block.kinds
-            # A block this scan decoded: slice the values it yields; a cached one: index its list.
-            raw = block.payload if block.scan_values() is None else None
-            if raw is None:
-                values = block.values
-                for j in range(hi - 1, lo - 1, -1):
-                    yield keys[j], seqs[j], kinds[j], values[j]
-            else:
-                voffs, vlens = block.value_offsets, block.value_lengths
-                for j in range(hi - 1, lo - 1, -1):
-                    a = voffs[j]
-                    yield keys[j], seqs[j], kinds[j], raw[a : a + vlens[j]]
+            seqs, kinds, raw = block.seqs, block.kinds, block.payload
+            voffs, vlens = block.value_offsets, block.value_lengths
+            for j in range(hi - 1, lo - 1, -1):
+                a = voffs[j]
+                yield keys[j], seqs[j], kinds[j], raw[a : a + vlens[j]]
             bi -= 1
             if lo > 0 or (start is not None and bi >= 0 and index_keys[bi] < start):
                 return

@@ -145,6 +145,11 @@ def dumps(obj: object) -> bytes:
     return _ENCODER.encode(obj).encode("utf-8")
 
 
+def dumps_str(text: str) -> str:
+    """``text`` as a JSON string literal, exactly as :func:`dumps` writes it inside a value."""
+    return _ENCODER.encode(text)
+
+
 def loads(data: bytes) -> dict:
     return json.loads(data)
 

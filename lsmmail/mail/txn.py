@@ -16,7 +16,7 @@ import threading
 from dataclasses import dataclass
 
 from . import schema
-from .records import dumps, pack_user_state
+from .records import dumps_str, pack_user_state
 
 
 @dataclass
@@ -26,7 +26,10 @@ class FolderState:
     unread: int
 
     def record(self) -> bytes:
-        return dumps({"n": self.name, "t": self.total, "u": self.unread})
+        """The ``F`` value: compact JSON ``{"n":name,"t":total,"u":unread}``, byte-identical to
+        ``records.dumps`` of that dict (tests/mail/test_updates_mark.py), formatted directly because
+        every mark/move/deliver writes one (dumps of the dict: ~1.0 µs, this: ~0.4 µs here)."""
+        return f'{{"n":{dumps_str(self.name)},"t":{self.total:d},"u":{self.unread:d}}}'.encode()
 
 
 @dataclass

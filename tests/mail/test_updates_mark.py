@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lsmmail.mail import MailStore, records
+from lsmmail.mail.txn import FolderState
 
 from .helpers import check_user
 
@@ -65,3 +67,16 @@ def test_mark_read_matches_a_model(tmp_path_factory: object, ops: list[tuple[int
         assert int(store.state("u")) == state
         assert {x.id: x.unread for x in store.folders("u")} == counts
         assert all(store.get_summary("u", m).is_read is r for m, r in model.items())
+
+
+@given(st.text(), st.integers(0, 2**40), st.integers(0, 2**40))
+def test_folder_record_is_the_json_of_dumps(name: str, total: int, unread: int) -> None:
+    f = FolderState(name, total, unread)
+    try:
+        expected = records.dumps({"n": name, "t": total, "u": unread})
+    except UnicodeEncodeError:  # a lone surrogate: both refuse it alike
+        with pytest.raises(UnicodeEncodeError):
+            f.record()
+        return
+    assert f.record() == expected
+    assert records.loads(f.record()) == {"n": name, "t": total, "u": unread}

@@ -131,7 +131,9 @@ class MailSearch(StoreCore):
         if self._search is None:
             raise NotImplementedError("lsmmail.search is not available")
         ids, next_cursor = self._search.search(self._user(user_id).uk, query, limit=limit, cursor=cursor)
-        return IdPage(ids_text(ids), next_cursor)
+        page = object.__new__(IdPage)  # the frozen dataclass __init__ (object.__setattr__) costs ~0.3 µs
+        page.__dict__.update(items=ids_text(ids), next_cursor=next_cursor)
+        return page
 
     def reindex(self, user_id: str | None = None) -> int:
         """Rebuild the search index of ``user_id`` (default: every user) from the stored raw messages, by

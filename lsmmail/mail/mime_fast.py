@@ -64,6 +64,9 @@ _KEPT_FIELD = re.compile(
     re.IGNORECASE,
 )
 
+# A CR not followed by LF (the regex finds the next CR by a fast literal scan, then checks one byte).
+_LONE_CR = re.compile(rb"\r(?!\n)")
+
 # Nesting deeper than this is declined: the reference handles it (slowly); real mail nests 3-4 deep.
 _MAX_DEPTH = 32
 
@@ -160,14 +163,83 @@ class Part:
                 return payload
         return payload
 
+    def _ascii_value(self, name: str) -> str | None:
+        """The first ``name`` value if present and ASCII; None otherwise (absent, or read as a Header)."""
+        pairs = self._fields.get(name)
+        if not pairs:
+            return None
+        value = pairs[0][1]
+        return value if value.isascii() else None
+
+    def get_content_type(self) -> str:
+        # Message.get_content_type on a plain string: the value before the first ";", stripped, lower case,
+        # "text/plain" unless it has exactly one "/"; the default type when the header is missing.
+        pairs = self._fields.get("content-type")
+        if not pairs:
+            return self._default_type
+        value = pairs[0][1]
+        if not value.isascii():
+            return _stdlib_content_type(self)
+        ctype = value.partition(";")[0].strip().lower()
+        return ctype if ctype.count("/") == 1 else "text/plain"
+
+    def get_content_disposition(self) -> str | None:
+        pairs = self._fields.get("content-disposition")
+        if not pairs:
+            return None
+        value = pairs[0][1]
+        if not value.isascii():
+            return _stdlib_disposition(self)
+        return value.partition(";")[0].strip().lower()
+
+    def get_filename(self, failobj: object = None) -> object:
+        """``Message.get_filename``, memoised by the (Content-Disposition, Content-Type) values: the answer
+        depends on those two strings only (two parameter lookups and RFC 2231 collapsing, ~10 us)."""
+        cd = self._ascii_value("content-disposition")
+        ct = self._ascii_value("content-type")
+        if (cd is None and "content-disposition" in self._fields) or (
+            ct is None and "content-type" in self._fields
+        ):
+            return _stdlib_filename(self, failobj)
+        key = (cd, ct)
+        hit = _FILENAME_CACHE.get(key, _UNKNOWN)
+        if hit is _UNKNOWN:
+            hit = _stdlib_filename(self, _MISSING)
+            _remember(_FILENAME_CACHE, key, hit)
+        return failobj if hit is _MISSING else hit
+
+    def get_content_charset(self, failobj: object = None) -> object:
+        """``Message.get_content_charset``, memoised by the Content-Type value (it depends on it alone)."""
+        ct = self._ascii_value("content-type")
+        if ct is None:
+            return _stdlib_charset(self, failobj)
+        hit = _CHARSET_CACHE.get(ct, _UNKNOWN)
+        if hit is _UNKNOWN:
+            hit = _stdlib_charset(self, _MISSING)
+            _remember(_CHARSET_CACHE, ct, hit)
+        return failobj if hit is _MISSING else hit
+
     get_default_type = Message.get_default_type
-    get_content_type = Message.get_content_type
     get_content_maintype = Message.get_content_maintype
-    get_content_disposition = Message.get_content_disposition
     get_param = Message.get_param
-    get_filename = Message.get_filename
     get_boundary = Message.get_boundary
-    get_content_charset = Message.get_content_charset
+
+
+_MISSING = object()  # "no such parameter", as a cached answer
+_UNKNOWN = object()  # not in the cache
+_stdlib_content_type = Message.get_content_type
+_stdlib_disposition = Message.get_content_disposition
+_stdlib_filename = Message.get_filename
+_stdlib_charset = Message.get_content_charset
+# Answers by header value(s), bounded like _PARAMS_CACHE (exceptions are not cached: they propagate).
+_FILENAME_CACHE: dict[tuple[str | None, str | None], object] = {}
+_CHARSET_CACHE: dict[str, object] = {}
+
+
+def _remember(cache: dict, key: object, value: object) -> None:
+    if len(cache) >= _PARAMS_CACHE_MAX:
+        cache.clear()
+    cache[key] = value
 
 
 class _Decline(Exception):
@@ -179,8 +251,8 @@ def build(raw: bytes) -> Part | None:
     only), or None when this module cannot guarantee that."""
     if type(raw) is not bytes:
         return None
-    cr = raw.count(b"\r")
-    if cr and cr != raw.count(b"\r\n"):
+    # ``in`` is a memchr (~1 us for 24 KB); the two counts this replaced took ~25 us on every message.
+    if b"\r" in raw and _LONE_CR.search(raw):
         return None  # a lone CR ends a line for the feed parser
     try:
         return _part(raw, 0, len(raw), (), 0)

@@ -1,0 +1,77 @@
+"""import_messages (batched, with the per-batch read-ahead of dedup and thread keys) against deliver (one
+message at a time, no read-ahead): the same statuses, the same duplicates, the same thread partition and
+the same counters, for messages that reply to each other within a batch, across batches and out of order,
+repeat Message-IDs, carry no Message-ID (content dedup) or only a reply-style subject."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lsmmail.mail import MailOptions, MailStore
+
+from .helpers import check_user
+
+_IDS = [f"m{i}@x" for i in range(6)]
+_SUBJECTS = ["plan", "Re: plan", "RE: [list] plan", "other", "Fwd: other", "Re: unknown"]
+
+
+@st.composite
+def _message(draw: st.DrawFn) -> bytes:
+    head = "From: a@x.org\r\nTo: u@x.org\r\n"
+    mid = draw(st.none() | st.sampled_from(_IDS))
+    if mid is not None:
+        head += f"Message-ID: <{mid}>\r\n"
+    irt = draw(st.none() | st.sampled_from(_IDS))
+    if irt is not None:
+        head += f"In-Reply-To: <{irt}>\r\n"
+    refs = draw(st.lists(st.sampled_from(_IDS), max_size=3))
+    if refs:
+        head += "References: " + " ".join(f"<{r}>" for r in refs) + "\r\n"
+    head += f"Subject: {draw(st.sampled_from(_SUBJECTS))}\r\n"
+    return (head + "\r\n" + draw(st.sampled_from(["a\r\n", "b\r\n"]))).encode()
+
+
+def _shape(store: MailStore) -> tuple[list[int], list[str], list[tuple[int, int]]]:
+    """Thread partition (threads numbered by first appearance) and subjects, oldest first; counters."""
+    items = store.list_messages("u", "INBOX", limit=1000).items[::-1]
+    first: dict[str, int] = {}
+    threads = [first.setdefault(s.thread_id, len(first)) for s in items]
+    counts = [(f.total, f.unread) for f in store.folders("u")]
+    return threads, [s.subject for s in items], counts
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(raws=st.lists(_message(), min_size=1, max_size=14), batch=st.integers(1, 5))
+def test_batched_import_equals_one_by_one_delivery(raws: list[bytes], batch: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        opts = MailOptions(sync=False)
+        with MailStore.open(Path(tmp) / "a", opts) as a, MailStore.open(Path(tmp) / "b", opts) as b:
+            a.create_user("u")
+            b.create_user("u")
+            results = list(a.import_messages("u", raws, batch_size=batch))
+            ids = [b.deliver("u", raw) for raw in raws]
+            # duplicates point at the first copy, in both stores alike
+            first_a = {r.id: k for k, r in enumerate(results) if r.status == "stored"}
+            first_b: dict[str, int] = {}
+            for k, mid in enumerate(ids):
+                first_b.setdefault(mid, k)
+            assert [first_a[r.id] for r in results] == [first_b[mid] for mid in ids]
+            assert _shape(a) == _shape(b)
+            check_user(a, "u")
+
+
+def test_reply_in_the_same_batch_joins_the_parent_thread(tmp_path: Path) -> None:
+    parent = b"Message-ID: <p@x>\r\nSubject: plan\r\n\r\nx\r\n"
+    child = b"Message-ID: <c@x>\r\nIn-Reply-To: <p@x>\r\nSubject: Re: plan\r\n\r\ny\r\n"
+    late = b"Message-ID: <d@x>\r\nReferences: <p@x> <c@x>\r\nSubject: Re: plan\r\n\r\nz\r\n"
+    with MailStore.open(tmp_path / "db", MailOptions(sync=False)) as s:
+        s.create_user("u")
+        first = list(s.import_messages("u", [parent, child, parent], batch_size=8))
+        assert [r.status for r in first] == ["stored", "stored", "duplicate"]
+        (third,) = list(s.import_messages("u", [late]))
+        threads = {s.get_summary("u", r.id).thread_id for r in [*first, third]}
+        assert threads == {first[0].id}

@@ -116,7 +116,10 @@ def test_collapse_ws_equals_the_regular_expression(text: str) -> None:
     assert mime.collapse_ws(text) == re.sub(r"\s+", " ", text).strip()
 
 
-@given(text=_WS_TEXT, html=st.sampled_from(["", "<p>a  b</p>", "<style>x</style> c\n d"]))
+@given(
+    text=_WS_TEXT | st.lists(st.sampled_from([*_WS_CHARS, "word", "words"]), max_size=400).map("".join),
+    html=st.sampled_from(["", "<p>a  b</p>", "<style>x</style> c\n d"]),
+)
 def test_preview_equals_its_definition(text: str, html: str) -> None:
     import re
 

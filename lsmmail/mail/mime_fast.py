@@ -58,11 +58,16 @@ _HEADER_LINE = re.compile(rb"[\041-\071\073-\176]*:|[\t ]|From ")
 # b"\n" + block; a continuation line starts with a space or tab, so it never matches a field name).
 # Anchoring on the literal "\n" lets the regex engine skip to candidate lines: 7 us per usrp-users
 # header block (4.8 KB average) against 20 us with ``^`` and MULTILINE, which tries every position.
+# The blanks after the colon are outside the group: ``[ \t]*`` is greedy and the group may be empty, so
+# the group is the first line's rest without its leading blanks (``lstrip(" \t")``) plus the continuation
+# lines, as in ``header_source_parse``.
 _KEPT_FIELD = re.compile(
     rb"\n(subject|from|to|cc|bcc|date|message-id|in-reply-to|references|content-type"
-    rb"|content-disposition|content-transfer-encoding):([^\n]*(?:\n[ \t][^\n]*)*)",
+    rb"|content-disposition|content-transfer-encoding):[ \t]*([^\n]*(?:\n[ \t][^\n]*)*)",
     re.IGNORECASE,
 )
+# Field name as found -> (name, lower-case key): the few spellings ("Content-Type", "Content-type") repeat.
+_NAMES: dict[bytes, tuple[str, str]] = {}
 
 # A CR not followed by LF (the regex finds the next CR by a fast literal scan, then checks one byte).
 _LONE_CR = re.compile(rb"\r(?!\n)")
@@ -279,21 +284,30 @@ def _headers(raw: bytes, start: int, end: int, msg: Part) -> int:
             stop = body = end  # a last header line without a line end, at the end of the input
     if stop == start:
         return body
-    block = raw[start:stop]
-    if block.startswith(b"From "):
+    if raw.startswith(b"From ", start, stop):
         # An envelope line first is the Unix-from, which mime never reads; a continuation right after it
         # would be dropped by the feed parser (declined below).
-        block = block[block.find(b"\n") + 1 :]
-        if not block:
+        nl = raw.find(b"\n", start, stop)
+        if nl < 0 or nl + 1 == stop:
             return body
-    if block[0] in b" \t:" or b"\nFrom " in block or b"\n:" in block:
+        start = nl + 1
+    if raw[start] in b" \t:" or raw.find(b"\nFrom ", start, stop) >= 0 or raw.find(b"\n:", start, stop) >= 0:
         raise _Decline  # a continuation first, a misplaced envelope line, or an empty field name
+    if start and raw[start - 1] == 0x0A:  # search in place from the line end before the block
+        found = _KEPT_FIELD.findall(raw, start - 1, stop)
+    else:
+        found = _KEPT_FIELD.findall(b"\n" + raw[start:stop])
     fields = msg._fields
-    for name_b, value_b in _KEPT_FIELD.findall(b"\n" + block):
-        name = name_b.decode("ascii")
-        # compat32's header_source_parse: strip blanks after the colon and line ends at the very end
-        value = value_b.lstrip(b" \t").rstrip(b"\r\n").decode("ascii", "surrogateescape")
-        key = name.lower()
+    for name_b, value_b in found:
+        names = _NAMES.get(name_b)
+        if names is None:
+            names = name_b.decode("ascii"), name_b.decode("ascii").lower()
+            if len(_NAMES) < 1024:  # bounded: a header name has few spellings in practice
+                _NAMES[name_b] = names
+        name, key = names
+        # compat32's header_source_parse: blanks after the colon stripped (by the pattern), and line ends
+        # at the very end
+        value = value_b.rstrip(b"\r\n").decode("ascii", "surrogateescape")
         pairs = fields.get(key)
         if pairs is None:
             fields[key] = [(name, value)]

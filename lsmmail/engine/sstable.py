@@ -533,6 +533,11 @@ class TableReader:
     def num_data_blocks(self) -> int:
         return len(self._offsets)
 
+    @property
+    def index_user_keys(self) -> list[bytes]:
+        """The user key of each data block's last entry, ascending (read-only)."""
+        return self._index_user_keys
+
     def may_contain(self, user_key: bytes) -> bool:
         """False only if the table certainly holds no entry for ``user_key`` (bloom filter)."""
         return bloom_may_contain(self._filter, user_key)

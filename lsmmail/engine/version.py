@@ -73,7 +73,8 @@ class BlobMeta:
 class Version:
     """An immutable set of files: ``levels[0]`` newest first, deeper levels by smallest key."""
 
-    __slots__ = ("levels", "blobs", "range_tombstones", "_level_smallest", "_level_largest", "__weakref__")
+    __slots__ = ("levels", "blobs", "range_tombstones", "_level_smallest", "_level_largest", "largest_level",
+                 "__weakref__")
 
     def __init__(
         self,
@@ -87,6 +88,9 @@ class Version:
         # Largest user keys per level for bisecting a level's disjoint files.
         self._level_largest = [[f.largest_user for f in files] for files in levels]
         self._level_smallest = [[f.smallest_user for f in files] for files in levels]
+        #: The level >= 1 holding the most table bytes (0 if all are empty): a scan's largest source.
+        self.largest_level = max(range(1, len(levels)), key=self.level_bytes, default=0) if any(
+            levels[1:]) else 0
 
     @classmethod
     def empty(cls, num_levels: int) -> Version:

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from .blob import BlobFileWriter, decode_blob_ref
+from .compact_native import CompactRun
 from .flush_table import BlockTableWriter
 from .fs import FileSystem
 from .keys import KIND_BLOB, KIND_DELETE, KIND_PUT, pack_internal
@@ -308,6 +309,39 @@ class OutputSink:
                 self._builder = w  # type: ignore[assignment]
                 self._blob_refs = set()
             w.add_blocks(*run)
+
+    def add_compacted(self, runs: Iterable[CompactRun]) -> None:
+        """Write the data blocks of :func:`~lsmmail.engine.compact_native.compact_blocks` through
+        :class:`BlockTableWriter`, on a fresh sink (values all stay in the tables: the caller checks the
+        largest PUT value against ``min_blob_size``; no blob references).
+
+        Files are cut at block boundaries: a new table starts before the first block, once the table's
+        written data reaches ``max_file_size``, whose first user key differs from the last one written
+        (versions of one user key never straddle two tables). ``add`` cuts at the entry instead, so the
+        two paths write the same blocks but may start tables at different entries."""
+        assert self._builder is None
+        w: BlockTableWriter | None = None
+        last_uk = self._last_key
+        limit = self.max_file_size
+        for blocks, nents, ukeys, trailers, vbytes, _ in runs:
+            i = 0
+            for raw, n, nv in zip(blocks, nents, vbytes, strict=True):
+                j = i + n
+                if w is not None and w.data_size >= limit and ukeys[i] != last_uk:
+                    self._finish_table()
+                    w = None
+                if w is None:
+                    self._number = self.new_file_number()
+                    self._file = self.fs.create(os.path.join(self.dbdir, f"{self._number:06d}.sst"))
+                    w = BlockTableWriter(self._file, self.table_opts)
+                    self._builder = w  # type: ignore[assignment]
+                    self._blob_refs = set()
+                uks = ukeys[i:j]
+                trs = trailers[i:j]
+                last_uk = uks[-1]
+                w.add_blocks([raw], [last_uk + trs[-1].to_bytes(8, "little")], uks, trs, nv, False)
+                i = j
+        self._last_key = last_uk
 
     def _finish_table(self) -> None:
         assert self._builder is not None and self._file is not None

@@ -32,16 +32,24 @@ class BlockTableWriter:
         self._props = TableProperties()
         self._smallest_key = b""
         self._largest_key = b""
+        self._last_bloom_key: bytes | None = None
 
     @property
     def num_entries(self) -> int:
         return self._props.num_entries
 
+    @property
+    def data_size(self) -> int:
+        """Bytes written so far (stored data blocks with their trailers)."""
+        return self._offset
+
     def add_blocks(self, blocks: list[bytes], last_ikeys: list[bytes], user_keys: list[bytes],
-                   trailers: list[int], value_bytes: int) -> None:
-        """Append data blocks (raw payloads) whose entries have these distinct user keys and trailers,
-        in internal order; ``last_ikeys[b]`` is block b's last internal key, ``value_bytes`` the sum of
-        the entries' value lengths."""
+                   trailers: list[int], value_bytes: int, distinct: bool = True) -> None:
+        """Append data blocks (raw payloads) whose entries have these user keys and trailers, in
+        internal order; ``last_ikeys[b]`` is block b's last internal key, ``value_bytes`` the sum of the
+        entries' value lengths. ``distinct=False`` when a user key may repeat (several versions, a
+        compaction's output), within the call or from the previous one: the bloom filter takes each
+        user key once, as ``TableBuilder`` does."""
         if not blocks:
             return
         props = self._props
@@ -60,8 +68,17 @@ class BlockTableWriter:
         props.num_deletions += sum(1 for t in trailers if not t & 0xFF)
         props.raw_key_bytes += sum(map(len, user_keys)) + 8 * n
         props.raw_value_bytes += value_bytes
-        for _ in map(self._bloom.add_key, user_keys):
-            pass
+        if distinct:
+            for _ in map(self._bloom.add_key, user_keys):
+                pass
+        else:
+            add_key = self._bloom.add_key
+            last = self._last_bloom_key
+            for uk in user_keys:
+                if uk != last:
+                    add_key(uk)
+                    last = uk
+            self._last_bloom_key = last
         compress = self._opts.compression
         index_add = self._index.add
         for raw, last in zip(blocks, last_ikeys, strict=True):

@@ -14,11 +14,14 @@ import os
 import threading
 import weakref
 from collections import deque
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from .blob import BlobFileReader
+from .compact_native import CompactRun, compact_blocks
 from .compaction import (
     Compaction,
+    OutputFiles,
     OutputSink,
     applied_tombstone_seq,
     drop_hidden,
@@ -49,7 +52,11 @@ if TYPE_CHECKING:
     from .cache import BlockCache
     from .fs import FileSystem
     from .options import Options
-    from .version import FileMeta
+    from .version import FileMeta, RangeTombstone
+
+
+class _BlobSized(Exception):
+    """A compaction over blocks met a PUT value of at least ``min_blob_size``: redo it per entry."""
 
 
 class Maintenance:
@@ -370,6 +377,27 @@ class Maintenance:
         with self._mu:
             snapshots = self._snapshot_seqs()
             tombs = list(self._current.range_tombstones)
+        if not tombs and not c.relocate_blobs and not any(f.blob_files for f in c.all_inputs()):
+            out = self._compact_blocks(c, snapshots)
+            if out is None:  # a PUT value reached min_blob_size (the option was lowered): per entry
+                out = self._compact_entries(c, snapshots, tombs)
+        else:
+            out = self._compact_entries(c, snapshots, tombs)
+        edit.new_files = [(c.output_level, f) for f in out.files]
+        edit.new_blobs = out.blobs
+        edit.blob_garbage = [(n, g[0], g[1]) for n, g in sorted(out.garbage.items())]
+        # No cleanup of the outputs if this fails: a failed manifest append may still have reached the
+        # file (a failed fsync says nothing about what was written), so the edit naming them may be
+        # replayed at the next open. Unreferenced outputs are removed by that open instead.
+        self._log_and_apply(edit)
+        self._stats["compactions"] += 1
+        self._stats["compaction_bytes_written"] += out.bytes_written
+        self._stats["compaction_bytes_read"] += sum(f.file_size for f in c.all_inputs())
+
+    def _compact_entries(self, c: Compaction, snapshots: list[int],
+                         tombs: list[RangeTombstone]) -> OutputFiles:
+        """Compaction per entry: ``drop_hidden`` over ``merge_entries`` into ``OutputSink.add`` (range
+        tombstones, blob references, blob relocation)."""
         # Compaction reads every input block once: keep them out of the block cache (readers' blocks stay).
         sources = []
         for f in c.inputs[0] if c.level == 0 else []:
@@ -395,16 +423,53 @@ class Maintenance:
             for path in sink.abandon():
                 self._try_remove(path)
             raise
-        edit.new_files = [(c.output_level, f) for f in out.files]
-        edit.new_blobs = out.blobs
-        edit.blob_garbage = [(n, g[0], g[1]) for n, g in sorted(out.garbage.items())]
-        # No cleanup of the outputs if this fails: a failed manifest append may still have reached the
-        # file (a failed fsync says nothing about what was written), so the edit naming them may be
-        # replayed at the next open. Unreferenced outputs are removed by that open instead.
-        self._log_and_apply(edit)
-        self._stats["compactions"] += 1
-        self._stats["compaction_bytes_written"] += out.bytes_written
-        self._stats["compaction_bytes_read"] += sum(f.file_size for f in c.all_inputs())
+        return out
+
+    def _raw_blocks(self, files: list[FileMeta]) -> Iterator[bytes]:
+        """The raw data block payloads of ``files`` in order, read past the block cache (compaction reads
+        each block once) and checked as the table reader checks them."""
+        for f in files:
+            t = self._table(f)
+            offsets, sizes, verify = t._offsets, t._sizes, t._verify
+            for i in range(len(offsets)):
+                yield t._read_block(offsets[i], sizes[i], verify)
+
+    def _compact_blocks(self, c: Compaction, snapshots: list[int]) -> OutputFiles | None:
+        """Compaction over whole blocks (compact_native.compact_blocks, native/compact.c): no range
+        tombstone, no blob reference in the inputs, nothing to relocate. None (outputs removed) if a PUT
+        value reaches ``min_blob_size``: that compaction must go per entry, moving the value to a blob."""
+        runs = [self._raw_blocks([f]) for f in (c.inputs[0] if c.level == 0 else [])]
+        if c.level > 0 and c.inputs[0]:
+            runs.append(self._raw_blocks(c.inputs[0]))
+        if c.inputs[1]:
+            runs.append(self._raw_blocks(c.inputs[1]))
+        sink = OutputSink(self._fs, self.path, self.options, self._alloc_file_number, self._read_blob,
+                          max_file_size=self.options.target_file_size,
+                          tombstones_applied_seq=applied_tombstone_seq([], snapshots))
+        min_blob = self.options.min_blob_size
+        blob_sized = False
+
+        def checked(chunks: Iterator[CompactRun]) -> Iterator[CompactRun]:
+            nonlocal blob_sized
+            for chunk in chunks:
+                if min_blob is not None and chunk[5] >= min_blob:
+                    blob_sized = True
+                    return
+                yield chunk
+
+        try:
+            sink.add_compacted(checked(compact_blocks(
+                runs, snapshots, c.bottommost, self.options.block_size, self.options.block_restart_interval)))
+            if blob_sized:
+                raise _BlobSized
+            sink.finish()
+        except BaseException as e:
+            for path in sink.abandon():
+                self._try_remove(path)
+            if isinstance(e, _BlobSized):
+                return None
+            raise
+        return sink.out
 
     # ------------------------------------------------------------------------------------------------
     # Public maintenance calls

@@ -770,7 +770,8 @@ class DB(Maintenance):
         there). The key is the index key ``_MEMTABLE_CUT_BLOCKS`` data blocks past the seek position in
         the table that holds it in the level >= 1 with the most bytes (the largest source, so the
         stretch holds a few blocks of that table's keys; a small level's blocks can span most of the
-        key space). None (no split) for a scan from an open end, or when that table ends first.
+        key space). None (no split) for a scan from an open end, or when no such key lies strictly
+        inside the scanned range.
         """
         key = end if reverse else start
         if key is None:
@@ -778,15 +779,17 @@ class DB(Maintenance):
         level = version.largest_level
         if level == 0:
             return None
-        f = version.file_for_key(level, key)
-        if f is None:
+        files = version.files_in_range(level, start, end)
+        if not files:
             return None
-        index = self._table(f).index_user_keys
-        i = bisect.bisect_left(index, key)
-        j = i - _MEMTABLE_CUT_BLOCKS if reverse else i + _MEMTABLE_CUT_BLOCKS
-        if not 0 <= j < len(index):
+        index = self._table(files[-1] if reverse else files[0]).index_user_keys
+        if not index:
             return None
-        cut = index[j]
+        # Within the table nearest the seek position (a shorter stretch where it ends first: the rest
+        # of the memtable's range is opened when the scan gets there).
+        last = len(index) - 1
+        i = min(bisect.bisect_left(index, key), last)
+        cut = index[max(i - _MEMTABLE_CUT_BLOCKS, 0) if reverse else min(i + _MEMTABLE_CUT_BLOCKS, last)]
         if (start is not None and cut <= start) or (end is not None and cut >= end):
             return None
         return cut

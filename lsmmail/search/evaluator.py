@@ -423,12 +423,18 @@ def _mem_hits(
     """The plan's matches in the memory segment (recent docs not flushed yet: a few hundred at most), as
     plain sets, newest first, states not checked. A doc is in memory or in one flushed segment, never
     both, so each side is filtered by its own negated postings."""
-    mem = ix._mem.postings.get(user)
-    if not mem:
+    if user not in ix._mem.docs:
         return []
-    sets = [_mem_docs(mem, k) for k in plan.mem_pos] if plan.mem_pos else [set(ix._mem.docs.get(user, ()))]
-    if not all(sets):
-        return []
+    if plan.mem_pos:
+        mem = ix._mem.postings.get(user)
+        if not mem:
+            return []
+        sets = [_mem_docs(mem, k) for k in plan.mem_pos]
+        if not all(sets):
+            return []
+    else:  # every doc, also one without a single term (an empty message has no postings)
+        mem = ix._mem.postings.get(user) or {}
+        sets = [set(ix._mem.docs[user])]
     if len(sets) > 1:
         sets.sort(key=len)
         cand = sets[0].intersection(*sets[1:])

@@ -83,7 +83,7 @@ def test_fast_path_matches_model_across_changes(
                 if op == "deliver":
                     n += 1
                     d = doc_id(BASE_MS + r.randint(0, 3) * 43_200_000 + n, r.getrandbits(80))
-                    doc = random_doc(r)
+                    doc = random_doc(r) if r.random() < 0.9 else IndexedDocument()  # no terms at all
                     m.deliver(user, d, doc, r.choice(FOLDERS))
                     live[user][d] = analyze(doc)
                 elif op == "delete" and live[user]:
@@ -177,3 +177,14 @@ def test_general_shapes_do_not_take_the_fast_path(db: object) -> None:
               "is:read alpha", "alpha -in:trash after:2020-01-01 -before:2021-01-01", "-alpha", "is:read",
               "in:inbox", "-alpha -beta", "before:2021-01-01"]:
         assert plan_for(m.ix, q).pos is not None, q
+
+
+def test_doc_without_terms_is_in_every_walk_over_all_docs(db: object) -> None:
+    m = Mail(db)
+    empty = doc_id(BASE_MS, 1)
+    m.deliver(U1, empty, IndexedDocument())  # no subject, body, address or attachment: no postings
+    for q in ("-alpha", "in:inbox", "is:unread", "after:2020-01-01", "-has:attachment"):
+        assert m.ix.search(U1, q)[0] == [empty], q
+    m.ix.flush()
+    for q in ("-alpha", "in:inbox", "is:unread", "after:2020-01-01", "-has:attachment"):
+        assert m.ix.search(U1, q)[0] == [empty], q

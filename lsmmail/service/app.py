@@ -140,13 +140,13 @@ def create_app(store: MailStore, auth: TokenAuth | None = None, *, hub: EventHub
         return models.FolderList(folders=[models.folder_out(f) for f in store.folders(user)])
 
     @app.post("/v1/folders", status_code=201, response_model=models.FolderOut,
-              responses=_problem_responses(401, 409, 422), tags=["folders"])
+              responses=_problem_responses(400, 401, 409, 422), tags=["folders"])
     def create_folder(user: User, body: models.FolderName) -> models.FolderOut:
         f = store.create_folder(user, body.name)
         return models.folder_out(f)
 
     @app.patch("/v1/folders/{folder_id}", response_model=models.FolderOut,
-               responses=_problem_responses(401, 404, 409, 422), tags=["folders"])
+               responses=_problem_responses(400, 401, 404, 409, 422), tags=["folders"])
     def rename_folder(user: User, folder_id: FolderPath, body: models.FolderName) -> models.FolderOut:
         store.rename_folder(user, folder_id, body.name)
         return _folder(user, folder_id)
@@ -185,7 +185,7 @@ def create_app(store: MailStore, auth: TokenAuth | None = None, *, hub: EventHub
     }
 
     @app.post("/v1/messages", status_code=201, response_model=models.SendResult,
-              responses=_problem_responses(401, 409, 413, 415, 422), openapi_extra={"requestBody": send_body},
+              responses=_problem_responses(400, 401, 409, 413, 415, 422), openapi_extra={"requestBody": send_body},
               tags=["messages"])
     async def send_message(
         request: Request, response: Response, user: User,
@@ -285,7 +285,7 @@ def create_app(store: MailStore, auth: TokenAuth | None = None, *, hub: EventHub
         return models.message_out(m, sanitize_html(m.html))
 
     @app.patch("/v1/messages/{message_id}", response_model=models.Summary,
-               responses=_problem_responses(401, 404, 422), tags=["messages"])
+               responses=_problem_responses(400, 401, 404, 422), tags=["messages"])
     def patch_message(user: User, message_id: IdPath, body: models.MessagePatch) -> models.Summary:
         """Set ``is_read`` and/or move to ``folder_id``. An unknown target folder is 422."""
         if body.is_read is None and body.folder_id is None:
@@ -300,7 +300,7 @@ def create_app(store: MailStore, auth: TokenAuth | None = None, *, hub: EventHub
         return models.summary_out(store.get_summary(user, message_id))
 
     @app.delete("/v1/messages/{message_id}", response_model=models.DeleteResult,
-                responses=_problem_responses(401, 404, 422), tags=["messages"])
+                responses=_problem_responses(400, 401, 404, 422), tags=["messages"])
     def delete_message(user: User, message_id: IdPath) -> models.DeleteResult:
         """Move to Trash; a message already in Trash is deleted for good."""
         before = store.get_summary(user, message_id)

@@ -138,7 +138,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        kind = {404: "not-found", 405: "method-not-allowed", 401: "unauthorized"}.get(exc.status_code, "http")
+        # 400 here is FastAPI's "There was an error parsing the body" (JSON that is not UTF-8): every
+        # operation with a JSON body documents it.
+        kind = {400: "malformed-body", 404: "not-found", 405: "method-not-allowed",
+                401: "unauthorized"}.get(exc.status_code, "http")
         title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, str(exc.detail))
         return problem_response(exc.status_code, kind, title, instance=request.url.path,
                                 headers=getattr(exc, "headers", None))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Iterator
 
-from .coding import get_varint, put_varint
+from .coding import encode_varint, get_varint, put_varint
 from .errors import Corruption, InvalidArgument
 from .keys import KIND_DELETE, KIND_PUT, KIND_RANGE_DEL, MAX_KEY_SIZE, MAX_SEQUENCE
 
@@ -181,6 +181,28 @@ class WriteBatch:
 
     def __repr__(self) -> str:
         return f"<WriteBatch {len(self.entries)} entries, {self.byte_size} bytes>"
+
+
+def encode_single_put(key: object, value: object) -> bytes | None:
+    """The encoded entries (``WriteBatch.encoded_entries()``) of a batch holding only ``put(key, value)``,
+    for ``DB.put`` without building a batch (~1 us of a single put's ~11). None when the arguments are
+    not ``bytes`` with a key of 1..127 bytes and a value of at most ``MAX_VALUE_SIZE`` bytes: the caller
+    builds a ``WriteBatch`` then, whose checks report what is wrong."""
+    if type(key) is not bytes or type(value) is not bytes:
+        return None
+    kn = len(key)
+    vn = len(value)
+    if not 0 < kn < 0x80:
+        return None
+    if vn < 0x80:
+        vlen = bytes((vn,))
+    elif vn < 0x4000:
+        vlen = bytes((vn & 0x7F | 0x80, vn >> 7))
+    elif vn <= MAX_VALUE_SIZE:
+        vlen = encode_varint(vn)
+    else:
+        return None
+    return bytes((KIND_PUT, kn)) + key + vlen + value
 
 
 def encode_header(seq: int, count: int) -> bytes:

@@ -36,13 +36,13 @@ from typing import Any
 
 from sortedcontainers import SortedList
 
-from .batch import BATCH_HEADER_SIZE, WriteBatch, decode_batch, encode_header
+from .batch import BATCH_HEADER_SIZE, WriteBatch, decode_batch, encode_header, encode_single_put
 from .blob import BlobFileReader, decode_blob_ref
 from .cache import BlockCache
 from .coding import hash64
 from .errors import Corruption, DBClosed, InvalidArgument, IOFailure, Locked, LsmError, ReadOnlyError
 from .iterators import concat, covering_tombstone_seq, merge_entries, prime_sources, visible_entries
-from .keys import KIND_BLOB, KIND_DELETE, MAX_KEY_SIZE, prefix_end
+from .keys import KIND_BLOB, KIND_DELETE, KIND_PUT, MAX_KEY_SIZE, prefix_end
 from .maintenance import Maintenance
 from .manifest import (
     ManifestWriter,
@@ -384,9 +384,15 @@ class DB(Maintenance):
 
     def put(self, key: bytes, value: bytes, *, sync: bool | None = None) -> None:
         """Set ``key`` to ``value``. Durability: see the module docstring (``sync``)."""
-        b = WriteBatch()
-        b.put(key, value)
-        self.write(b, sync=sync)
+        rep = encode_single_put(key, value)
+        if rep is None:
+            b = WriteBatch()
+            b.put(key, value)
+            self.write(b, sync=sync)
+            return
+        # The batch of one put, encoded directly (WriteBatch object, its list and copies: ~1 us).
+        sync = self.options.sync_writes if sync is None else bool(sync)
+        self._submit(_Writer([(KIND_PUT, key, value)], sync, BATCH_HEADER_SIZE + len(rep), rep=rep))
 
     def delete(self, key: bytes, *, sync: bool | None = None) -> None:
         """Remove ``key`` (no error if it is absent)."""
@@ -456,23 +462,33 @@ class DB(Maintenance):
                     self._mu.acquire()
             group = [w]
             size = w.size
-            for other in list(self._writers)[1:]:
-                if other.force_flush or (other.sync and not w.sync) or size + other.size > MAX_GROUP_BYTES:
-                    break
-                group.append(other)
-                size += other.size
-            need_sync = any(g.sync for g in group)
+            need_sync = w.sync
+            if len(self._writers) > 1:
+                for other in list(self._writers)[1:]:
+                    if (other.force_flush or (other.sync and not w.sync)
+                            or size + other.size > MAX_GROUP_BYTES):
+                        break
+                    group.append(other)
+                    size += other.size
+                need_sync = any(g.sync for g in group)
             first_seq = self._last_seq + 1
             mem, log = self._mem, self._log
         assert log is not None
         err: BaseException | None = None
         seq = first_seq
+        framed: bytes | bytearray = b""
         try:
-            framed = bytearray()
-            for g in group:
-                assert g.entries is not None
-                framed += log.encode_record(encode_header(seq, len(g.entries)) + g.rep)
-                seq += len(g.entries)
+            if len(group) == 1:
+                # A lone writer (every single put without concurrency): its record framed directly.
+                assert w.entries is not None
+                framed = log.encode_record(encode_header(seq, len(w.entries)) + w.rep)
+                seq += len(w.entries)
+            else:
+                framed = bytearray()
+                for g in group:
+                    assert g.entries is not None
+                    framed += log.encode_record(encode_header(seq, len(g.entries)) + g.rep)
+                    seq += len(g.entries)
             log.append_encoded(framed)
             if need_sync:
                 log.sync()

@@ -54,10 +54,24 @@ def run_kill_cycles(tmp_path: Path, cycles: int, seed: int) -> None:
     for cycle in range(cycles):
         proc = subprocess.Popen([sys.executable, str(WRITER), str(dbdir), str(cycle)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-        # Mostly while writing; sometimes during start-up and recovery.
-        time.sleep(rng.uniform(0.0, 0.12) if rng.random() < 0.2 else rng.uniform(0.15, 0.45))
+        # Mostly while writing; sometimes during start-up and recovery. "While writing" waits for a random
+        # number of acknowledgements rather than a fixed time, so the kills land among writes however slow
+        # the machine (or its fsyncs) is at the moment; then a little more random time.
+        head: list[bytes] = []
+        if rng.random() < 0.2:
+            time.sleep(rng.uniform(0.0, 0.12))
+        else:
+            assert proc.stdout is not None
+            want = 1 + rng.randint(20, 400)  # "ready" + that many acknowledged operations
+            while len(head) < want:
+                line = proc.stdout.readline()
+                if not line:  # the writer died by itself: reported below
+                    break
+                head.append(line)
+            time.sleep(rng.uniform(0.0, 0.05))
         proc.send_signal(signal.SIGKILL)
         out, err = proc.communicate()
+        out = b"".join(head) + out
         assert proc.returncode == -signal.SIGKILL, f"writer exited by itself: {err.decode()[-2000:]}"
         lines = out.decode().split("\n")[:-1]  # complete lines only
         ready = bool(lines) and lines[0] == "ready"

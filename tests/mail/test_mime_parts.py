@@ -22,7 +22,7 @@ _PIECES = st.sampled_from([
     "text/plain", "TEXT/HTML", "multipart/mixed", "application/pdf", "image", "a/b/c", "attachment", "inline",
     ";", " ; ", "=", '"', '\\"', "*", "*0", "*1", "*0*", "'", "''", "us-ascii", "utf-8'en'", "%E2%82%AC",
     "charset", "CHARSET", "boundary", "filename", "name", "x;y", "a b", " ", "\t", "(c)", "\udce9",
-    "=?utf-8?q?a?=",
+    "=?utf-8?q?a?=", "<", ">", "==", "--=_b",
 ])
 _VALUES = st.lists(_PIECES, max_size=12).map("".join)
 _METHODS = ("get_content_type", "get_content_maintype", "get_content_disposition", "get_filename",

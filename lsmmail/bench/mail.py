@@ -21,7 +21,10 @@ next pages (walking the folder), get_message, mark_read (durable), unread first 
 word, ``from:`` a sender, a body-only word, two words AND; newest 50), each kind twice: ``(ids)`` returns
 the page's ids only (``MailStore.search_ids``, the SQLite store's ``search_ids``, tantivy's hits: the
 like-for-like row for a search-only index) and ``(page)`` the page of 50 summaries (mail stores only) ->
-close -> bytes on disk.
+close -> bytes on disk. When both mail stores run, a paired stage follows (bench/mail_paired.py: both
+stores in one process, single deliveries and ``mark_read`` call by call) for the ``paired`` rows: the
+durable rows are mostly one fdatasync, whose latency drifts too much on a shared device for stores
+measured one after the other.
 Latency rows report p50 and p99 of single calls; the ratio column is peer time / lsmmail time (or lsmmail
 rate / peer rate): > 1 means lsmmail is faster.
 """
@@ -58,10 +61,12 @@ SEARCH_KINDS = ("word", "from", "body", "and")
 ROWS = (
     ("import", "bulk import (msgs/s, durable, 64/batch)"),
     ("deliver", "single deliver (msgs/s, durable)"),
+    ("deliver_paired", "single deliver, paired (msgs/s, durable)"),
     ("list_first", "list first page (50)"),
     ("list_next", "list next page (50)"),
     ("get", "get_message"),
     ("mark_read", "mark_read (durable)"),
+    ("mark_read_paired", "mark_read, paired (durable)"),
     ("unread", "unread first page (50)"),
     ("search_ids_word", "search one word (ids)"),
     ("search_ids_from", "search from:sender (ids)"),
@@ -72,7 +77,9 @@ ROWS = (
     ("search_body", "search body word (page)"),
     ("search_and", "search two words AND (page)"),
 )
-RATE_ROWS = ("import", "deliver")
+RATE_ROWS = ("import", "deliver", "deliver_paired")
+#: Rows measured by the paired stage (bench/mail_paired.py: both stores in one process, call by call).
+PAIRED_ROWS = ("deliver_paired", "mark_read_paired")
 SEARCH_ONLY = ("tantivy",)
 _WORD = re.compile(r"[a-z]{4,12}")
 
@@ -475,12 +482,17 @@ def main(argv: list[str]) -> int:
                     sys.stderr.write(f"{s}: mail worker failed with exit code {proc.returncode}\n")
                     return 1
                 runs[s].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        paired = _run_paired(base, cfg, stores, args.no_progress)
+        if paired is False:
+            return 1
     finally:
         if not args.dir:
             shutil.rmtree(base, ignore_errors=True)
     from . import machine_line
 
     summary = summarise(runs)
+    for name, rows in (paired or {}).items():
+        summary["stores"][name]["results"].update(rows)
     summary["machine"] = machine_line()
     summary["config"] = {k: v for k, v in asdict(cfg).items() if k != "search_queries"}
     summary["rounds"] = args.rounds
@@ -490,6 +502,21 @@ def main(argv: list[str]) -> int:
     else:
         sys.stdout.write(format_table(summary, stores) + "\n")
     return 0
+
+
+def _run_paired(base: str, cfg: MailConfig, stores: list[str], quiet: bool) -> dict | None | bool:
+    """The paired durable rows (bench/mail_paired.py) when both mail stores run; False if it failed."""
+    if not {"lsmmail", "sqlite"} <= set(stores):
+        return None
+    from .mail_paired import command
+
+    if not quiet:
+        sys.stderr.write("mail paired stage: lsmmail and sqlite call by call\n")
+    proc = subprocess.run(command(base, cfg), stdout=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        sys.stderr.write(f"paired stage failed with exit code {proc.returncode}\n")
+        return False
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def summarise(runs: dict[str, list[dict]]) -> dict:

@@ -32,6 +32,8 @@ def test_mail_bench_compares_stores_on_corpus(capsys, tmp_path) -> None:  # type
         assert set(res) == {row for row, _ in ROWS}
         assert res["import"]["n"] == 42 and res["deliver"]["n"] == 8
         assert res["mark_read"]["n"] == 10 and res["get"]["n"] == 20
+        # the paired stage: both stores in one process, call by call, the same calls
+        assert res["mark_read_paired"]["n"] == 10 and res["deliver_paired"]["n"] == 8
         for row, m in res.items():
             assert m["ops_per_sec"] > 0, (name, row)
             if "p50_us" in m:

@@ -32,6 +32,8 @@ import re
 import struct
 from collections.abc import Iterator
 
+import xxhash
+
 from .coding import checksum
 from .errors import Corruption, ReadOnlyError
 from .fs import ReadableFile, WritableFile
@@ -49,7 +51,9 @@ MIDDLE = 3
 LAST = 4
 
 _header = struct.Struct("<IHB")
+_xxh3_64 = xxhash.xxh3_64  # coding.checksum, streamed
 _FULL_BYTE = bytes((FULL,))
+_TYPE_BYTES = {k: bytes((k,)) for k in (FULL, FIRST, MIDDLE, LAST)}
 _TYPE_NAMES = {FULL: "FULL", FIRST: "FIRST", MIDDLE: "MIDDLE", LAST: "LAST"}
 
 #: A possible fragment type byte; used to find candidate headers quickly when scanning past a bad fragment
@@ -115,14 +119,18 @@ class LogWriter:
         view = memoryview(payload).cast("B")
         left = len(view)
         pos = 0
-        block_offset = self._block_offset
-        out = bytearray()
+        # Pieces joined once at the end, each fragment's checksum streamed over its type byte and its
+        # slice of the view: a 1 MiB batch (32 fragments) was copied three times more (type byte + chunk
+        # for the checksum, into a bytearray, out of it), ~8% of a batched fill's GIL time.
+        parts: list[bytes | memoryview] = []
+        total = 0
         begin = True
         while True:
             room = bs - block_offset
             if room < HEADER_SIZE:
                 # Too small for a header: zero-fill and start the next block (the reader skips it).
-                out += bytes(room)
+                parts.append(bytes(room))
+                total += room
                 block_offset = 0
                 room = bs
             n = min(left, room - HEADER_SIZE)
@@ -132,9 +140,11 @@ class LogWriter:
             else:
                 kind = LAST if end else MIDDLE
             chunk = view[pos : pos + n]
-            cks = checksum(bytes((kind,)) + chunk)
-            out += _header.pack(cks, n, kind)
-            out += chunk
+            h = _xxh3_64(_TYPE_BYTES[kind])
+            h.update(chunk)
+            parts.append(_header.pack(h.intdigest() & 0xFFFFFFFF, n, kind))
+            parts.append(chunk)
+            total += HEADER_SIZE + n
             block_offset += HEADER_SIZE + n
             pos += n
             left -= n
@@ -142,8 +152,8 @@ class LogWriter:
             if end:
                 break
         self._block_offset = block_offset
-        self._size += len(out)
-        return bytes(out)
+        self._size += total
+        return b"".join(parts)
 
     def append_encoded(self, framed: bytes | bytearray | memoryview) -> None:
         """Append bytes returned by :meth:`encode_record` (one or several records, concatenated)."""

@@ -30,6 +30,7 @@ import os
 import struct
 import threading
 import warnings
+from array import array
 from bisect import bisect_left
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -364,6 +365,35 @@ def decode_data_block_spans_native(
         return [], [], [], [], []
     return _user_keys(kb, ends, count), seq, kind, offs, lens
 
+
+
+def decode_data_block_compact_native(blk: bytes) -> tuple[list[bytes], array, bytes, array, array]:
+    """:func:`decode_data_block_spans_native` with the per-entry numbers in compact containers: the
+    sequences, value offsets and value lengths as ``array('Q')``, the kinds as ``bytes`` (each indexes
+    to the same ints as the lists). A cached block then holds ~20 Python objects instead of ~70 for 16
+    entries, which is what evicting it costs (~2.7 -> ~0.5 us measured, freeing blocks long out of the
+    CPU cache); decoding skips three list builds. Same Corruption as the spans decode."""
+    n = len(blk)
+    max_n = min(n // 3 + 1, 1024)
+    keycap = 4 * n + 256
+    for _ in range(2):
+        s = _scratch(max_n, keycap)
+        got = _lib.lsm_block_decode_data(
+            blk, n, s.keybuf, s.keycap, s.key_end, s.seq, s.kind, s.val_off, s.val_len, s.max_n, s.need
+        )
+        if got != _ESPACE:
+            break
+        max_n, keycap = s.need[0], s.need[1]
+    count = _check(got, "block")
+    seqs, offs, lens = array("Q"), array("Q"), array("Q")
+    if count == 0:
+        return [], seqs, b"", offs, lens
+    ends = _ffi.unpack(s.key_end, count)
+    buf = _ffi.buffer
+    seqs.frombytes(buf(s.seq, 8 * count))
+    offs.frombytes(buf(s.val_off, 8 * count))
+    lens.frombytes(buf(s.val_len, 8 * count))
+    return _user_keys(buf(s.keybuf, ends[-1])[:], ends, count), seqs, buf(s.kind, count)[:], offs, lens
 
 #: ``struct.Struct`` per (internal key length, entry count) for blocks whose keys all have one length
 #: (the common case: fixed-size keys). Bounded: cleared when it grows past this many shapes.

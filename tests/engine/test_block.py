@@ -142,8 +142,8 @@ def test_data_block_parallel_lists_and_checks() -> None:
     ]
     block = DataBlock(build(entries, 2))
     assert block.user_keys == [b"a", b"a", b"b", b"c"]
-    assert block.seqs == [9, 4, 7, 1]
-    assert block.kinds == [1, 0, 2, 1]
+    assert list(block.seqs) == [9, 4, 7, 1]
+    assert list(block.kinds) == [1, 0, 2, 1]
     assert block.values == [b"a9", b"", b"ref", b"c1"]
     assert len(block) == 4 and block.charge > 0
     with pytest.raises(Corruption, match="kind"):

@@ -83,3 +83,30 @@ def test_user_keys_struct_memo_stays_bounded() -> None:
         ends = [17 * (i + 1) for i in range(count)]
         assert native._user_keys(b"".join(keys), ends, count) == [k[:-8] for k in keys]
     assert len(native._KEY_STRUCTS) <= native._MAX_KEY_STRUCTS
+
+
+def _compact_outcome(blk: bytes):  # type: ignore[no-untyped-def]
+    got = _outcome(native.decode_data_block_compact_native, blk)
+    if got[0] == "ok":
+        ukeys, seqs, kinds, offs, lens = got[1]
+        assert type(ukeys) is list
+        return "ok", (ukeys, list(seqs), list(kinds), list(offs), list(lens))
+    return got
+
+
+@FAST
+@given(st.one_of(fixed_length_entries(), st.lists(
+    st.tuples(st.binary(min_size=1, max_size=10), st.integers(0, 2**56 - 1), st.integers(0, 3),
+              st.binary(max_size=20)), max_size=40).map(lambda es: sorted(es, key=lambda e: (e[0], -e[1])))),
+       st.integers(1, 16), st.sampled_from(["none", "flip", "truncate", "random"]), st.data())
+def test_compact_decode_matches_pure(entries, interval: int, how: str, data: st.DataObject) -> None:  # type: ignore[no-untyped-def]
+    # The array/bytes decode the block cache keeps: the same numbers as the pure lists, or Corruption.
+    blk = bytearray(_block(entries, interval))
+    if how == "flip" and blk:
+        blk[data.draw(st.integers(0, len(blk) - 1))] ^= data.draw(st.integers(1, 255))
+    elif how == "truncate":
+        del blk[data.draw(st.integers(0, len(blk))) :]
+    elif how == "random":
+        blk = bytearray(data.draw(st.binary(max_size=120)))
+    blk = bytes(blk)
+    assert _compact_outcome(blk) == _outcome(decode_data_block_spans_py, blk)

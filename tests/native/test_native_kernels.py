@@ -229,7 +229,7 @@ def test_data_block_spans_match_pure_decode(entries, interval: int, how: str, da
     ukeys, seqs, kinds, values = want[1]
     # A DataBlock yields the same values whichever way they are read, and as often as they are read.
     db = DataBlock(blk)
-    assert (db.user_keys, db.seqs, db.kinds) == (ukeys, seqs, kinds)
+    assert (db.user_keys, list(db.seqs), list(db.kinds)) == (ukeys, seqs, kinds)
     assert [db.value(i) for i in range(len(db))] == values
     assert db.values == values == db.values
     assert [db.value(i) for i in range(len(db))] == values

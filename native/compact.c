@@ -345,9 +345,12 @@ int64_t lsm_cmp_step(lsm_compactor *m, uint8_t *buf, size_t cap, uint64_t *block
      * its last block was drained (state[0] = 2). Returns the number of blocks written to the output:
      * block b = buf[block_end[b-1]:block_end[b]] with block_nent[b] entries of block_vbytes[b] value
      * bytes, whose user keys and trailers follow in keys/key_end/trailers; state[3] = the largest PUT
-     * value emitted so far. Negative: LSM_ECORRUPT (bad block) or LSM_ESPACE. */
-    outbuf o = {buf, cap, 0, block_end, block_nent, block_vbytes, max_blocks, 0, keys, keycap, 0, key_end,
-                trailers, max_keys, 0};
+     * value emitted so far. The output continues at state[4..7] (bytes, blocks, key bytes, entries
+     * already in the buffers: 0 after the caller drained them), updated on return, so a caller can feed
+     * a run and step again without draining; the return value counts every block in the buffers. Negative: LSM_ECORRUPT (bad block) or LSM_ESPACE. */
+    outbuf o = {buf, cap, (size_t)state[4], block_end, block_nent, block_vbytes, max_blocks, (size_t)state[5],
+                keys, keycap, (size_t)state[6], key_end, trailers, max_keys, (size_t)state[7]};
+    if (o.pos > cap || o.nb > max_blocks || o.kpos > keycap || o.ne > max_keys) return LSM_EINVAL;
     state[0] = state[1] = state[2] = 0;
     int64_t rc = 0;
     for (;;) {
@@ -417,6 +420,10 @@ int64_t lsm_cmp_step(lsm_compactor *m, uint8_t *buf, size_t cap, uint64_t *block
         }
     }
     state[3] = m->max_put;
+    state[4] = o.pos;
+    state[5] = o.nb;
+    state[6] = o.kpos;
+    state[7] = o.ne;
     if (rc) return rc;
     return (int64_t)o.nb;
 }

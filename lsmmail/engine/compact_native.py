@@ -120,7 +120,7 @@ def compact_blocks_native(runs: Sequence[Iterator[bytes]], snapshots: list[int],
     keys = new("uint8_t[]", keycap)
     key_end = new("uint64_t[]", max_keys)
     trs = new("uint64_t[]", max_keys)
-    state = ffi.new("uint64_t[4]")
+    state = ffi.new("uint64_t[8]")  # [4..7]: output already in the buffers (lsm_cmp_step)
     while True:
         nb = lib.lsm_cmp_step(m, buf, cap, block_end, block_nent, block_vb, max_blocks, keys, keycap,
                               key_end, trs, max_keys, state)
@@ -128,10 +128,15 @@ def compact_blocks_native(runs: Sequence[Iterator[bytes]], snapshots: list[int],
             raise Corruption("compaction input: malformed data block")
         if nb < 0:
             raise MemoryError("compactor buffers")
+        reason = state[0]
+        if reason == 0:
+            feed(int(state[1]))
+            if nb < max_blocks // 2:
+                continue  # keep filling the buffers: one chunk per ~half buffer, not per input block
         if nb:
             bends = ffi.unpack(block_end, nb)
             nents = ffi.unpack(block_nent, nb)
-            ne = sum(nents)
+            ne = int(state[7])
             kends = ffi.unpack(key_end, ne)
             data = ffi.buffer(buf, bends[-1])[:]
             kdata = ffi.buffer(keys, kends[-1])[:]
@@ -146,10 +151,8 @@ def compact_blocks_native(runs: Sequence[Iterator[bytes]], snapshots: list[int],
                 ukeys.append(kdata[a:b])
                 a = b
             yield blocks, nents, ukeys, ffi.unpack(trs, ne), ffi.unpack(block_vb, nb), int(state[3])
-        reason = state[0]
-        if reason == 0:
-            feed(int(state[1]))
-        elif reason == 1:
+            state[4] = state[5] = state[6] = state[7] = 0
+        if reason == 1:
             if nb == 0 and state[1]:
                 cap *= 2
                 keycap *= 2
@@ -162,7 +165,7 @@ def compact_blocks_native(runs: Sequence[Iterator[bytes]], snapshots: list[int],
                 keys = new("uint8_t[]", keycap)
                 key_end = new("uint64_t[]", max_keys)
                 trs = new("uint64_t[]", max_keys)
-        else:
+        elif reason == 2:
             return
 
 

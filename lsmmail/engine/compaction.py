@@ -324,6 +324,17 @@ class OutputSink:
         last_uk = self._last_key
         limit = self.max_file_size
         for blocks, nents, ukeys, trailers, vbytes, _ in runs:
+            if w is not None and w.data_size + sum(map(len, blocks)) + 5 * len(blocks) < limit:
+                # No cut can fall in this chunk (a stored block is at most its raw size plus the 5-byte
+                # trailer): one call for all of its blocks instead of one per block.
+                lasts = []
+                i = 0
+                for n in nents:
+                    i += n
+                    lasts.append(ukeys[i - 1] + trailers[i - 1].to_bytes(8, "little"))
+                w.add_blocks(blocks, lasts, ukeys, trailers, sum(vbytes), False)
+                last_uk = ukeys[-1]
+                continue
             i = 0
             for raw, n, nv in zip(blocks, nents, vbytes, strict=True):
                 j = i + n

@@ -65,10 +65,6 @@ from .wal import LogWriter, read_log
 #: many writers while keeping the leader's latency bounded (LevelDB uses the same limit).
 MAX_GROUP_BYTES = 1 << 20
 
-#: Commit groups that may be between their WAL write and their publication at once: the next group
-#: appends while earlier ones fdatasync.
-MAX_INFLIGHT_GROUPS = 2
-
 
 #: How far past the seek position (in data blocks of the largest source) a scan's first memtable copy
 #: reaches: 4 blocks of 16 entries of the level that holds ~55% of the bench's data cover ~2x a page of
@@ -192,13 +188,6 @@ class DB(Maintenance):
         }
         self._bg_work_pending = False
         self._last_group = 1
-        # Pipelined group commit (see _submit): groups past stage 1 and not yet published, their
-        # tickets, the last sequence number they allocated, and the first error among them.
-        self._inflight = 0
-        self._tickets_issued = 0
-        self._tickets_done = 0
-        self._alloc_seq = 0
-        self._chain_error: BaseException | None = None
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], options: Options | None = None) -> DB:
@@ -358,7 +347,7 @@ class DB(Maintenance):
             if self._closed:
                 return
             self._closing = True
-            while self._writers or self._inflight:
+            while self._writers:
                 self._write_cv.wait()
             self._bg_cv.notify_all()
         for t in self._threads:
@@ -442,75 +431,49 @@ class DB(Maintenance):
             self._poisoned = exc
 
     def _submit(self, w: _Writer) -> None:
-        """Queue ``w`` and return once it is committed (raising its error if it failed).
-
-        Two stages per commit group, so the next group forms and writes while this one syncs
-        (pipelined group commit): **stage 1** (the queue's head, the leader) takes the batches queued
-        behind it, gives them sequence numbers and appends them to the WAL with one write, then hands the
-        queue to the next head; **stage 2** fdatasyncs (if any writer asked for sync), then, in group
-        order (a ticket per group), applies the group to the memtable and publishes its last sequence
-        number. A group is never acknowledged before every earlier group succeeded: if an earlier group's
-        write or sync failed, later groups in flight fail too (``ReadOnlyError``), even if their own
-        fdatasync reported success."""
-        mu = self._mu
-        mu.acquire()
-        try:
+        with self._mu:
             self._check_writable()
-        except BaseException:
-            mu.release()
-            raise
-        self._writers.append(w)
-        if self._writers[0] is not w and self._await_turn(w):
-            # Committed by a leader; _mu is not held (a woken follower returns without re-taking it).
-            if w.error is not None:
-                raise w.error
-            return
-        # w is the head of the queue and _mu is held.
-        try:
-            while self._inflight >= MAX_INFLIGHT_GROUPS:
-                self._write_cv.wait()
-            self._make_room_for_write(force=w.force_flush)
-        except BaseException as e:
-            self._writers.popleft()
-            self._wake_head()
-            mu.release()
-            if isinstance(e, OSError):
-                raise IOFailure(e.errno, f"write failed: {e}") from e
-            raise
-        if w.force_flush:
-            self._writers.popleft()
-            self._wake_head()
-            mu.release()
-            return
-        if w.sync and self._last_group > 1 and len(self._writers) < self._last_group:
-            # Concurrent synced writers are about: let the ones the last commit woke queue up
-            # behind this leader before it takes its group, so one fdatasync serves all of them.
-            mu.release()
+            self._writers.append(w)
+            while not w.done and self._writers[0] is not w:
+                self._sleep(w)
+            if w.done:
+                if w.error is not None:
+                    raise w.error
+                return
             try:
-                time.sleep(0)
-            finally:
-                mu.acquire()
-        group = [w]
-        size = w.size
-        need_sync = w.sync
-        if len(self._writers) > 1:
-            for other in list(self._writers)[1:]:
-                if (other.force_flush or (other.sync and not w.sync)
-                        or size + other.size > MAX_GROUP_BYTES):
-                    break
-                group.append(other)
-                size += other.size
-            need_sync = any(g.sync for g in group)
-        first_seq = (self._alloc_seq if self._inflight else self._last_seq) + 1
-        ticket = self._tickets_issued
-        self._tickets_issued = ticket + 1
-        self._inflight += 1
-        self._last_group = len(group)
-        mem, log = self._mem, self._log
-        mu.release()
+                self._make_room_for_write(force=w.force_flush)
+            except BaseException as e:
+                self._writers.popleft()
+                self._wake_head()
+                if isinstance(e, OSError):
+                    raise IOFailure(e.errno, f"write failed: {e}") from e
+                raise
+            if w.force_flush:
+                self._writers.popleft()
+                self._wake_head()
+                return
+            if w.sync and self._last_group > 1 and len(self._writers) < self._last_group:
+                # Concurrent synced writers are about: let the ones the last commit woke queue up
+                # behind this leader before it takes its group, so one fdatasync serves all of them.
+                self._mu.release()
+                try:
+                    time.sleep(0)
+                finally:
+                    self._mu.acquire()
+            group = [w]
+            size = w.size
+            need_sync = w.sync
+            if len(self._writers) > 1:
+                for other in list(self._writers)[1:]:
+                    if (other.force_flush or (other.sync and not w.sync)
+                            or size + other.size > MAX_GROUP_BYTES):
+                        break
+                    group.append(other)
+                    size += other.size
+                need_sync = any(g.sync for g in group)
+            first_seq = self._last_seq + 1
+            mem, log = self._mem, self._log
         assert log is not None
-
-        # Stage 1 (still the leader): frame the group's records and append them with one write.
         err: BaseException | None = None
         seq = first_seq
         framed: bytes | bytearray = b""
@@ -527,41 +490,18 @@ class DB(Maintenance):
                     framed += log.encode_record(encode_header(seq, len(g.entries)) + g.rep)
                     seq += len(g.entries)
             log.append_encoded(framed)
-        except BaseException as e:
-            err = self._io_error(e)
-        with mu:
-            if err is None:
-                self._alloc_seq = seq - 1
-            else:
-                self._poison(err)
-            for _ in group:
-                self._writers.popleft()
-            self._wake_head()
-
-        # Stage 2: sync (overlapping the next group's stage 1), then apply and publish in ticket order.
-        if err is None and need_sync:
-            try:
+            if need_sync:
                 log.sync()
-            except BaseException as e:
-                err = self._io_error(e)
-                self._poison(err)  # stop new leaders now, not only when this group's turn comes
-        if self._tickets_done != ticket:
-            with mu:
-                while self._tickets_done != ticket:
-                    self._write_cv.wait()
-        if err is None and self._chain_error is not None:
-            err = ReadOnlyError(f"an earlier commit group failed ({self._chain_error}); reopen the database")
-            err.__cause__ = self._chain_error
-        if err is None:
-            try:
-                apply_seq = first_seq
-                for g in group:
-                    assert g.entries is not None
-                    mem.add_batch(apply_seq, g.entries, g.rep)
-                    apply_seq += len(g.entries)
-            except BaseException as e:
-                err = self._io_error(e)
-        with mu:
+            for g in group:
+                assert g.entries is not None
+                mem.add_batch(first_seq, g.entries, g.rep)
+                first_seq += len(g.entries)
+        except OSError as e:
+            err = IOFailure(e.errno, f"WAL write failed: {e}")
+            err.__cause__ = e
+        except LsmError as e:
+            err = e
+        with self._mu:
             if err is None:
                 self._last_seq = seq - 1
                 st = self._stats
@@ -569,53 +509,34 @@ class DB(Maintenance):
                 st["wal_bytes_written"] += len(framed)
                 st["group_commits"] += 1
                 st["grouped_writes"] += len(group)
+                self._last_group = len(group)
                 if need_sync:
                     st["wal_syncs"] += 1
             else:
                 self._poison(err)
-                if self._chain_error is None:
-                    self._chain_error = err
             for g in group:
-                g.error = err
+                self._writers.popleft()
                 g.done = True
+                g.error = err
                 if g.signal is not None:
                     self._wake(g)
-            self._tickets_done = ticket + 1
-            self._inflight -= 1
-            self._write_cv.notify_all()
+            self._wake_head()
         if err is not None:
             raise err
 
-    @staticmethod
-    def _io_error(e: BaseException) -> BaseException:
-        """The error a commit group reports for ``e`` raised by its WAL write, sync or memtable insert."""
-        if isinstance(e, OSError) and not isinstance(e, LsmError):
-            err = IOFailure(e.errno, f"WAL write failed: {e}")
-            err.__cause__ = e
-            return err
-        return e
-
-    def _await_turn(self, w: _Writer) -> bool:
-        """With ``_mu`` held: sleep until a leader wakes ``w``. Returns True once ``w``'s group committed
-        (``_mu`` released: the follower returns without re-taking it), False once ``w`` is the queue's
-        head (``_mu`` held). A private lock per writer, not one condition for all: with ``notify_all``
-        every committed group woke all queued writers to fight for the GIL and ``_mu`` (8 threads doing
-        synced puts formed groups of ~4 where ~8 queue)."""
-        mu = self._mu
-        while True:
-            sig = threading.Lock()
+    def _sleep(self, w: _Writer) -> None:
+        """With ``_mu`` held: sleep until a leader wakes ``w`` (its turn came, or its group committed).
+        A private lock per writer, not one condition for all: with ``notify_all`` every committed group
+        woke all queued writers to fight for the GIL and ``_mu`` (8 threads doing synced puts formed
+        groups of ~4 where ~8 queue)."""
+        sig = threading.Lock()
+        sig.acquire()
+        w.signal = sig
+        self._mu.release()
+        try:
             sig.acquire()
-            w.signal = sig
-            mu.release()
-            sig.acquire()  # released by whoever set w.done or made w the head, after doing so
-            if w.done:
-                return True
-            mu.acquire()
-            if w.done:
-                mu.release()
-                return True
-            if self._writers[0] is w:
-                return False
+        finally:
+            self._mu.acquire()
 
     @staticmethod
     def _wake(w: _Writer) -> None:
@@ -661,10 +582,6 @@ class DB(Maintenance):
             if l0 >= opts.l0_stop_trigger:
                 self._stats["stall_stops"] += 1
                 self._wait_for_background()
-                continue
-            if self._inflight:
-                # Groups in flight still write and sync the current WAL: switch after them.
-                self._write_cv.wait()
                 continue
             self._switch_memtable()
             force = False

@@ -48,6 +48,9 @@ def add_import(p: argparse.ArgumentParser) -> None:
     p.add_argument("--folder", default="INBOX", help="folder id to import into (default INBOX)")
     p.add_argument("--address", action="append", default=[], help="address for a newly created user")
     p.add_argument("--batch-size", type=int, default=None, help="messages per durable write batch")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes sharing the import, this one included (1: no worker processes; "
+                        "default: automatic, one per extra CPU, at most 2)")
     p.add_argument("--read", action="store_true", help="mark imported messages as read")
     p.add_argument("--quiet", action="store_true", help="no progress line")
 
@@ -76,7 +79,7 @@ def cmd_import(args: argparse.Namespace) -> int:
             store.create_user(args.user, args.address)
         done = 0
         for res in store.import_messages(args.user, sources(), args.folder, read=args.read,
-                                         batch_size=args.batch_size):
+                                         batch_size=args.batch_size, workers=args.workers):
             counts["unreadable" if res.status == "too_large" else res.status] += 1
             done += 1
             progress.update(done, labels[res.index] if res.index < len(labels) else "")

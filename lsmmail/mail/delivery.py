@@ -6,15 +6,14 @@ thread, attachment holders, change log, search record) into a transaction; send 
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sized
 
 from . import mime, schema
 from .errors import MessageTooLarge
 from .ids import ID_LEN, id_to_str
+from .import_pool import Prepared, auto_workers, prepare_parsed, prepared_chunks
 from .listeners import _notifies
-from .records import ImportResult, encode_body, encode_message, encode_summary
-from .search_bridge import _indexed_document
+from .records import ImportResult, encode_message, encode_summary
 from .store_core import StoreCore
 from .txn import Txn, UserState
 
@@ -44,38 +43,47 @@ class Delivery(StoreCore):
 
     def import_messages(
         self, user_id: str, raws: Iterable[bytes], folder: str = "INBOX", *, read: bool = False,
-        batch_size: int | None = None,
+        batch_size: int | None = None, workers: int | None = None,
     ) -> Iterator[ImportResult]:
         """Bulk import: like deliver for each message, but ``batch_size`` messages (default
         ``import_batch_size``, 64) share ONE WriteBatch and one fdatasync. Results are yielded only after
         their batch is durable; a crash loses at most the batch being written, never part of a message
-        (each batch is atomic). Oversized messages yield status ``too_large`` instead of raising."""
+        (each batch is atomic). Oversized messages yield status ``too_large`` instead of raising.
+
+        ``workers``: processes sharing the import, counting this one: N >= 2 starts N - 1 worker
+        processes that parse and analyse messages ahead (``import_pool``) while this process stores them,
+        in input order, with the same batches; 0 or 1: everything in this process. None (default):
+        ``import_workers`` of the options, whose None means automatic (``import_pool.auto_workers``: one
+        worker per CPU beyond the first, at most 2, and only for at least ``AUTO_MIN_MESSAGES`` messages
+        or a stream of unknown length). The results are identical either way."""
         size = batch_size or self._opts.import_batch_size
         u = self._user(user_id)
         n = self._folder_num(u, folder)
-        pending: list[tuple[int, bytes, mime.ParsedMessage | None]] = []
-        for i, raw in enumerate(raws):
-            parsed = mime.parse(raw) if len(raw) <= self._opts.max_message_size else None
-            pending.append((i, raw, parsed))
-            if len(pending) >= size:
-                yield from self._import_batch(u, n, pending, read)
-                pending = []
-        if pending:
-            yield from self._import_batch(u, n, pending, read)
+        if workers is None:
+            workers = self._opts.import_workers
+        if workers is None:
+            workers = auto_workers(len(raws) if isinstance(raws, Sized) else None)
+        search = self._search is not None
+        for start, chunk, prepared in prepared_chunks(raws, size, self._opts.max_message_size, search,
+                                                      max(0, workers - 1)):
+            yield from self._import_batch(u, n, start, chunk, prepared, read)
 
     @_notifies
-    def _import_batch(self, u: UserState, folder: int, items: list, read: bool) -> list[ImportResult]:
+    def _import_batch(
+        self, u: UserState, folder: int, start: int, raws: list[bytes], prepared: list[Prepared | None],
+        read: bool,
+    ) -> list[ImportResult]:
         results = []
         with u.lock:
             txn = self._txn()
             any_created = False
-            dkeys, known = self._prefetch(u, items)
-            for (i, raw, parsed), dkey in zip(items, dkeys, strict=True):
-                if parsed is None:
+            dkeys, known = self._prefetch(u, prepared)
+            for i, (raw, prep, dkey) in enumerate(zip(raws, prepared, dkeys, strict=True), start):
+                if prep is None:
                     results.append(ImportResult(i, "too_large", None))
                     continue
-                mid, created = self._add_message(txn, u, raw, parsed, folder, read=read, dkey=dkey,
-                                                 known=known)
+                mid, created = self._add_prepared(txn, u, raw, prep, folder, read=read, dkey=dkey,
+                                                  known=known)
                 any_created |= created
                 results.append(ImportResult(i, "stored" if created else "duplicate", id_to_str(mid)))
             if any_created:
@@ -90,7 +98,7 @@ class Delivery(StoreCore):
                                   f"{self._opts.max_message_size} bytes")
 
     def _prefetch(
-        self, u: UserState, items: list[tuple[int, bytes, mime.ParsedMessage | None]]
+        self, u: UserState, items: list[Prepared | None]
     ) -> tuple[list[bytes | None], dict[bytes, bytes | None]]:
         """The dedup key of each item (None for a skipped one) and, read in one ``get_many``, the stored
         values of the keys ``_add_message`` will look up: each dedup key, the first thread candidate
@@ -107,11 +115,11 @@ class Delivery(StoreCore):
         dkeys: list[bytes | None] = []
         wanted: list[bytes] = []
         uk = u.uk
-        for _, raw, parsed in items:
+        for parsed in items:
             if parsed is None:
                 dkeys.append(None)
                 continue
-            dkey = self._dedup_key(u, raw, parsed)
+            dkey = self._dedup_key(u, parsed)
             dkeys.append(dkey)
             wanted.append(dkey)
             ref = parsed.in_reply_to[0] if parsed.in_reply_to else (
@@ -119,10 +127,8 @@ class Delivery(StoreCore):
             if ref is not None:
                 ref_b = ref.encode("utf-8", "surrogatepass")
                 wanted.append(schema.dedup_key(uk, schema.DEDUP_MESSAGE_ID, ref_b))
-            elif mime.is_reply_subject(parsed.subject):
-                norm = mime.normalise_subject(parsed.subject)
-                if norm:
-                    wanted.append(schema.subject_key(uk, norm))
+            elif parsed.reply_subject and parsed.norm_subject:
+                wanted.append(schema.subject_key(uk, parsed.norm_subject))
         return dkeys, dict(zip(wanted, self._db.get_many(wanted), strict=True))
 
     def _lookup(self, txn: Txn, key: bytes, known: dict[bytes, bytes | None] | None) -> bytes | None:
@@ -135,23 +141,32 @@ class Delivery(StoreCore):
             return known[key]
         return self._db.get(key)
 
-    def _dedup_key(self, u: UserState, raw: bytes, parsed: mime.ParsedMessage) -> bytes:
-        if parsed.message_id:
+    def _dedup_key(self, u: UserState, prep: Prepared) -> bytes:
+        if prep.message_id:
             return schema.dedup_key(u.uk, schema.DEDUP_MESSAGE_ID,
-                                    parsed.message_id.encode("utf-8", "surrogatepass"))
-        return schema.dedup_key(u.uk, schema.DEDUP_CONTENT, hashlib.sha256(raw).digest())
+                                    prep.message_id.encode("utf-8", "surrogatepass"))
+        assert prep.content_sha is not None  # prepare() hashes the raw bytes when there is no Message-ID
+        return schema.dedup_key(u.uk, schema.DEDUP_CONTENT, prep.content_sha)
 
     def _add_message(
         self, txn: Txn, u: UserState, raw: bytes, parsed: mime.ParsedMessage, folder: int, *,
+        read: bool, register_dedup: bool = True,
+    ) -> tuple[bytes, bool]:
+        """Add one message's records to ``txn``. Returns (id, created); created is False for a duplicate."""
+        raw = bytes(raw)
+        return self._add_prepared(txn, u, raw, prepare_parsed(raw, parsed, self._search is not None),
+                                  folder, read=read, register_dedup=register_dedup)
+
+    def _add_prepared(
+        self, txn: Txn, u: UserState, raw: bytes, parsed: Prepared, folder: int, *,
         read: bool, register_dedup: bool = True, dkey: bytes | None = None,
         known: dict[bytes, bytes | None] | None = None,
     ) -> tuple[bytes, bool]:
-        """Add one message's records to ``txn``. Returns (id, created); created is False for a duplicate.
-        ``dkey`` is the message's dedup key if already computed; ``known`` holds stored values read
-        ahead under the same user lock (``_prefetch``)."""
-        raw = bytes(raw)
+        """``_add_message`` of a prepared message (``import_pool.prepare``). ``dkey`` is the message's
+        dedup key if already computed; ``known`` holds stored values read ahead under the same user lock
+        (``_prefetch``)."""
         if dkey is None:
-            dkey = self._dedup_key(u, raw, parsed)
+            dkey = self._dedup_key(u, parsed)
         if register_dedup:
             hit = self._lookup(txn, dkey, known)
             if hit is not None:
@@ -160,9 +175,7 @@ class Delivery(StoreCore):
         thread = self._find_thread(txn, u, parsed, known) or mid
         ut = txn.user(u)
         uk = u.uk
-        shas = [a.sha256 for a in parsed.attachments]  # a property that hashes the data: once per part
-        atts = [[a.filename, a.content_type, len(a.data), sha.hex()]
-                for a, sha in zip(parsed.attachments, shas, strict=True)]
+        atts = [[name, ctype, len(data), sha.hex()] for name, ctype, data, sha in parsed.attachments]
         sm = encode_summary(
             subject=parsed.subject, preview=parsed.preview, from_=parsed.from_, to=parsed.to, cc=parsed.cc,
             date=parsed.date, size=len(raw), has_attachments=bool(atts), read=read, thread=thread,
@@ -176,36 +189,39 @@ class Delivery(StoreCore):
         if not read:
             txn.put(schema.unread_key(uk, folder, mid), sm)
         txn.put(schema.raw_key(uk, mid), raw)
-        if parsed.text or parsed.html:
-            txn.put(schema.body_key(uk, mid), encode_body(parsed.text, parsed.html))
+        if parsed.body is not None:
+            txn.put(schema.body_key(uk, mid), parsed.body)
         if register_dedup:
             value = mid + thread
             txn.put(dkey, value)
             txn.dedup[dkey] = value
             txn.dedup_removed.discard(dkey)
         txn.put(schema.thread_key(uk, thread, mid), b"")
-        norm = mime.normalise_subject(parsed.subject)
+        norm = parsed.norm_subject
         if norm:
             skey = schema.subject_key(uk, norm)
             txn.put(skey, thread)
             if known is not None:
                 # Later messages of this import batch see it, as they would after a deliver() of this one.
                 known[skey] = thread
-        for part, (a, sha) in enumerate(zip(parsed.attachments, shas, strict=True)):
+        for part, (_, _, data, sha) in enumerate(parsed.attachments):
             hk = schema.holder_key(sha, uk, mid, part)
             txn.put(hk, b"")
             txn.holders_added[sha] = txn.holders_added.get(sha, 0) + 1
             txn.holders_removed.discard(hk)
             # The blob itself is written (once) in _resolve_attachments, under the attachment lock.
-            txn.att_data[sha] = a.data
+            txn.att_data[sha] = data
         ut.count(folder, 1, 0 if read else 1)
         txn.log_change(ut, schema.CHANGE_CREATED, mid)
         if self._search is not None:
-            txn.search_pending.append(self._search.index(txn.batch, uk, mid, _indexed_document(parsed)))
+            if parsed.search is None:
+                raise AssertionError("prepared without search analysis for a store with search")
+            streams, forward = parsed.search
+            txn.search_pending.append(self._search.index_analysed(txn.batch, uk, mid, streams, forward))
         return mid, True
 
     def _find_thread(
-        self, txn: Txn, u: UserState, parsed: mime.ParsedMessage,
+        self, txn: Txn, u: UserState, parsed: Prepared,
         known: dict[bytes, bytes | None] | None = None,
     ) -> bytes | None:
         """Thread of the first known message this one refers to (In-Reply-To, then References newest
@@ -215,8 +231,8 @@ class Delivery(StoreCore):
                                                      ref.encode("utf-8", "surrogatepass")), known)
             if hit is not None:
                 return hit[ID_LEN:]
-        if mime.is_reply_subject(parsed.subject):
-            norm = mime.normalise_subject(parsed.subject)
+        if parsed.reply_subject:
+            norm = parsed.norm_subject
             if norm:
                 key = schema.subject_key(u.uk, norm)  # with known: the stored or this batch's value
                 return known[key] if known is not None and key in known else self._db.get(key)

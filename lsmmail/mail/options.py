@@ -17,6 +17,12 @@ class MailOptions:
     change_log_retention: int = 10_000
     #: Messages per WriteBatch in import_messages. 64 amortises one fdatasync over ~1.3 MB of average mail.
     import_batch_size: int = 64
+    #: Processes sharing an import_messages call, counting the storing one: N >= 2 starts N - 1 worker
+    #: processes that parse and analyse ahead (import_pool); 0 or 1: in-process. None (default):
+    #: automatic, i.e. one worker per CPU beyond the first (at most 2) for inputs of at least 512 messages
+    #: (a spawned worker's ~0.2 s start-up pays off after ~1,000). Fixed when the store is opened;
+    #: ``import_messages(workers=...)`` overrides it per call. Results are identical either way.
+    import_workers: int | None = None
     #: fdatasync every write before returning (True) or only hand it to the OS (False: survives a process
     #: crash, not power loss). Default True.
     sync: bool = True

@@ -138,7 +138,14 @@ class SearchIndex(SegmentWrites):
         segment replaces it; after :meth:`unindex` an id stays deleted).
         """
         streams = analyze_raw(doc)
-        batch.put(P.forward_key(user_key, _check_doc(doc_id)), P.encode_forward_raw(streams))
+        return self.index_analysed(batch, user_key, doc_id, streams, P.encode_forward_raw(streams))
+
+    def index_analysed(
+        self, batch: WriteBatch, user_key: bytes, doc_id: bytes, streams: dict[str, Any], forward: bytes
+    ) -> _Pending:
+        """:meth:`index` of a document already analysed elsewhere (the mail import's worker processes):
+        ``streams`` must be ``tokenizer.analyze_raw(doc)`` and ``forward`` ``encode_forward_raw(streams)``."""
+        batch.put(P.forward_key(user_key, _check_doc(doc_id)), forward)
         return _Pending("index", user_key, doc_id, streams)
 
     def unindex(self, batch: WriteBatch, user_key: bytes, doc_id: bytes) -> _Pending:

@@ -1,0 +1,245 @@
+"""Import pool: the pure per-message work of a bulk import (MIME parse, search analysis, hashing, record
+encoding that does not depend on the store) in worker processes, handed back in input order.
+
+Contract
+    :func:`prepare` turns one raw message into a :class:`Prepared` (or None above the size limit). It is a
+    pure function of its arguments: the in-process import path calls it too, so an import with workers
+    stores exactly what one without workers stores (same records, ids order, dedup, threads, search).
+    :func:`prepared_chunks` yields, for consecutive chunks of the input, ``(first_index, raws, prepared)``
+    in input order; storage stays with the caller (the main process), in that order.
+
+Processes
+    Workers come from a ``spawn`` context: never ``fork`` a process that runs engine threads (a forked
+    child inherits their locks in whatever state they were). Workers only parse and analyse; they never
+    open the store. A chunk whose worker raised or died is prepared again in the main process, so a
+    message is handled exactly as in-process (an exception ``prepare`` would raise in-process is raised
+    here too); a broken pool ends worker use for the rest of the import. The pool is shut down (workers
+    joined, pending chunks cancelled) when the generator finishes, raises, or is closed, including on
+    KeyboardInterrupt.
+
+Start-up
+    A spawned worker imports lsmmail (~0.15-0.3 s here) before it returns its first chunk. Meanwhile the
+    main process prepares chunks itself when the next one in order has not started in a worker, so a
+    small import never waits for a worker, and the pool only takes over once it is ahead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, NamedTuple
+
+from . import mime
+from .mime import Address
+from .records import encode_body
+
+#: ``workers=None`` uses worker processes only from this many input messages on. A spawned worker costs
+#: ~0.15-0.3 s of start-up (interpreter + imports, on the 2-core machine of docs/benchmarks.md) and saves
+#: the main process ~170 µs per message (parse ~105 + analysis ~60): it pays off after ~1,000-2,000
+#: messages; below ~500 a pool only adds processes (the main process prepares early chunks itself, so a
+#: small pool import is not slower, but it is not faster either).
+AUTO_MIN_MESSAGES = 512
+
+#: Automatic worker processes: one less than the usable CPUs (the main process stores), at most this many.
+#: The main process spends ~300 µs per message storing, a worker ~190 µs preparing (with pickling), so
+#: two workers keep it busy with room for a noisy neighbour; more only add memory and start-up.
+AUTO_MAX_WORKERS = 2
+
+
+#: Prepare chunks in this process while no worker has answered yet (False: always wait for the workers;
+#: tests use it to make sure the workers' results are the ones stored).
+PREPARE_WHILE_STARTING = True
+
+
+class Prepared(NamedTuple):
+    """What the store keeps of one message besides its raw bytes, in the form ``_add_prepared`` writes.
+
+    A NamedTuple: pickles as a plain tuple (~10 µs for a 20 KB message's fields and streams here)."""
+
+    message_id: str | None
+    in_reply_to: list[str]
+    references: list[str]
+    subject: str
+    from_: list[Address]
+    to: list[Address]
+    cc: list[Address]
+    bcc: list[Address]
+    date: float | None
+    preview: str
+    #: ``records.encode_body(text, html)``, None when the message has neither.
+    body: bytes | None
+    #: (filename, content type, decoded bytes, sha256 digest) per attachment part, in message order.
+    attachments: list[tuple[str, str, bytes, bytes]]
+    #: sha256 of the raw bytes when there is no Message-ID (the content dedup key), else None.
+    content_sha: bytes | None
+    #: ``mime.normalise_subject(subject)`` and ``mime.is_reply_subject(subject)``.
+    norm_subject: str
+    reply_subject: bool
+    #: ``(tokenizer.analyze_raw(doc), postings.encode_forward_raw(streams))`` or None without search.
+    search: tuple[dict[str, Any], bytes] | None
+
+
+def prepare_parsed(raw: bytes, parsed: mime.ParsedMessage, search: bool) -> Prepared:
+    """:class:`Prepared` of an already parsed message (deliver and send parse themselves)."""
+    atts = [(a.filename, a.content_type, a.data, hashlib.sha256(a.data).digest()) for a in parsed.attachments]
+    analysed = None
+    if search:
+        from lsmmail.search.postings import encode_forward_raw
+        from lsmmail.search.tokenizer import analyze_raw
+
+        from .search_bridge import _indexed_document
+
+        streams = analyze_raw(_indexed_document(parsed))
+        analysed = (streams, encode_forward_raw(streams))
+    return Prepared(
+        parsed.message_id, parsed.in_reply_to, parsed.references, parsed.subject, parsed.from_, parsed.to,
+        parsed.cc, parsed.bcc, parsed.date, parsed.preview,
+        encode_body(parsed.text, parsed.html) if parsed.text or parsed.html else None,
+        atts, None if parsed.message_id else hashlib.sha256(raw).digest(),
+        mime.normalise_subject(parsed.subject), mime.is_reply_subject(parsed.subject), analysed,
+    )
+
+
+def prepare(raw: bytes, max_size: int, search: bool) -> Prepared | None:
+    """Parse and prepare ``raw``; None when it is over ``max_size`` (the import reports ``too_large``)."""
+    if len(raw) > max_size:
+        return None
+    return prepare_parsed(raw, mime.parse(raw), search)
+
+
+def prepare_chunk(raws: list[bytes], max_size: int, search: bool) -> list[Prepared | None]:
+    """:func:`prepare` of each message (the unit of work sent to a worker)."""
+    return [prepare(raw, max_size, search) for raw in raws]
+
+
+def auto_workers(n_messages: int | None) -> int:
+    """``workers`` that ``workers=None`` means for an input of ``n_messages`` (None: unknown length, i.e.
+    a stream: assumed large). Counted as ``import_messages`` counts them: processes including this one,
+    so 1 means in-process and N means N - 1 worker processes."""
+    if (n_messages is not None and n_messages < AUTO_MIN_MESSAGES) or not main_is_spawn_safe():
+        return 1
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus - 1, AUTO_MAX_WORKERS) + 1)
+
+
+def main_is_spawn_safe() -> bool:
+    """Whether a spawned worker can start without running this program again. A ``spawn`` child imports
+    the parent's ``__main__`` script (as ``__mp_main__``) unless it is a package's ``__main__`` module
+    (``python -m pkg``) or there is no file (interactive, ``-c``); a script without an
+    ``if __name__ == "__main__":`` guard would then run its whole body in the worker. The automatic mode
+    uses workers only when this holds (a guard in the script's text counts); an explicit ``workers`` >= 2
+    requires the guard, as every ``multiprocessing`` program does."""
+    main = sys.modules.get("__main__")
+    spec_name = getattr(getattr(main, "__spec__", None), "name", None)
+    if spec_name is not None:
+        return spec_name == "__main__" or spec_name.endswith(".__main__") or _guarded(main)
+    path = getattr(main, "__file__", None)
+    return path is None or _guarded(main)
+
+
+def _guarded(main: object) -> bool:
+    path = getattr(main, "__file__", None)
+    if path is None:
+        return True
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return False
+    return "__name__" in text and "__main__" in text
+
+
+def _chunks(raws: Iterable[bytes], size: int) -> Iterator[list[bytes]]:
+    chunk: list[bytes] = []
+    for raw in raws:
+        chunk.append(bytes(raw))  # no copy for bytes; a memoryview would not pickle
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def prepared_chunks(
+    raws: Iterable[bytes], chunk_size: int, max_size: int, search: bool, workers: int
+) -> Iterator[tuple[int, list[bytes], list[Prepared | None]]]:
+    """``(index of the chunk's first message, its raws, their Prepared)`` for consecutive chunks of
+    ``chunk_size`` input messages, in input order, using ``workers`` worker processes (0: none, all in
+    this process). The input is read lazily, at most a window of chunks ahead."""
+    chunks = _chunks(raws, chunk_size)
+    start = 0
+    if workers <= 0:
+        for chunk in chunks:
+            yield start, chunk, prepare_chunk(chunk, max_size, search)
+            start += len(chunk)
+        return
+    # Chunks submitted ahead: enough to keep every worker busy while the main process stores one chunk,
+    # few enough to bound memory (each is ~64 messages, ~1-2 MB with the prepared fields).
+    window = 2 * workers + 2
+    pool: ProcessPoolExecutor | None = ProcessPoolExecutor(
+        max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    inflight: deque[tuple[list[bytes], Future[list[Prepared | None]] | None]] = deque()
+    warm = threading.Event()  # set by the first chunk a worker prepared
+    try:
+        exhausted = False
+        while True:
+            while not exhausted and len(inflight) < window:
+                chunk = next(chunks, None)
+                if chunk is None:
+                    exhausted = True
+                    break
+                fut = None
+                if pool is not None:
+                    try:
+                        fut = pool.submit(prepare_chunk, chunk, max_size, search)
+                        fut.add_done_callback(_set_if_ok(warm))
+                    except (BrokenProcessPool, RuntimeError):
+                        pool = _drop(pool)
+                inflight.append((chunk, fut))
+            if not inflight:
+                return
+            chunk, fut = inflight.popleft()
+            prepared = None
+            # Before any worker has answered (they are starting up: ~0.2 s) this process prepares chunks
+            # itself rather than wait, cancelling those no worker has taken. Once one has answered, wait
+            # for the workers: they run ahead of the storing here (~190 vs ~300 µs per message).
+            if fut is not None and not fut.done() and not warm.is_set() and PREPARE_WHILE_STARTING:
+                fut.cancel()
+                fut = None
+            if fut is not None:
+                try:
+                    prepared = fut.result()
+                except BrokenProcessPool:
+                    pool = _drop(pool)
+                except (Exception, CancelledError):  # redone in-process below, which raises it the same way
+                    pass
+            if prepared is None:  # not started in a worker yet (start-up), or it failed there
+                prepared = prepare_chunk(chunk, max_size, search)
+            yield start, chunk, prepared
+            start += len(chunk)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _set_if_ok(event: threading.Event) -> Callable[[Future[Any]], None]:
+    def done(fut: Future[Any]) -> None:
+        if not fut.cancelled() and fut.exception() is None:
+            event.set()
+    return done
+
+
+def _drop(pool: ProcessPoolExecutor | None) -> None:
+    if pool is not None:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return None

@@ -60,6 +60,7 @@ SEARCH_KINDS = ("word", "from", "body", "and")
 #: Row order of the table: (metric, label).
 ROWS = (
     ("import", "bulk import (msgs/s, durable, 64/batch)"),
+    ("import_1proc", "bulk import, one process (msgs/s)"),
     ("deliver", "single deliver (msgs/s, durable)"),
     ("deliver_paired", "single deliver, paired (msgs/s, durable)"),
     ("list_first", "list first page (50)"),
@@ -77,7 +78,7 @@ ROWS = (
     ("search_body", "search body word (page)"),
     ("search_and", "search two words AND (page)"),
 )
-RATE_ROWS = ("import", "deliver", "deliver_paired")
+RATE_ROWS = ("import", "import_1proc", "deliver", "deliver_paired")
 #: Rows measured by the paired stage (bench/mail_paired.py: both stores in one process, call by call).
 PAIRED_ROWS = ("deliver_paired", "mark_read_paired")
 SEARCH_ONLY = ("tantivy",)
@@ -191,8 +192,21 @@ class _Lsmmail:
     def create_user(self) -> None:
         self.s.create_user(USER, ["bench@example.com"])
 
-    def bulk(self, raws: list[bytes]) -> list[Any]:
-        return [r.id for r in self.s.import_messages(USER, raws)]
+    def bulk(self, raws: list[bytes], workers: int | None = None) -> list[Any]:
+        """``workers=None``: the store's default (automatic: worker processes for large imports when
+        there is more than one CPU); 1: everything in this process."""
+        return [r.id for r in self.s.import_messages(USER, raws, workers=workers)]
+
+    def bulk_one_process(self, path: str, raws: list[bytes]) -> float:
+        """Seconds to import ``raws`` into a fresh store at ``path`` with ``workers=1``."""
+        other = type(self)(path)
+        other.create_user()
+        t0 = time.perf_counter()
+        other.s.import_messages(USER, raws, workers=1)
+        dt = time.perf_counter() - t0
+        other.close()
+        shutil.rmtree(path, ignore_errors=True)
+        return dt
 
     def deliver(self, raw: bytes) -> Any:
         return self.s.deliver(USER, raw)
@@ -372,6 +386,12 @@ def run_store(name: str, base: str, cfg: MailConfig) -> dict:
     dt = time.perf_counter() - t0
     if not st.search_only:
         res["import"] = {"n": len(bulk), "seconds": dt, "ops_per_sec": len(bulk) / dt}
+        if name == "lsmmail":  # the same import without worker processes (SQLite's is one process)
+            from lsmmail.mail.import_pool import auto_workers
+
+            out["import_processes"] = auto_workers(len(bulk))
+            dt1 = st.bulk_one_process(path + "-1p", bulk)
+            res["import_1proc"] = {"n": len(bulk), "seconds": dt1, "ops_per_sec": len(bulk) / dt1}
         res["deliver"] = _latencies(lambda r: ids.append(st.deliver(r)), single)
         io1, _ = write_bytes()
         logical = sum(len(r) for r in raws)
@@ -533,6 +553,8 @@ def summarise(runs: dict[str, list[dict]]) -> dict:
             if vals:
                 st[k] = statistics.median(vals)
         if rs:
+            if "import_processes" in rs[0]:
+                st["import_processes"] = rs[0]["import_processes"]
             st["search_hits"] = rs[0].get("search_hits", {})
             if "search_page_hits" in rs[0]:
                 st["search_page_hits"] = rs[0]["search_page_hits"]
@@ -567,6 +589,8 @@ def format_table(summary: dict, stores: list[str]) -> str:
                 line.append(f"{_us(m['p50_us'])} / {_us(m['p99_us'])}")
         for p in peers:
             a, b = S["lsmmail"]["results"].get(row), S[p]["results"].get(row)
+            if row == "import_1proc" and b is None:  # a single-process peer: its import row
+                b = S[p]["results"].get("import")
             if a is None or b is None:
                 line.append("-")
             elif row in RATE_ROWS:
@@ -602,6 +626,9 @@ def format_table(summary: dict, stores: list[str]) -> str:
         f" of {ATTACHMENT_MBOX}); {cfg.get('single')} single deliveries; rounds={summary.get('rounds')} "
         "(medians); latencies p50 / p99 in µs",
         f"search hits per pass (sum over queries, capped at {cfg.get('limit')} each): {hits}",
+        f"lsmmail bulk import processes (automatic, incl. the main one): "
+        f"{S.get('lsmmail', {}).get('import_processes', '-')}; the 'one process' row imports the same "
+        "messages into a second fresh store with workers=1",
     ]
     return "\n".join(lines)
 

@@ -29,7 +29,8 @@ def test_mail_bench_compares_stores_on_corpus(capsys, tmp_path) -> None:  # type
         st = stores[name]
         assert st["messages"] == 50
         res = st["results"]
-        assert set(res) == {row for row, _ in ROWS}
+        # the one-process import row is lsmmail's (its default import may use worker processes)
+        assert set(res) == {row for row, _ in ROWS} - ({"import_1proc"} if name == "sqlite" else set())
         assert res["import"]["n"] == 42 and res["deliver"]["n"] == 8
         assert res["mark_read"]["n"] == 10 and res["get"]["n"] == 20
         # the paired stage: both stores in one process, call by call, the same calls

@@ -14,7 +14,7 @@ from lsmmail import native
 from lsmmail.engine.block import BlockBuilder, decode_data_block_spans_py
 from lsmmail.engine.errors import Corruption
 
-pytestmark = pytest.mark.skipif(not native.AVAILABLE, reason="native extension not built")
+pytestmark = pytest.mark.skipif(not native.BUILT, reason="native extension not built")
 
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

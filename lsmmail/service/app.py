@@ -185,8 +185,8 @@ def create_app(store: MailStore, auth: TokenAuth | None = None, *, hub: EventHub
     }
 
     @app.post("/v1/messages", status_code=201, response_model=models.SendResult,
-              responses=_problem_responses(400, 401, 409, 413, 415, 422), openapi_extra={"requestBody": send_body},
-              tags=["messages"])
+              responses=_problem_responses(400, 401, 409, 413, 415, 422),
+              openapi_extra={"requestBody": send_body}, tags=["messages"])
     async def send_message(
         request: Request, response: Response, user: User,
         idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1,

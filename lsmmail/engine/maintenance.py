@@ -2,9 +2,10 @@
 file deletion, and the public ``flush``, ``compact_range``, ``checkpoint``, ``verify`` and ``stats``.
 
 This is a mixin of :class:`lsmmail.engine.db.DB`, split out to keep each file about one concern; it uses
-the DB's state directly. Locks, always taken in this order: ``_compaction_lock`` (one compaction at a
-time), ``_version_lock`` (one manifest append at a time), ``_mu`` (the DB's state; never held across I/O
-except the rare WAL switch).
+the DB's state directly. It picks compactions and installs their results; running a picked compaction
+(the block path and the per-entry path) is in :mod:`lsmmail.engine.compaction_run`. Locks, always taken
+in this order: ``_compaction_lock`` (one compaction at a time), ``_version_lock`` (one manifest append at
+a time), ``_mu`` (the DB's state; never held across I/O except the rare WAL switch).
 """
 
 from __future__ import annotations
@@ -14,23 +15,19 @@ import os
 import threading
 import weakref
 from collections import deque
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from .blob import BlobFileReader
-from .compact_native import CompactRun, compact_blocks
 from .compaction import (
     Compaction,
-    OutputFiles,
     OutputSink,
     applied_tombstone_seq,
     drop_hidden,
     pick_compaction,
     setup_compaction,
 )
+from .compaction_run import CompactionRunner
 from .errors import Corruption, DBClosed, InvalidArgument, IOFailure, LsmError
-from .iterators import concat, merge_entries
-from .keys import KIND_BLOB
 from .manifest import (
     ManifestWriter,
     VersionEdit,
@@ -52,14 +49,10 @@ if TYPE_CHECKING:
     from .cache import BlockCache
     from .fs import FileSystem
     from .options import Options
-    from .version import FileMeta, RangeTombstone
+    from .version import FileMeta
 
 
-class _BlobSized(Exception):
-    """A compaction over blocks met a PUT value of at least ``min_blob_size``: redo it per entry."""
-
-
-class Maintenance:
+class Maintenance(CompactionRunner):
     # State owned by DB (declared for type checkers).
     if TYPE_CHECKING:
         path: str
@@ -393,83 +386,6 @@ class Maintenance:
         self._stats["compactions"] += 1
         self._stats["compaction_bytes_written"] += out.bytes_written
         self._stats["compaction_bytes_read"] += sum(f.file_size for f in c.all_inputs())
-
-    def _compact_entries(self, c: Compaction, snapshots: list[int],
-                         tombs: list[RangeTombstone]) -> OutputFiles:
-        """Compaction per entry: ``drop_hidden`` over ``merge_entries`` into ``OutputSink.add`` (range
-        tombstones, blob references, blob relocation)."""
-        # Compaction reads every input block once: keep them out of the block cache (readers' blocks stay).
-        sources = []
-        for f in c.inputs[0] if c.level == 0 else []:
-            sources.append(self._table(f).entries(fill_cache=False))
-        if c.level > 0 and c.inputs[0]:
-            sources.append(concat(self._table(f).entries(fill_cache=False) for f in c.inputs[0]))
-        if c.inputs[1]:
-            sources.append(concat(self._table(f).entries(fill_cache=False) for f in c.inputs[1]))
-        sink = OutputSink(self._fs, self.path, self.options, self._alloc_file_number, self._read_blob,
-                          max_file_size=self.options.target_file_size, relocate=c.relocate_blobs,
-                          tombstones_applied_seq=applied_tombstone_seq(tombs, snapshots))
-        out = sink.out
-
-        def on_drop(e: tuple[bytes, int, int, bytes]) -> None:
-            if e[2] == KIND_BLOB:
-                out.add_garbage(e[3])
-
-        try:
-            for e in drop_hidden(merge_entries(sources), snapshots, c.bottommost, tombs, on_drop):
-                sink.add(e)
-            sink.finish()
-        except BaseException:
-            for path in sink.abandon():
-                self._try_remove(path)
-            raise
-        return out
-
-    def _raw_blocks(self, files: list[FileMeta]) -> Iterator[bytes]:
-        """The raw data block payloads of ``files`` in order, read past the block cache (compaction reads
-        each block once) and checked as the table reader checks them."""
-        for f in files:
-            t = self._table(f)
-            offsets, sizes, verify = t._offsets, t._sizes, t._verify
-            for i in range(len(offsets)):
-                yield t._read_block(offsets[i], sizes[i], verify)
-
-    def _compact_blocks(self, c: Compaction, snapshots: list[int]) -> OutputFiles | None:
-        """Compaction over whole blocks (compact_native.compact_blocks, native/compact.c): no range
-        tombstone, no blob reference in the inputs, nothing to relocate. None (outputs removed) if a PUT
-        value reaches ``min_blob_size``: that compaction must go per entry, moving the value to a blob."""
-        runs = [self._raw_blocks([f]) for f in (c.inputs[0] if c.level == 0 else [])]
-        if c.level > 0 and c.inputs[0]:
-            runs.append(self._raw_blocks(c.inputs[0]))
-        if c.inputs[1]:
-            runs.append(self._raw_blocks(c.inputs[1]))
-        sink = OutputSink(self._fs, self.path, self.options, self._alloc_file_number, self._read_blob,
-                          max_file_size=self.options.target_file_size,
-                          tombstones_applied_seq=applied_tombstone_seq([], snapshots))
-        min_blob = self.options.min_blob_size
-        blob_sized = False
-
-        def checked(chunks: Iterator[CompactRun]) -> Iterator[CompactRun]:
-            nonlocal blob_sized
-            for chunk in chunks:
-                if min_blob is not None and chunk[5] >= min_blob:
-                    blob_sized = True
-                    return
-                yield chunk
-
-        try:
-            sink.add_compacted(checked(compact_blocks(
-                runs, snapshots, c.bottommost, self.options.block_size, self.options.block_restart_interval)))
-            if blob_sized:
-                raise _BlobSized
-            sink.finish()
-        except BaseException as e:
-            for path in sink.abandon():
-                self._try_remove(path)
-            if isinstance(e, _BlobSized):
-                return None
-            raise
-        return sink.out
 
     # ------------------------------------------------------------------------------------------------
     # Public maintenance calls

@@ -150,35 +150,6 @@ static node *find_ge(const lsm_memtable *m, const uint8_t *key, size_t klen, uin
     }
 }
 
-/* Last node < (key, trailer); the head if none. */
-static node *find_lt(const lsm_memtable *m, const uint8_t *key, size_t klen, uint64_t trailer) {
-    node *x = m->head;
-    int level = __atomic_load_n(&m->height, __ATOMIC_RELAXED) - 1;
-    for (;;) {
-        node *nx = load(&x->next[level]);
-        if (nx && cmp_node(nx, key, klen, trailer) < 0) {
-            x = nx;
-        } else {
-            if (level == 0) return x;
-            level--;
-        }
-    }
-}
-
-static node *find_last(const lsm_memtable *m) {
-    node *x = m->head;
-    int level = __atomic_load_n(&m->height, __ATOMIC_RELAXED) - 1;
-    for (;;) {
-        node *nx = load(&x->next[level]);
-        if (nx) {
-            x = nx;
-        } else {
-            if (level == 0) return x;
-            level--;
-        }
-    }
-}
-
 static int random_height(lsm_memtable *m) {
     int h = 1;
     for (;;) {
@@ -324,43 +295,108 @@ static inline int key_lt(const node *x, const uint8_t *key, size_t klen) {
     return c < 0 || (c == 0 && x->klen < klen);
 }
 
+/* Last node < (key, trailer), or the last node of all when key is NULL; the head if none. Fills prev[]
+ * with the last node < the target on levels 0..height-1 (prev[0] is the result). */
+static const node *seek_back(const lsm_memtable *m, const uint8_t *key, size_t klen, uint64_t trailer,
+                             const node **prev, int *height) {
+    node *x = m->head;
+    int level = __atomic_load_n(&m->height, __ATOMIC_RELAXED) - 1;
+    *height = level + 1;
+    for (;;) {
+        node *nx = load(&x->next[level]);
+        if (nx && (!key || cmp_node(nx, key, klen, trailer) < 0)) {
+            x = nx;
+        } else {
+            prev[level] = x;
+            if (level == 0) return x;
+            level--;
+        }
+    }
+}
+
+/* Versions one reverse scan call returns at most: the run collected by a forward walk is kept in a ring
+ * of this many node pointers on the stack (2 KiB); the Python side asks for at most 256 per call. */
+#define BACK_MAX 256
+
+/* The reverse half of lsm_mem_scan without a skiplist search per version: one search for the last node
+ * below the target also yields, on level L, a node expected 4^L versions further back; walking level 0
+ * forward from it to the found node collects that run, which is emitted back to front. The next search
+ * starts below the run's first node. Nodes linked in by a writer meanwhile are either inside a walked
+ * run (in order, as the forward scan sees them) or found by a later search, so the output stays in
+ * strictly descending internal order, as the per-version search gave it. */
+static int64_t scan_back(const lsm_memtable *m, const void *after, const uint8_t *start, size_t slen,
+                         const uint8_t *end, size_t elen, size_t max_n, uint8_t *buf, size_t cap,
+                         uint64_t *ends, uint64_t *trailers, const void **last, uint64_t *state) {
+    const node *prev[MAX_HEIGHT];
+    const node *ring[BACK_MAX];
+    size_t n = 0, pos = 0, want = max_n < BACK_MAX ? max_n : BACK_MAX;
+    int height;
+    const node *hi;
+    if (after) {
+        const node *a = after;
+        hi = seek_back(m, key_of(a), a->klen, a->trailer, prev, &height);
+    } else {
+        hi = seek_back(m, end, elen, UINT64_MAX, prev, &height);
+    }
+    while (n < want) {
+        if (hi == m->head) goto exhausted;
+        /* The lowest level whose predecessor is expected to lie at least the remaining count back. */
+        size_t need = want - n, reach = 1;
+        int lv = 0;
+        while (lv + 1 < height && (reach < need || prev[lv] == hi)) {
+            lv++;
+            reach *= 4;
+        }
+        const node *lo = prev[lv];
+        const node *y = lo == m->head ? load(&lo->next[0]) : lo;
+        size_t cnt = 0;
+        for (;;) {
+            ring[cnt++ % BACK_MAX] = y;
+            if (y == hi) break;
+            y = load(&y->next[0]);
+        }
+        size_t k = cnt < BACK_MAX ? cnt : BACK_MAX;
+        for (size_t i = 0; i < k && n < want; i++) {
+            const node *x = ring[(cnt - 1 - i) % BACK_MAX];
+            if (start && key_lt(x, start, slen)) goto exhausted;
+            if (emit(x, n, buf, cap, &pos, ends, trailers, &state[1])) return (int64_t)n;
+            *last = x;
+            n++;
+        }
+        if (n == want) break;
+        /* The whole run from lo is out: continue below lo (or stop at the head). */
+        if (lo == m->head) goto exhausted;
+        hi = seek_back(m, key_of(lo), lo->klen, lo->trailer, prev, &height);
+    }
+    return (int64_t)n;
+exhausted:
+    state[0] = 1;
+    return (int64_t)n;
+}
+
 int64_t lsm_mem_scan(const lsm_memtable *m, int reverse, const void *after, const uint8_t *start, size_t slen,
                      const uint8_t *end, size_t elen, size_t max_n, uint8_t *buf, size_t cap, uint64_t *ends,
                      uint64_t *trailers, const void **last, uint64_t *state) {
     /* Copy up to max_n versions with start <= key < end (NULL = unbounded) into buf: entry i's key is
      * buf[ends[2i-1]:ends[2i]] (from 0 for i = 0), its value buf[ends[2i]:ends[2i+1]], its trailer
-     * trailers[i]. Forward = internal order, reverse = its exact reverse. `after` = the *last of the
-     * previous chunk (NULL to begin). state[0] = 1 once the range is exhausted; state[1] = bytes needed
-     * when not even the first version fits in cap (then 0 is returned: grow buf and call again). */
+     * trailers[i]. Forward = internal order, reverse = its exact reverse (at most BACK_MAX versions per
+     * call). `after` = the *last of the previous chunk (NULL to begin). state[0] = 1 once the range is
+     * exhausted; state[1] = bytes needed when not even the first version fits in cap (then 0 is returned:
+     * grow buf and call again). */
     size_t n = 0, pos = 0;
     const node *x;
     state[0] = 0;
     state[1] = 0;
-    if (!reverse) {
-        if (after) x = load(&((const node *)after)->next[0]);
-        else if (start) x = find_ge(m, start, slen, UINT64_MAX, NULL);
-        else x = load(&m->head->next[0]);
-        for (; x && n < max_n; x = load(&x->next[0])) {
-            if (end && !key_lt(x, end, elen)) break;
-            if (emit(x, n, buf, cap, &pos, ends, trailers, &state[1])) return (int64_t)n;
-            *last = x;
-            n++;
-        }
-    } else {
-        if (after) {
-            const node *a = after;
-            x = find_lt(m, key_of(a), a->klen, a->trailer);
-        } else if (end) {
-            x = find_lt(m, end, elen, UINT64_MAX);
-        } else {
-            x = find_last(m);
-        }
-        for (; x != m->head && n < max_n; x = find_lt(m, key_of(x), x->klen, x->trailer)) {
-            if (start && key_lt(x, start, slen)) break;
-            if (emit(x, n, buf, cap, &pos, ends, trailers, &state[1])) return (int64_t)n;
-            *last = x;
-            n++;
-        }
+    if (reverse)
+        return scan_back(m, after, start, slen, end, elen, max_n, buf, cap, ends, trailers, last, state);
+    if (after) x = load(&((const node *)after)->next[0]);
+    else if (start) x = find_ge(m, start, slen, UINT64_MAX, NULL);
+    else x = load(&m->head->next[0]);
+    for (; x && n < max_n; x = load(&x->next[0])) {
+        if (end && !key_lt(x, end, elen)) break;
+        if (emit(x, n, buf, cap, &pos, ends, trailers, &state[1])) return (int64_t)n;
+        *last = x;
+        n++;
     }
     if (n < max_n) state[0] = 1;
     return (int64_t)n;

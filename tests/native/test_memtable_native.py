@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lsmmail import native
+from lsmmail.engine import memtable_native
 from lsmmail.engine.batch import WriteBatch, decode_batch
 from lsmmail.engine.compaction import drop_hidden
 from lsmmail.engine.errors import Corruption
@@ -182,6 +183,69 @@ def test_scan_sees_a_consistent_order_while_a_writer_adds() -> None:
         order = [(k, -s) for k, s, _, _ in got]
         assert order == sorted(order, reverse=reverse)
         assert before <= {k for k, _, _, _ in got}
+
+
+def _chunk_ends(first: int, grow: int, top: int, upto: int) -> list[int]:
+    """Positions (versions yielded) at which a scan with these chunk settings makes its next C call."""
+    out, pos, c = [], 0, first
+    while pos < upto:
+        pos += c
+        out.append(pos)
+        c = min(c * grow, top)
+    return out
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(min_value=0, max_value=2**32 - 1),
+    st.sampled_from([(16, 4, 256), (1, 2, 8), (3, 3, 20), (16, 2, 256)]),
+    st.booleans(),
+)
+def test_chunks_grow_across_boundaries_beside_a_writer(
+    seed: int, chunking: tuple[int, int, int], reverse: bool
+) -> None:
+    """Chunks growing from a small first one, with a writer adding versions (ahead of and behind the
+    cursor) right at each chunk boundary: the scan stays in strict (reverse) internal order, yields
+    exactly the versions that existed when it began plus only newer ones, and matches the twin on those
+    older versions."""
+    import random
+
+    rng = random.Random(seed)
+    first, grow, top = chunking
+    a, b = NativeMemTable(1), MemTable(1)
+    seq = 1
+    for _ in range(3):
+        wb = WriteBatch()
+        for _ in range(rng.randrange(50, 400)):
+            wb.put(b"%04d" % rng.randrange(600), rng.randbytes(rng.randrange(20)))
+        a.add_batch(seq, wb.entries, wb.encoded_entries())
+        b.add_batch(seq, wb.entries)
+        seq += len(wb)
+    snap = seq - 1
+    lo = b"%04d" % rng.randrange(100) if rng.random() < 0.5 else None
+    hi = b"%04d" % rng.randrange(500, 650) if rng.random() < 0.5 else None
+    want = list(b.entries_reverse(lo, hi) if reverse else b.entries(lo, hi))
+    saved = (memtable_native._FIRST_CHUNK, memtable_native._GROW, memtable_native._CHUNK)
+    memtable_native._FIRST_CHUNK, memtable_native._GROW, memtable_native._CHUNK = first, grow, top
+    try:
+        it = a.entries_reverse(lo, hi) if reverse else a.entries(lo, hi)
+        boundaries = set(_chunk_ends(first, grow, top, len(want) + 1))
+        got = []
+        for e in it:
+            got.append(e)
+            if len(got) in boundaries or len(got) - 1 in boundaries:
+                more = WriteBatch()
+                for _ in range(rng.randrange(1, 12)):
+                    more.put(b"%04d" % rng.randrange(600), b"new")
+                a.add_batch(seq, more.entries, more.encoded_entries())
+                seq += len(more)
+    finally:
+        memtable_native._FIRST_CHUNK, memtable_native._GROW, memtable_native._CHUNK = saved
+    order = [(k, -s) for k, s, _, _ in got]
+    assert order == sorted(set(order), reverse=reverse)
+    assert [e for e in got if e[1] <= snap] == want
+    assert all(v == b"new" for _, s, _, v in got if s > snap)
+    assert all((lo is None or k >= lo) and (hi is None or k < hi) for k, _, _, _ in got)
 
 
 def test_factory_follows_native_availability() -> None:

@@ -44,8 +44,10 @@ class _Lsmmail:
         other = type(self)(path)
         other.create_user()
         t0 = time.perf_counter()
-        other.s.import_messages(USER, raws, workers=1)
+        stored = list(other.s.import_messages(USER, raws, workers=1))  # the results are lazy: consume them
         dt = time.perf_counter() - t0
+        if len(stored) != len(raws):
+            raise RuntimeError(f"one-process import stored {len(stored)} of {len(raws)} messages")
         other.close()
         shutil.rmtree(path, ignore_errors=True)
         return dt

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
+import time
 import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -403,6 +404,34 @@ class Maintenance(CompactionRunner):
                 self._bg_cv.wait(timeout=1.0)
             if self._poisoned is not None:
                 raise IOFailure(0, f"flush failed: {self._poisoned}") from self._poisoned
+
+    def wait_until_idle(self, timeout: float | None = None) -> bool:
+        """Block until background work has caught up: no frozen memtable waits for its flush, no level
+        needs a compaction, none is running. The active memtable is not flushed (see :meth:`flush`).
+
+        For steady-state measurements and tests; writers may keep writing meanwhile (then it returns at
+        the first idle moment). Returns False if ``timeout`` seconds pass first; raises ``IOFailure`` if
+        background work failed (the database is then read-only, as after any such failure)."""
+        if not self.options.background_work:
+            self._run_inline_work()
+            return True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._mu:
+            while True:
+                if self._poisoned is not None:
+                    raise IOFailure(0, f"background work failed: {self._poisoned}") from self._poisoned
+                if self._closed:
+                    return True
+                pending = pick_compaction(self._current, self.options, self._compaction_pointers)
+                busy = bool(self._imms) or self._compaction_lock.locked() or pending is not None
+                if not busy:
+                    return True
+                wait = 0.05  # install() notifies; the poll also covers a compaction ending without one
+                if deadline is not None:
+                    wait = min(wait, deadline - time.monotonic())
+                    if wait <= 0:
+                        return False
+                self._bg_cv.wait(timeout=wait)
 
     def compact_range(self, start: bytes | None = None, end: bytes | None = None) -> None:
         """Compact every key in ``[start, end)`` (None = unbounded) down to the last level, dropping

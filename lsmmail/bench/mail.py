@@ -21,7 +21,10 @@ next pages (walking the folder), get_message, mark_read (durable), unread first 
 word, ``from:`` a sender, a body-only word, two words AND; newest 50), each kind twice: ``(ids)`` returns
 the page's ids only (``MailStore.search_ids``, the SQLite store's ``search_ids``, tantivy's hits: the
 like-for-like row for a search-only index) and ``(page)`` the page of 50 summaries (mail stores only) ->
-close -> bytes on disk. When both mail stores run, a paired stage follows (bench/mail_paired.py: both
+close -> bytes on disk. Before the read rows each store settles (``settle``: lsmmail waits for
+``DB.wait_until_idle``, i.e. the import's flushes and compactions; SQLite has no background work), so
+the read rows are steady-state reads; reads that race a compaction are slower (docs/benchmarks.md).
+When both mail stores run, a paired stage follows (bench/mail_paired.py: both
 stores in one process, single deliveries and ``mark_read`` call by call) for the ``paired`` rows: the
 durable rows are mostly one fdatasync, whose latency drifts too much on a shared device for stores
 measured one after the other.
@@ -219,6 +222,9 @@ def run_store(name: str, base: str, cfg: MailConfig) -> dict:
         io1, _ = write_bytes()
         logical = sum(len(r) for r in raws)
         out["write_amp"] = (io1 - io0) / logical if io0 >= 0 else None
+        t0 = time.perf_counter()
+        st.settle()  # steady state: the reads below do not race the import's flushes and compactions
+        out["settle_seconds"] = time.perf_counter() - t0
         rnd = random.Random(cfg.seed)
         limit = cfg.limit
         res["list_first"] = _latencies(lambda _: st.list(None, False, limit), range(cfg.page_repeats))

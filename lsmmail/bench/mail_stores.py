@@ -75,6 +75,11 @@ class _Lsmmail:
     def search_ids(self, q: Any, limit: int) -> int:
         return len(self.s.search_ids(USER, q, limit=limit).items)
 
+    def settle(self) -> None:
+        """Wait until the engine's background work (flushes, compactions) has caught up."""
+        if not self.s.db.wait_until_idle(timeout=300):
+            raise RuntimeError("lsmmail did not become idle within 300 s")
+
     def index_bytes(self) -> dict[str, int]:
         """Logical key + value bytes of the search keys (``s`` forward records, ``S`` segments): the
         engine compresses blocks, so on disk they take less; there is no per-key on-disk attribution."""
@@ -116,6 +121,9 @@ class _Sqlite(_Lsmmail):
     def query(kind: str, args: list[str]) -> str:
         q = ['"' + a.replace('"', '""') + '"' for a in args]
         return {"word": q[0], "body": q[0], "from": f"sender : {q[0]}", "and": " AND ".join(q)}[kind]
+
+    def settle(self) -> None:
+        """Nothing runs in the background of an SQLite connection (checkpoints happen in commits)."""
 
     def index_bytes(self) -> dict[str, int]:
         sp = self.s.space()

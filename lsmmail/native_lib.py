@@ -61,6 +61,17 @@ def _check(rc: int, what: str) -> int:
     return rc
 
 
+def split_at(data: bytes, ends: Sequence[int]) -> list[bytes]:
+    """``data`` cut at the cumulative offsets ``ends`` (the layout the kernels return packed outputs in:
+    piece i is ``data[ends[i-1]:ends[i]]``)."""
+    out = []
+    a = 0
+    for b in ends:
+        out.append(data[a:b])
+        a = b
+    return out
+
+
 def _cumulative(items: Sequence[bytes]) -> list[int]:
     out = []
     total = 0

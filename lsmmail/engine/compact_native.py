@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 from .. import native
+from ..native_lib import split_at
 from .block import BlockBuilder, decode_data_block_py
 from .errors import Corruption
 from .iterators import merge_entries
@@ -140,16 +141,8 @@ def compact_blocks_native(runs: Sequence[Iterator[bytes]], snapshots: list[int],
             kends = ffi.unpack(key_end, ne)
             data = ffi.buffer(buf, bends[-1])[:]
             kdata = ffi.buffer(keys, kends[-1])[:]
-            blocks = []
-            a = 0
-            for b in bends:
-                blocks.append(data[a:b])
-                a = b
-            ukeys = []
-            a = 0
-            for b in kends:
-                ukeys.append(kdata[a:b])
-                a = b
+            blocks = split_at(data, bends)
+            ukeys = split_at(kdata, kends)
             yield blocks, nents, ukeys, ffi.unpack(trs, ne), ffi.unpack(block_vb, nb), int(state[3])
             state[4] = state[5] = state[6] = state[7] = 0
         if reason == 1:

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .block import BlockBuilder, compress_block
+from .block import BlockBuilder
 from .bloom import BloomBuilder
-from .coding import checksum, u32
 from .fs import WritableFile
-from .sstable import TableOptions, TableProperties, encode_footer, encode_handle, encode_properties
+from .sstable import TableOptions, TableProperties, encode_handle
+from .sstable_builder import TableFileWriter
 
 
-class BlockTableWriter:
+class BlockTableWriter(TableFileWriter):
     """One SSTable from encoded data blocks, in order. :meth:`finish` neither syncs nor closes the file.
     ``OSError`` from the file propagates (the caller removes the table)."""
 
@@ -87,28 +87,7 @@ class BlockTableWriter:
         props.num_data_blocks += len(blocks)
         self._largest_key = last_ikeys[-1]
 
-    def _write_block(self, raw: bytes, compress: bool) -> tuple[int, int]:
-        stored, compression = compress_block(raw, compress)
-        out = bytearray(stored)
-        out.append(compression)
-        out += u32.pack(checksum(out))
-        offset = self._offset
-        self._file.append(out)
-        self._offset += len(out)
-        return offset, len(stored)
-
     def finish(self, blob_files: Iterable[int] = ()) -> TableProperties:
         """Write filter, properties, index and footer; return the properties (with size and key range).
         ``blob_files`` is for ``TableBuilder.finish``'s signature: this writer's tables reference none."""
-        props = self._props
-        props.blob_files = sorted(set(blob_files))
-        filter_h = self._write_block(self._bloom.finish(), False)
-        props_h = self._write_block(encode_properties(props), self._opts.compression)
-        index_h = self._write_block(self._index.finish(), False)
-        footer = encode_footer(filter_h, props_h, index_h)
-        self._file.append(footer)
-        self._offset += len(footer)
-        props.file_size = self._offset
-        props.smallest_key = self._smallest_key
-        props.largest_key = self._largest_key
-        return props
+        return self._write_tail(blob_files, self._smallest_key, self._largest_key)

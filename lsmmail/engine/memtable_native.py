@@ -25,6 +25,7 @@ import threading
 from collections.abc import Iterator
 
 from .. import native
+from ..native_lib import split_at
 from .batch import encode_batch
 from .errors import Corruption, InvalidArgument
 from .keys import KIND_RANGE_DEL
@@ -249,16 +250,8 @@ class NativeMemTable:
                 tr = ffi.unpack(trailers, ne)
                 data = ffi.buffer(buf, bends[-1])[:]
                 kdata = ffi.buffer(keys, kends[-1])[:]
-                blocks = []
-                a = 0
-                for b in bends:
-                    blocks.append(data[a:b])
-                    a = b
-                ukeys = []
-                a = 0
-                for b in kends:
-                    ukeys.append(kdata[a:b])
-                    a = b
+                blocks = split_at(data, bends)
+                ukeys = split_at(kdata, kends)
                 lasts = [ukeys[i] + tr[i].to_bytes(8, "little") for i in blasts]
                 yield blocks, lasts, ukeys, tr, int(state[3])
             if state[0]:

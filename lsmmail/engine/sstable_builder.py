@@ -51,7 +51,46 @@ def _varint_len(x: int) -> int:
     return max(1, (x.bit_length() + 6) // 7)
 
 
-class TableBuilder:
+class TableFileWriter:
+    """What every writer of a v1 table shares (TableBuilder here, BlockTableWriter in flush_table.py):
+    appending a checksummed block, and the tail after the data blocks (filter, properties, index,
+    footer; docs/format.md). Subclasses set ``_file``, ``_offset``, ``_opts``, ``_bloom``, ``_index`` and
+    ``_props``."""
+
+    _file: WritableFile
+    _offset: int
+    _opts: TableOptions
+    _bloom: BloomBuilder
+    _index: BlockBuilder
+    _props: TableProperties
+
+    def _write_block(self, raw: bytes, compress: bool) -> tuple[int, int]:
+        stored, compression = compress_block(raw, compress)
+        out = bytearray(stored)
+        out.append(compression)
+        out += u32.pack(checksum(out))
+        offset = self._offset
+        self._file.append(out)
+        self._offset += len(out)
+        return offset, len(stored)
+
+    def _write_tail(self, blob_files: Iterable[int], smallest: bytes, largest: bytes) -> TableProperties:
+        """Write filter, properties, index and footer; return the properties (with size and key range)."""
+        props = self._props
+        props.blob_files = sorted(set(blob_files))
+        filter_h = self._write_block(self._bloom.finish(), False)
+        props_h = self._write_block(encode_properties(props), self._opts.compression)
+        index_h = self._write_block(self._index.finish(), False)
+        footer = encode_footer(filter_h, props_h, index_h)
+        self._file.append(footer)
+        self._offset += len(footer)
+        props.file_size = self._offset
+        props.smallest_key = smallest
+        props.largest_key = largest
+        return props
+
+
+class TableBuilder(TableFileWriter):
     """Writes one SSTable to ``file`` (fresh from ``fs.create``).
 
     Call :meth:`add` with internal keys in strictly increasing internal order, then :meth:`finish`.
@@ -208,16 +247,6 @@ class TableBuilder:
         self._props.num_data_blocks += 1
         self._block = BlockBuilder(self._opts.restart_interval)
 
-    def _write_block(self, raw: bytes, compress: bool) -> tuple[int, int]:
-        stored, compression = compress_block(raw, compress)
-        out = bytearray(stored)
-        out.append(compression)
-        out += u32.pack(checksum(out))
-        offset = self._offset
-        self._file.append(out)
-        self._offset += len(out)
-        return offset, len(stored)
-
     def finish(self, blob_files: Iterable[int] = ()) -> TableProperties:
         """Write the rest of the table; return its properties (with file size and key range)."""
         if self._finished:
@@ -227,15 +256,4 @@ class TableBuilder:
         if not self._block.empty:
             self._flush_data_block()
         self._finished = True
-        props = self._props
-        props.blob_files = sorted(set(blob_files))
-        filter_h = self._write_block(self._bloom.finish(), False)
-        props_h = self._write_block(encode_properties(props), self._opts.compression)
-        index_h = self._write_block(self._index.finish(), False)
-        footer = encode_footer(filter_h, props_h, index_h)
-        self._file.append(footer)
-        self._offset += len(footer)
-        props.file_size = self._offset
-        props.smallest_key = self.smallest_key
-        props.largest_key = self.largest_key
-        return props
+        return self._write_tail(blob_files, self.smallest_key, self.largest_key)

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "lsm_native.h"
+#include "lsm_varint.h"
 
 static inline uint32_t rd32(const uint8_t *p) {
     return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
@@ -219,16 +220,6 @@ int64_t lsm_block_seek(const uint8_t *blk, size_t len, const uint8_t *target, si
     return hit;
 }
 
-static inline size_t put_varint(uint8_t *out, uint64_t v) {
-    size_t i = 0;
-    while (v >= 0x80) {
-        out[i++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    out[i++] = (uint8_t)v;
-    return i;
-}
-
 int64_t lsm_block_encode(const uint8_t *keys, const uint64_t *key_end, const uint8_t *vals,
                          const uint64_t *val_end, size_t n, uint32_t restart_interval, uint8_t *out,
                          size_t cap) {
@@ -254,9 +245,9 @@ int64_t lsm_block_encode(const uint8_t *keys, const uint64_t *key_end, const uin
         }
         size_t nonsh = klen - shared;
         if (limit - pos < 30 || limit - pos - 30 < nonsh || limit - pos - 30 - nonsh < vlen) return LSM_ESPACE;
-        pos += put_varint(out + pos, shared);
-        pos += put_varint(out + pos, nonsh);
-        pos += put_varint(out + pos, vlen);
+        pos += lsm_put_varint(out + pos, shared);
+        pos += lsm_put_varint(out + pos, nonsh);
+        pos += lsm_put_varint(out + pos, vlen);
         memcpy(out + pos, keys + ks + shared, nonsh);
         pos += nonsh;
         memcpy(out + pos, vals + vs, vlen);

@@ -15,6 +15,7 @@
 
 #include "compact.h"
 #include "lsm_native.h"
+#include "lsm_varint.h"
 
 #define NEED_INPUT 0
 #define OUT_FULL 1
@@ -69,16 +70,6 @@ struct lsm_compactor {
     int closing; /* the open block is complete and waits for room in the output */
     uint64_t max_put;
 };
-
-static size_t put_varint(uint8_t *p, uint64_t v) {
-    size_t n = 0;
-    while (v >= 0x80) {
-        p[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    p[n++] = (uint8_t)v;
-    return n;
-}
 
 static int get_varint(const uint8_t *b, size_t limit, size_t *pos, uint64_t *out) {
     uint64_t v = 0;
@@ -271,9 +262,9 @@ static int emit(lsm_compactor *m, const cursor *c) {
         m->ecap = nc;
     }
     uint8_t *p = m->blk.p + m->blk.len;
-    p += put_varint(p, shared);
-    p += put_varint(p, nonsh);
-    p += put_varint(p, c->vlen);
+    p += lsm_put_varint(p, shared);
+    p += lsm_put_varint(p, nonsh);
+    p += lsm_put_varint(p, c->vlen);
     memcpy(p, c->key.p + shared, nonsh);
     p += nonsh;
     memcpy(p, c->val, c->vlen);

@@ -19,6 +19,7 @@
 
 #include "lsm_native.h"
 #include "memtable.h"
+#include "lsm_varint.h"
 
 #define MAX_HEIGHT 16
 /* 1 MiB chunks: ~1,000 nodes of 1 KiB values per malloc; nodes above a quarter chunk get their own. */
@@ -436,16 +437,6 @@ int64_t lsm_mem_flush_scan(const lsm_memtable *m, const void *after, size_t max_
     return (int64_t)n;
 }
 
-static size_t put_varint32(uint8_t *p, uint64_t v) {
-    size_t n = 0;
-    while (v >= 0x80) {
-        p[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    p[n++] = (uint8_t)v;
-    return n;
-}
-
 static size_t varint_len(uint64_t v) {
     size_t n = 1;
     while (v >= 0x80) {
@@ -519,9 +510,9 @@ int64_t lsm_mem_flush_blocks(const lsm_memtable *m, const void *after, size_t bl
             goto out;
         }
         uint8_t *p = buf + pos;
-        p += put_varint32(p, shared);
-        p += put_varint32(p, nonsh);
-        p += put_varint32(p, vlen);
+        p += lsm_put_varint(p, shared);
+        p += lsm_put_varint(p, nonsh);
+        p += lsm_put_varint(p, vlen);
         for (size_t i = shared; i < klen; i++)
             *p++ = i < x->klen ? key_of(x)[i] : (uint8_t)(x->trailer >> (8 * (i - x->klen)));
         memcpy(p, val_of(x), vlen);

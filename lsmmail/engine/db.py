@@ -30,19 +30,18 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from itertools import chain
 from typing import Any
 
 from sortedcontainers import SortedList
 
 from .batch import BATCH_HEADER_SIZE, WriteBatch, decode_batch, encode_header, encode_single_put
-from .blob import BlobFileReader, decode_blob_ref
+from .blob import BlobFileReader
 from .cache import BlockCache
-from .coding import hash64
 from .errors import Corruption, DBClosed, InvalidArgument, IOFailure, Locked, LsmError, ReadOnlyError
-from .iterators import concat, covering_tombstone_seq, merge_entries, prime_sources, visible_entries
-from .keys import KIND_BLOB, KIND_DELETE, KIND_PUT, MAX_KEY_SIZE, prefix_end
+from .iterators import concat, merge_entries, prime_sources, visible_entries
+from .keys import KIND_PUT, MAX_KEY_SIZE, prefix_end
 from .maintenance import Maintenance
 from .manifest import (
     ManifestWriter,
@@ -57,6 +56,7 @@ from .manifest import (
 from .memtable import MemTable
 from .memtable_native import NativeMemTable, new_memtable
 from .options import Options
+from .point_reads import PointReads
 from .sstable import TableReader
 from .version import FileMeta, Version
 from .wal import LogWriter, read_log
@@ -148,7 +148,7 @@ def _check_key(key: object) -> bytes:
     return key
 
 
-class DB(Maintenance):
+class DB(PointReads, Maintenance):
     """An LSM-tree key-value store in one directory. Open with :meth:`DB.open`."""
 
     # ------------------------------------------------------------------------------------------------
@@ -633,105 +633,6 @@ class DB(Maintenance):
     # ------------------------------------------------------------------------------------------------
     # Reading
 
-    def _read_state(self, snapshot: Snapshot | None) -> tuple[int, MemTable, tuple[MemTable, ...], Version]:
-        with self._mu:
-            if self._closed:
-                raise DBClosed("the database is closed")
-            if snapshot is not None:
-                if snapshot._db is not self or snapshot._released:
-                    raise InvalidArgument("snapshot is released or belongs to another database")
-                seq = snapshot.seq
-            else:
-                seq = self._last_seq
-            return seq, self._mem, tuple(self._imms), self._current
-
-    def get(self, key: bytes, *, snapshot: Snapshot | None = None) -> bytes | None:
-        """The value of ``key`` (as of ``snapshot`` if given), or None. Raises ``Corruption`` rather than
-        return data that fails its checks."""
-        if type(key) is not bytes or not key or len(key) > MAX_KEY_SIZE:
-            key = _check_key(key)
-        seq, mem, imms, version = self._read_state(snapshot)
-        try:
-            return self._get(key, seq, mem, imms, version, self._tombstones(mem, imms, version))
-        except LsmError:
-            raise
-        except OSError as e:
-            # Table and blob readers let read errors through as plain OSError.
-            raise IOFailure(e.errno, f"read failed: {e}") from e
-
-    def get_many(self, keys: Iterable[bytes], *, snapshot: Snapshot | None = None) -> list[bytes | None]:
-        """``[get(k) for k in keys]`` as of one state: one snapshot of the read state (so all keys see the
-        same sequence number and files, even while writes go on), one pass over the memtables, and the
-        tables probed per key. Same values, ``None`` for missing keys, and the same errors as :meth:`get`
-        (a bad key raises ``InvalidArgument`` before anything is read)."""
-        checked = [k if type(k) is bytes and k and len(k) <= MAX_KEY_SIZE else _check_key(k) for k in keys]
-        seq, mem, imms, version = self._read_state(snapshot)
-        tombs = self._tombstones(mem, imms, version)
-        get = self._get
-        try:
-            return [get(k, seq, mem, imms, version, tombs) for k in checked]
-        except LsmError:
-            raise
-        except OSError as e:
-            raise IOFailure(e.errno, f"read failed: {e}") from e
-
-    def _get(self, key: bytes, seq: int, mem: MemTable, imms: tuple[MemTable, ...], version: Version,
-             tombs: list[tuple[int, bytes, bytes]]) -> bytes | None:
-        found = mem.get(key, seq)
-        if found is None:
-            for imm in reversed(imms):
-                found = imm.get(key, seq)
-                if found is not None:
-                    break
-            else:
-                found = self._get_from_version(version, key, seq)
-                if found is None:
-                    return None
-        if tombs and covering_tombstone_seq(tombs, key, seq) > found[0]:
-            return None
-        kind = found[1]
-        if kind == KIND_DELETE:
-            return None
-        if kind == KIND_BLOB:
-            return self._read_blob(found[2])
-        return found[2]
-
-    def _get_from_version(self, v: Version, key: bytes, seq: int) -> tuple[int, int, bytes] | None:
-        # One XXH3 of the key for every table's bloom probe (TableReader.get's ``h``).
-        h = -1
-        tables = self._tables
-        levels = v.levels
-        for f in levels[0]:
-            if f.smallest_user <= key <= f.largest_user:
-                if h < 0:
-                    h = hash64(key)
-                t = tables.get(f.number) or self._table(f)
-                r = t.get(key, seq, h)
-                if r is not None:
-                    return r
-        for level in range(1, len(levels)):
-            if not levels[level]:
-                continue
-            f = v.file_for_key(level, key)
-            if f is not None:
-                if h < 0:
-                    h = hash64(key)
-                t = tables.get(f.number) or self._table(f)
-                r = t.get(key, seq, h)
-                if r is not None:
-                    return r
-        return None
-
-    @staticmethod
-    def _tombstones(mem: MemTable, imms: tuple[MemTable, ...], v: Version) -> list[tuple[int, bytes, bytes]]:
-        if not (mem.range_tombstones or v.range_tombstones or any(m.range_tombstones for m in imms)):
-            return []
-        tombs = list(v.range_tombstones)
-        for m in imms:
-            tombs += m.range_tombstones
-        tombs += list(mem.range_tombstones)
-        return tombs
-
     def scan(self, start: bytes | None = None, end: bytes | None = None, *, prefix: bytes | None = None,
              reverse: bool = False, snapshot: Snapshot | None = None) -> Iterator[tuple[bytes, bytes]]:
         """Iterate ``(key, value)`` for ``start <= key < end`` (and starting with ``prefix``), in key
@@ -850,43 +751,3 @@ class DB(Maintenance):
         while self._released_by_gc:
             self._snapshots.discard(self._released_by_gc.pop())
         return list(self._snapshots)
-
-    # ------------------------------------------------------------------------------------------------
-    # Files: tables and blobs
-
-    def _table(self, f: FileMeta) -> TableReader:
-        t = self._tables.get(f.number)
-        if t is not None:
-            return t
-        with self._table_lock:
-            t = self._tables.get(f.number)
-            if t is None:
-                path = self._p(f"{f.number:06d}.sst")
-                try:
-                    t = TableReader.open(self._fs.open_read(path), f.number, cache=self._cache,
-                                         verify_checksums=self.options.verify_checksums)
-                except OSError as e:
-                    raise IOFailure(e.errno, f"cannot open {path}: {e}") from e
-                self._tables[f.number] = t
-            return t
-
-    def _blob_reader(self, number: int) -> BlobFileReader:
-        r = self._blob_readers.get(number)
-        if r is not None:
-            return r
-        with self._table_lock:
-            r = self._blob_readers.get(number)
-            if r is None:
-                path = self._p(f"{number:06d}.blob")
-                try:
-                    r = BlobFileReader.open(self._fs.open_read(path), number)
-                except FileNotFoundError as e:
-                    raise Corruption(f"blob reference to missing file {number:06d}.blob") from e
-                except OSError as e:
-                    raise IOFailure(e.errno, f"cannot open {path}: {e}") from e
-                self._blob_readers[number] = r
-            return r
-
-    def _read_blob(self, ref: bytes) -> bytes:
-        number, offset, length = decode_blob_ref(ref)
-        return self._blob_reader(number).get(offset, length)

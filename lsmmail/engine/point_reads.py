@@ -1,0 +1,207 @@
+"""Point reads: ``DB.get`` and ``DB.get_many``, and the table and blob readers they (and scans) open.
+
+This is a mixin of :class:`lsmmail.engine.db.DB` (like :class:`~lsmmail.engine.maintenance.Maintenance`),
+split out to keep each file about one concern; it uses the DB's state directly. A read takes one read
+state under ``_mu`` (sequence number, memtables, version), then looks the key up newest first: the
+active memtable, the immutable memtables newest first, the L0 tables newest first, then at most one
+table per deeper level. The first version found at or below the sequence number answers, unless a range
+tombstone newer than it covers the key.
+
+Errors: ``InvalidArgument`` for a bad key or snapshot, ``DBClosed`` after ``close``, ``Corruption`` for
+data that fails its checks (never wrong data), ``IOFailure`` for a read error.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from .blob import BlobFileReader, decode_blob_ref
+from .coding import hash64
+from .errors import Corruption, DBClosed, InvalidArgument, IOFailure, LsmError
+from .iterators import covering_tombstone_seq
+from .keys import KIND_BLOB, KIND_DELETE, MAX_KEY_SIZE
+from .sstable import TableReader
+
+if TYPE_CHECKING:
+    from .cache import BlockCache
+    from .db import Snapshot
+    from .fs import FileSystem
+    from .memtable import MemTable
+    from .options import Options
+    from .version import FileMeta, Version
+
+
+def check_key(key: object) -> bytes:
+    """``key`` as ``bytes`` (a bytearray or memoryview is copied); ``InvalidArgument`` unless it is
+    bytes-like and 1 to ``MAX_KEY_SIZE`` bytes long."""
+    if type(key) is not bytes:
+        if isinstance(key, (bytearray, memoryview)):
+            key = bytes(key)
+        else:
+            raise InvalidArgument(f"keys must be bytes, not {type(key).__name__}")
+    if not key or len(key) > MAX_KEY_SIZE:
+        raise InvalidArgument(f"keys must be 1 to {MAX_KEY_SIZE} bytes, got {len(key)}")
+    return key
+
+
+class PointReads:
+    """Mixin of DB: point reads, and the readers of table and blob files."""
+
+    # State owned by DB (declared for type checkers).
+    if TYPE_CHECKING:
+        options: Options
+        _fs: FileSystem
+        _mu: threading.Lock
+        _table_lock: threading.Lock
+        _tables: dict[int, TableReader]
+        _blob_readers: dict[int, BlobFileReader]
+        _cache: BlockCache | None
+        _closed: bool
+        _current: Version
+        _mem: MemTable
+        _imms: list[MemTable]
+        _last_seq: int
+
+        def _p(self, name: str) -> str: ...
+
+    def _read_state(self, snapshot: Snapshot | None) -> tuple[int, MemTable, tuple[MemTable, ...], Version]:
+        with self._mu:
+            if self._closed:
+                raise DBClosed("the database is closed")
+            if snapshot is not None:
+                if snapshot._db is not self or snapshot._released:
+                    raise InvalidArgument("snapshot is released or belongs to another database")
+                seq = snapshot.seq
+            else:
+                seq = self._last_seq
+            return seq, self._mem, tuple(self._imms), self._current
+
+    def get(self, key: bytes, *, snapshot: Snapshot | None = None) -> bytes | None:
+        """The value of ``key`` (as of ``snapshot`` if given), or None. Raises ``Corruption`` rather than
+        return data that fails its checks."""
+        if type(key) is not bytes or not key or len(key) > MAX_KEY_SIZE:
+            key = check_key(key)
+        seq, mem, imms, version = self._read_state(snapshot)
+        try:
+            return self._get(key, seq, mem, imms, version, self._tombstones(mem, imms, version))
+        except LsmError:
+            raise
+        except OSError as e:
+            # Table and blob readers let read errors through as plain OSError.
+            raise IOFailure(e.errno, f"read failed: {e}") from e
+
+    def get_many(self, keys: Iterable[bytes], *, snapshot: Snapshot | None = None) -> list[bytes | None]:
+        """``[get(k) for k in keys]`` as of one state: one snapshot of the read state (so all keys see the
+        same sequence number and files, even while writes go on), one pass over the memtables, and the
+        tables probed per key. Same values, ``None`` for missing keys, and the same errors as :meth:`get`
+        (a bad key raises ``InvalidArgument`` before anything is read)."""
+        checked = [k if type(k) is bytes and k and len(k) <= MAX_KEY_SIZE else check_key(k) for k in keys]
+        seq, mem, imms, version = self._read_state(snapshot)
+        tombs = self._tombstones(mem, imms, version)
+        get = self._get
+        try:
+            return [get(k, seq, mem, imms, version, tombs) for k in checked]
+        except LsmError:
+            raise
+        except OSError as e:
+            raise IOFailure(e.errno, f"read failed: {e}") from e
+
+    def _get(self, key: bytes, seq: int, mem: MemTable, imms: tuple[MemTable, ...], version: Version,
+             tombs: list[tuple[int, bytes, bytes]]) -> bytes | None:
+        found = mem.get(key, seq)
+        if found is None:
+            for imm in reversed(imms):
+                found = imm.get(key, seq)
+                if found is not None:
+                    break
+            else:
+                found = self._get_from_version(version, key, seq)
+                if found is None:
+                    return None
+        if tombs and covering_tombstone_seq(tombs, key, seq) > found[0]:
+            return None
+        kind = found[1]
+        if kind == KIND_DELETE:
+            return None
+        if kind == KIND_BLOB:
+            return self._read_blob(found[2])
+        return found[2]
+
+    def _get_from_version(self, v: Version, key: bytes, seq: int) -> tuple[int, int, bytes] | None:
+        # One XXH3 of the key for every table's bloom probe (TableReader.get's ``h``).
+        h = -1
+        tables = self._tables
+        levels = v.levels
+        for f in levels[0]:
+            if f.smallest_user <= key <= f.largest_user:
+                if h < 0:
+                    h = hash64(key)
+                t = tables.get(f.number) or self._table(f)
+                r = t.get(key, seq, h)
+                if r is not None:
+                    return r
+        for level in range(1, len(levels)):
+            if not levels[level]:
+                continue
+            f = v.file_for_key(level, key)
+            if f is not None:
+                if h < 0:
+                    h = hash64(key)
+                t = tables.get(f.number) or self._table(f)
+                r = t.get(key, seq, h)
+                if r is not None:
+                    return r
+        return None
+
+    @staticmethod
+    def _tombstones(mem: MemTable, imms: tuple[MemTable, ...], v: Version) -> list[tuple[int, bytes, bytes]]:
+        """Every range tombstone a read of this state must honour (scans use it too); [] if none."""
+        if not (mem.range_tombstones or v.range_tombstones or any(m.range_tombstones for m in imms)):
+            return []
+        tombs = list(v.range_tombstones)
+        for m in imms:
+            tombs += m.range_tombstones
+        tombs += list(mem.range_tombstones)
+        return tombs
+
+    # ------------------------------------------------------------------------------------------------
+    # Files: tables and blobs
+
+    def _table(self, f: FileMeta) -> TableReader:
+        t = self._tables.get(f.number)
+        if t is not None:
+            return t
+        with self._table_lock:
+            t = self._tables.get(f.number)
+            if t is None:
+                path = self._p(f"{f.number:06d}.sst")
+                try:
+                    t = TableReader.open(self._fs.open_read(path), f.number, cache=self._cache,
+                                         verify_checksums=self.options.verify_checksums)
+                except OSError as e:
+                    raise IOFailure(e.errno, f"cannot open {path}: {e}") from e
+                self._tables[f.number] = t
+            return t
+
+    def _blob_reader(self, number: int) -> BlobFileReader:
+        r = self._blob_readers.get(number)
+        if r is not None:
+            return r
+        with self._table_lock:
+            r = self._blob_readers.get(number)
+            if r is None:
+                path = self._p(f"{number:06d}.blob")
+                try:
+                    r = BlobFileReader.open(self._fs.open_read(path), number)
+                except FileNotFoundError as e:
+                    raise Corruption(f"blob reference to missing file {number:06d}.blob") from e
+                except OSError as e:
+                    raise IOFailure(e.errno, f"cannot open {path}: {e}") from e
+                self._blob_readers[number] = r
+            return r
+
+    def _read_blob(self, ref: bytes) -> bytes:
+        number, offset, length = decode_blob_ref(ref)
+        return self._blob_reader(number).get(offset, length)

@@ -26,18 +26,17 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 import weakref
 from collections import deque
 from typing import Any
 
 from sortedcontainers import SortedList
 
-from .batch import BATCH_HEADER_SIZE, WriteBatch, decode_batch, encode_header, encode_single_put
+from .batch import BATCH_HEADER_SIZE, decode_batch
 from .blob import BlobFileReader
 from .cache import BlockCache
-from .errors import Corruption, DBClosed, InvalidArgument, IOFailure, Locked, LsmError, ReadOnlyError
-from .keys import KIND_PUT, MAX_KEY_SIZE
+from .errors import Corruption, DBClosed, InvalidArgument, IOFailure, Locked, LsmError
+from .keys import MAX_KEY_SIZE
 from .maintenance import Maintenance
 from .manifest import (
     ManifestWriter,
@@ -57,10 +56,7 @@ from .scan import Scans
 from .sstable import TableReader
 from .version import Version
 from .wal import LogWriter, read_log
-
-#: A group commit takes queued batches up to this many bytes: 1 MiB amortises the write and fsync over
-#: many writers while keeping the leader's latency bounded (LevelDB uses the same limit).
-MAX_GROUP_BYTES = 1 << 20
+from .write_path import WritePath, _Writer
 
 
 class Snapshot:
@@ -95,23 +91,6 @@ class Snapshot:
             self._db._released_by_gc.append(self.seq)
 
 
-class _Writer:
-    __slots__ = ("entries", "rep", "sync", "size", "done", "error", "force_flush", "signal")
-
-    def __init__(self, entries: list[tuple[int, bytes, bytes]] | None, sync: bool, size: int,
-                 force_flush: bool = False, rep: bytes = b"") -> None:
-        self.entries = entries
-        self.rep = rep  # the batch's encoded entries (WAL payload after the header)
-        self.sync = sync
-        self.size = size
-        self.done = False
-        self.error: BaseException | None = None
-        self.force_flush = force_flush
-        # Held (locked) while this writer sleeps waiting for its turn or its group's commit; whoever
-        # changes that releases it, so exactly one thread wakes per event instead of all queued writers.
-        self.signal: Any = None
-
-
 def _check_key(key: object) -> bytes:
     if type(key) is not bytes:
         if isinstance(key, (bytearray, memoryview)):
@@ -123,7 +102,7 @@ def _check_key(key: object) -> bytes:
     return key
 
 
-class DB(PointReads, Maintenance, Scans):
+class DB(PointReads, WritePath, Maintenance, Scans):
     """An LSM-tree key-value store in one directory. Open with :meth:`DB.open`."""
 
     # ------------------------------------------------------------------------------------------------
@@ -353,257 +332,6 @@ class DB(PointReads, Maintenance, Scans):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    # ------------------------------------------------------------------------------------------------
-    # Writing
-
-    def put(self, key: bytes, value: bytes, *, sync: bool | None = None) -> None:
-        """Set ``key`` to ``value``. Durability: see the module docstring (``sync``)."""
-        rep = encode_single_put(key, value)
-        if rep is None:
-            b = WriteBatch()
-            b.put(key, value)
-            self.write(b, sync=sync)
-            return
-        # The batch of one put, encoded directly (WriteBatch object, its list and copies: ~1 us).
-        sync = self.options.sync_writes if sync is None else bool(sync)
-        self._submit(_Writer([(KIND_PUT, key, value)], sync, BATCH_HEADER_SIZE + len(rep), rep=rep))
-
-    def delete(self, key: bytes, *, sync: bool | None = None) -> None:
-        """Remove ``key`` (no error if it is absent)."""
-        b = WriteBatch()
-        b.delete(key)
-        self.write(b, sync=sync)
-
-    def delete_range(self, start: bytes, end: bytes, *, sync: bool | None = None) -> None:
-        """Remove every key in ``[start, end)`` with one range tombstone (O(1) however many keys)."""
-        b = WriteBatch()
-        b.delete_range(start, end)
-        self.write(b, sync=sync)
-
-    def write(self, batch: WriteBatch, *, sync: bool | None = None) -> None:
-        """Apply ``batch`` atomically: after a crash, all of it or none of it is there.
-
-        Raises ``ReadOnlyError`` once the database refuses writes, ``IOFailure`` if this write's I/O
-        failed (the batch may or may not be present after a reopen; it was not acknowledged).
-        """
-        if not isinstance(batch, WriteBatch):
-            raise InvalidArgument("write() takes a WriteBatch")
-        if not batch.entries:
-            return
-        sync = self.options.sync_writes if sync is None else bool(sync)
-        self._submit(_Writer(list(batch.entries), sync, batch.byte_size, rep=batch.encoded_entries()))
-
-    def _check_writable(self) -> None:
-        if self._closed or self._closing:
-            raise DBClosed("the database is closed")
-        if self._poisoned is not None:
-            raise ReadOnlyError(f"the database refuses writes after an I/O failure ({self._poisoned}); "
-                                "reopen it") from self._poisoned
-
-    def _poison(self, exc: BaseException) -> None:
-        if self._poisoned is None:
-            self._poisoned = exc
-
-    def _submit(self, w: _Writer) -> None:
-        with self._mu:
-            self._check_writable()
-            self._writers.append(w)
-            while not w.done and self._writers[0] is not w:
-                self._sleep(w)
-            if w.done:
-                if w.error is not None:
-                    raise w.error
-                return
-            try:
-                self._make_room_for_write(force=w.force_flush)
-            except BaseException as e:
-                self._writers.popleft()
-                self._wake_head()
-                if isinstance(e, OSError):
-                    raise IOFailure(e.errno, f"write failed: {e}") from e
-                raise
-            if w.force_flush:
-                self._writers.popleft()
-                self._wake_head()
-                return
-            if w.sync and self._last_group > 1 and len(self._writers) < self._last_group:
-                # Concurrent synced writers are about: let the ones the last commit woke queue up
-                # behind this leader before it takes its group, so one fdatasync serves all of them.
-                self._mu.release()
-                try:
-                    time.sleep(0)
-                finally:
-                    self._mu.acquire()
-            group = [w]
-            size = w.size
-            need_sync = w.sync
-            if len(self._writers) > 1:
-                for other in list(self._writers)[1:]:
-                    if (other.force_flush or (other.sync and not w.sync)
-                            or size + other.size > MAX_GROUP_BYTES):
-                        break
-                    group.append(other)
-                    size += other.size
-                need_sync = any(g.sync for g in group)
-            first_seq = self._last_seq + 1
-            mem, log = self._mem, self._log
-        assert log is not None
-        err: BaseException | None = None
-        seq = first_seq
-        framed: bytes | bytearray = b""
-        try:
-            if len(group) == 1:
-                # A lone writer (every single put without concurrency): its record framed directly.
-                assert w.entries is not None
-                framed = log.encode_record(encode_header(seq, len(w.entries)) + w.rep)
-                seq += len(w.entries)
-            else:
-                framed = bytearray()
-                for g in group:
-                    assert g.entries is not None
-                    framed += log.encode_record(encode_header(seq, len(g.entries)) + g.rep)
-                    seq += len(g.entries)
-            log.append_encoded(framed)
-            if need_sync:
-                log.sync()
-            for g in group:
-                assert g.entries is not None
-                mem.add_batch(first_seq, g.entries, g.rep)
-                first_seq += len(g.entries)
-        except OSError as e:
-            err = IOFailure(e.errno, f"WAL write failed: {e}")
-            err.__cause__ = e
-        except LsmError as e:
-            err = e
-        with self._mu:
-            if err is None:
-                self._last_seq = seq - 1
-                st = self._stats
-                st["user_bytes_written"] += size
-                st["wal_bytes_written"] += len(framed)
-                st["group_commits"] += 1
-                st["grouped_writes"] += len(group)
-                self._last_group = len(group)
-                if need_sync:
-                    st["wal_syncs"] += 1
-            else:
-                self._poison(err)
-            for g in group:
-                self._writers.popleft()
-                g.done = True
-                g.error = err
-                if g.signal is not None:
-                    self._wake(g)
-            self._wake_head()
-        if err is not None:
-            raise err
-
-    def _sleep(self, w: _Writer) -> None:
-        """With ``_mu`` held: sleep until a leader wakes ``w`` (its turn came, or its group committed).
-        A private lock per writer, not one condition for all: with ``notify_all`` every committed group
-        woke all queued writers to fight for the GIL and ``_mu`` (8 threads doing synced puts formed
-        groups of ~4 where ~8 queue)."""
-        sig = threading.Lock()
-        sig.acquire()
-        w.signal = sig
-        self._mu.release()
-        try:
-            sig.acquire()
-        finally:
-            self._mu.acquire()
-
-    @staticmethod
-    def _wake(w: _Writer) -> None:
-        sig = w.signal
-        w.signal = None
-        sig.release()
-
-    def _wake_head(self) -> None:
-        """With ``_mu`` held, after the queue's head changed: wake the new head (the next leader)."""
-        if self._writers:
-            head = self._writers[0]
-            if head.signal is not None:
-                self._wake(head)
-        if self._closing:
-            self._write_cv.notify_all()
-
-    def _make_room_for_write(self, force: bool) -> None:
-        """Called by the leader with ``_mu`` held: freeze the memtable when full, stall when behind."""
-        opts = self.options
-        allow_delay = not force
-        while True:
-            if self._poisoned is not None or self._closing:
-                self._check_writable()
-            l0 = len(self._current.levels[0])
-            if allow_delay and l0 >= opts.l0_slowdown_trigger:
-                # Spread the slowdown over many writes instead of one long stop (LevelDB: 1 ms).
-                self._stats["stall_slowdowns"] += 1
-                allow_delay = False
-                self._mu.release()
-                try:
-                    time.sleep(0.001)
-                finally:
-                    self._mu.acquire()
-                continue
-            if not force and self._mem.approximate_size < opts.memtable_size:
-                return
-            if force and len(self._mem) == 0:
-                return
-            if len(self._imms) >= opts.max_immutable_memtables:
-                self._stats["stall_memtable"] += 1
-                self._wait_for_background()
-                continue
-            if l0 >= opts.l0_stop_trigger:
-                self._stats["stall_stops"] += 1
-                self._wait_for_background()
-                continue
-            self._switch_memtable()
-            force = False
-            if not opts.background_work:
-                self._mu.release()
-                try:
-                    self._run_inline_work()
-                finally:
-                    self._mu.acquire()
-
-    def _wait_for_background(self) -> None:
-        if self.options.background_work:
-            self._bg_cv.wait(timeout=1.0)
-        else:
-            self._mu.release()
-            try:
-                self._run_inline_work()
-            finally:
-                self._mu.acquire()
-
-    def _switch_memtable(self) -> None:
-        """Start a new WAL and memtable; the old memtable waits for flush. ``_mu`` is held."""
-        assert self._log is not None
-        number = self._new_file_number()
-        new_file = None
-        try:
-            # Sync the old log first: an older log is then never torn, so recovery can tell a torn
-            # tail (only in the newest log) from lost data. Costs one fdatasync per memtable.
-            self._log.sync()
-            new_file = self._fs.create(self._p(f"{number:06d}.log"))
-            self._fs.sync_dir(self.path)
-        except OSError as e:
-            if new_file is not None:
-                new_file.close()
-            err = IOFailure(e.errno, f"cannot start a new WAL: {e}")
-            self._poison(err)
-            raise err from e
-        self._log.close()
-        self._log = LogWriter(new_file)
-        self._imms.append(self._mem)
-        self._mem = new_memtable(number)
-        self._bg_cv.notify_all()
-
-    def _new_file_number(self) -> int:
-        n = self._next_file
-        self._next_file += 1
-        return n
 
     # ------------------------------------------------------------------------------------------------
     # Reading

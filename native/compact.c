@@ -3,13 +3,21 @@
  *
  * A compactor is fed raw (decompressed, checked) data block payloads one run at a time and pulls
  * entries from them in internal order (user key ascending, sequence descending; equal (user key, seq)
- * pairs in run order, as iterators.merge_entries). The rules are compaction.drop_hidden's without range
- * tombstones: stripe(seq) = the number of snapshots below seq; a version in the same stripe as a newer
- * version of its key is dropped; a deletion in stripe 0 of a bottommost compaction is dropped (after it
- * has hidden the older versions of its stripe). Blocks are cut right after the entry that brings the raw
- * size (entries + restart array + count) to block_size or more, and at the end of the stream; the entry
- * bytes are lsm_block_encode's. Python (compact_native.py) feeds blocks, drains closed blocks and writes
- * them through BlockTableWriter: no Python runs per entry. */
+ * pairs in run order, as iterators.merge_entries). The rules are compaction.drop_hidden's:
+ * stripe(seq) = the number of snapshots below seq; a version in the same stripe as a newer version of
+ * its key is dropped; so is a version covered by a range tombstone (newer, same stripe, start <= key <
+ * end); a deletion in stripe 0 of a bottommost compaction is dropped (after it has hidden the older
+ * versions of its stripe). Blocks are cut right after the entry that brings the raw size (entries +
+ * restart array + count) to block_size or more, and at the end of the stream; the entry bytes are
+ * lsm_block_encode's.
+ *
+ * Blob references (kind BLOB) get OutputSink's accounting: every reference is decoded and checked as
+ * blob.decode_blob_ref checks it (plus: each field below 2^64); a dropped one adds (1, value length)
+ * to its blob file's garbage; a kept one names its blob file in its output block's list; a kept one
+ * into a blob file being relocated adds the same garbage and is rewritten to point at the next record
+ * of the relocation blob file (whose offsets follow from the value lengths alone: records are
+ * contiguous), and the caller copies the value there in the same order. Python (compact_native.py)
+ * feeds blocks, drains closed blocks and writes them through BlockTableWriter: no Python per entry. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -62,11 +70,25 @@ struct lsm_compactor {
     vec last_uk;    /* user key of the last entry seen (kept or dropped) */
     int have_last;
     int64_t last_stripe;
+    /* Range tombstones: sequence, its stripe, and [start, end) as offsets into tkeys. */
+    size_t ntomb;
+    uint64_t *tseq, *tstripe, *tkey_end;
+    uint8_t *tkeys;
+    /* Blob files being relocated (sorted), the relocation file and its next record offset. */
+    uint64_t *reloc_set;
+    size_t nreloc_set;
+    uint64_t reloc_number, reloc_off;
+    /* Garbage per blob file, sorted by file number. */
+    uint64_t *g_num, *g_count, *g_bytes;
+    size_t gn, gcap;
     /* The open output block. */
     vec blk, prev_ikey, ukeys;
     uint64_t *restarts, *uk_end, *trailers;
     size_t rcap, ecap, bn;
     uint64_t bvbytes;
+    uint64_t *bblobs; /* distinct blob files the open block references, in first-use order */
+    uint64_t *brelocs; /* 4 per relocated entry of the open block: file, offset, length, new offset */
+    size_t nbblobs, nbrelocs; /* nbrelocs counts entries (4 words each); both <= ecap */
     int closing; /* the open block is complete and waits for room in the output */
     uint64_t max_put;
 };
@@ -161,20 +183,50 @@ static void sift_up(lsm_compactor *m, size_t i) {
 }
 
 lsm_compactor *lsm_cmp_new(size_t k, const uint64_t *snaps, size_t nsnap, int bottommost, size_t block_size,
-                           uint32_t ri) {
+                           uint32_t ri, const uint64_t *tomb_seqs, const uint8_t *tomb_keys,
+                           const uint64_t *tomb_key_end, size_t ntomb, const uint64_t *relocate,
+                           size_t nrelocate, uint64_t reloc_number) {
     if (ri == 0 || block_size == 0 || k == 0) return NULL;
+    for (size_t i = 1; i < nrelocate; i++)
+        if (relocate[i] <= relocate[i - 1]) return NULL;
     lsm_compactor *m = calloc(1, sizeof(*m));
     if (!m) return NULL;
     m->k = k;
     m->cur = calloc(k, sizeof(cursor));
     m->heap = calloc(k, sizeof(uint32_t));
     m->snaps = malloc((nsnap ? nsnap : 1) * sizeof(uint64_t));
-    if (!m->cur || !m->heap || !m->snaps) {
+    m->tseq = malloc((ntomb ? ntomb : 1) * sizeof(uint64_t));
+    m->tstripe = malloc((ntomb ? ntomb : 1) * sizeof(uint64_t));
+    m->tkey_end = malloc((2 * ntomb + 1) * sizeof(uint64_t));
+    size_t tklen = ntomb ? (size_t)tomb_key_end[2 * ntomb - 1] : 0;
+    m->tkeys = malloc(tklen ? tklen : 1);
+    m->reloc_set = malloc((nrelocate ? nrelocate : 1) * sizeof(uint64_t));
+    if (!m->cur || !m->heap || !m->snaps || !m->tseq || !m->tstripe || !m->tkey_end || !m->tkeys ||
+        !m->reloc_set) {
         lsm_cmp_free(m);
         return NULL;
     }
     if (nsnap) memcpy(m->snaps, snaps, nsnap * sizeof(uint64_t));
     m->nsnap = nsnap;
+    m->ntomb = ntomb;
+    if (ntomb) {
+        memcpy(m->tseq, tomb_seqs, ntomb * sizeof(uint64_t));
+        memcpy(m->tkey_end, tomb_key_end, 2 * ntomb * sizeof(uint64_t));
+        memcpy(m->tkeys, tomb_keys, tklen);
+        for (size_t t = 0; t < ntomb; t++) {
+            size_t lo = 0, hi = nsnap;
+            while (lo < hi) {
+                size_t mid = (lo + hi) / 2;
+                if (snaps[mid] < tomb_seqs[t]) lo = mid + 1;
+                else hi = mid;
+            }
+            m->tstripe[t] = lo;
+        }
+    }
+    if (nrelocate) memcpy(m->reloc_set, relocate, nrelocate * sizeof(uint64_t));
+    m->nreloc_set = nrelocate;
+    m->reloc_number = reloc_number;
+    m->reloc_off = 16; /* blob.HEADER_SIZE: the first record follows the header */
     m->bottommost = bottommost;
     m->block_size = block_size;
     m->ri = ri;
@@ -190,6 +242,14 @@ void lsm_cmp_free(lsm_compactor *m) {
     free(m->cur);
     free(m->heap);
     free(m->snaps);
+    free(m->tseq);
+    free(m->tstripe);
+    free(m->tkey_end);
+    free(m->tkeys);
+    free(m->reloc_set);
+    free(m->g_num);
+    free(m->g_count);
+    free(m->g_bytes);
     free(m->last_uk.p);
     free(m->blk.p);
     free(m->prev_ikey.p);
@@ -197,7 +257,111 @@ void lsm_cmp_free(lsm_compactor *m) {
     free(m->restarts);
     free(m->uk_end);
     free(m->trailers);
+    free(m->bblobs);
+    free(m->brelocs);
     free(m);
+}
+
+int64_t lsm_cmp_garbage(const lsm_compactor *m, uint64_t *nums, uint64_t *counts, uint64_t *bytes,
+                        size_t cap) {
+    /* The garbage found so far, by blob file number ascending: (file, references, value bytes). Writes
+     * min(cap, n) rows and returns n. */
+    for (size_t i = 0; i < m->gn && i < cap; i++) {
+        nums[i] = m->g_num[i];
+        counts[i] = m->g_count[i];
+        bytes[i] = m->g_bytes[i];
+    }
+    return (int64_t)m->gn;
+}
+
+/* A varint of blob.decode_blob_ref's reader that must also fit 64 bits. */
+static int get_varint64(const uint8_t *b, size_t limit, size_t *pos, uint64_t *out) {
+    uint64_t v = 0;
+    for (int shift = 0; shift <= 63; shift += 7) {
+        if (*pos >= limit) return -1;
+        uint8_t c = b[(*pos)++];
+        if (shift == 63 && (c & 0x7F) > 1) return -1;
+        v |= (uint64_t)(c & 0x7F) << shift;
+        if (!(c & 0x80)) {
+            *out = v;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* Decode a blob reference (file, record offset, value length): 0, or LSM_ECORRUPT. */
+static int parse_ref(const uint8_t *v, size_t len, uint64_t *num, uint64_t *off, uint64_t *vlen) {
+    size_t pos = 0;
+    if (get_varint64(v, len, &pos, num) || get_varint64(v, len, &pos, off) ||
+        get_varint64(v, len, &pos, vlen))
+        return LSM_ECORRUPT;
+    if (pos != len || *off < 16 || *vlen > 0xFFFFFFFFull) return LSM_ECORRUPT;
+    return 0;
+}
+
+static int add_garbage(lsm_compactor *m, uint64_t num, uint64_t vlen) {
+    size_t lo = 0, hi = m->gn;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (m->g_num[mid] < num) lo = mid + 1;
+        else hi = mid;
+    }
+    if (lo == m->gn || m->g_num[lo] != num) {
+        if (m->gn == m->gcap) {
+            size_t nc = m->gcap ? 2 * m->gcap : 16;
+            uint64_t *a = realloc(m->g_num, nc * sizeof(uint64_t));
+            if (!a) return LSM_ESPACE;
+            m->g_num = a;
+            a = realloc(m->g_count, nc * sizeof(uint64_t));
+            if (!a) return LSM_ESPACE;
+            m->g_count = a;
+            a = realloc(m->g_bytes, nc * sizeof(uint64_t));
+            if (!a) return LSM_ESPACE;
+            m->g_bytes = a;
+            m->gcap = nc;
+        }
+        size_t tail = (m->gn - lo) * sizeof(uint64_t);
+        memmove(m->g_num + lo + 1, m->g_num + lo, tail);
+        memmove(m->g_count + lo + 1, m->g_count + lo, tail);
+        memmove(m->g_bytes + lo + 1, m->g_bytes + lo, tail);
+        m->g_num[lo] = num;
+        m->g_count[lo] = m->g_bytes[lo] = 0;
+        m->gn++;
+    }
+    m->g_count[lo]++;
+    m->g_bytes[lo] += vlen;
+    return 0;
+}
+
+static int relocating(const lsm_compactor *m, uint64_t num) {
+    size_t lo = 0, hi = m->nreloc_set;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (m->reloc_set[mid] < num) lo = mid + 1;
+        else if (m->reloc_set[mid] > num) hi = mid;
+        else return 1;
+    }
+    return 0;
+}
+
+/* Bytewise comparison of two strings, as Python compares bytes. */
+static int bcmp_len(const uint8_t *a, size_t la, const uint8_t *b, size_t lb) {
+    int c = memcmp(a, b, la < lb ? la : lb);
+    if (c) return c;
+    return la < lb ? -1 : la > lb;
+}
+
+/* compaction._covered: a tombstone newer than seq, of the same stripe, whose range holds the key. */
+static int covered(const lsm_compactor *m, const uint8_t *uk, size_t ulen, uint64_t seq, uint64_t stripe) {
+    for (size_t t = 0; t < m->ntomb; t++) {
+        if (m->tseq[t] <= seq || m->tstripe[t] != stripe) continue;
+        size_t s0 = t ? (size_t)m->tkey_end[2 * t - 1] : 0, s1 = (size_t)m->tkey_end[2 * t];
+        size_t e1 = (size_t)m->tkey_end[2 * t + 1];
+        if (bcmp_len(m->tkeys + s0, s1 - s0, uk, ulen) <= 0 && bcmp_len(uk, ulen, m->tkeys + s1, e1 - s1) < 0)
+            return 1;
+    }
+    return 0;
 }
 
 int lsm_cmp_feed(lsm_compactor *m, uint32_t run, const uint8_t *blk, size_t len) {
@@ -233,8 +397,10 @@ int lsm_cmp_feed(lsm_compactor *m, uint32_t run, const uint8_t *blk, size_t len)
     return 0;
 }
 
-/* Append the current entry of c to the open block. */
-static int emit(lsm_compactor *m, const cursor *c) {
+/* Append the current entry of c, with value (val, vlen), to the open block; blob_num is the blob file
+ * the value references (or NULL) and reloc the relocation record (4 words) or NULL. */
+static int emit(lsm_compactor *m, const cursor *c, const uint8_t *val, size_t vlen, const uint64_t *blob_num,
+                const uint64_t *reloc) {
     size_t klen = c->key.len, shared = 0;
     if (m->bn % m->ri) {
         size_t pl = m->prev_ikey.len, ml = klen < pl ? klen : pl;
@@ -250,33 +416,48 @@ static int emit(lsm_compactor *m, const cursor *c) {
         m->restarts[m->bn / m->ri] = m->blk.len;
     }
     size_t nonsh = klen - shared;
-    if (vec_reserve(&m->blk, 15 + nonsh + c->vlen) || vec_reserve(&m->ukeys, klen)) return LSM_ESPACE;
+    if (vec_reserve(&m->blk, 30 + nonsh + vlen) || vec_reserve(&m->ukeys, klen)) return LSM_ESPACE;
     if (m->bn >= m->ecap) {
         size_t nc = m->ecap ? 2 * m->ecap : 256;
         uint64_t *a = realloc(m->uk_end, nc * sizeof(uint64_t));
         if (!a) return LSM_ESPACE;
         m->uk_end = a;
-        uint64_t *b = realloc(m->trailers, nc * sizeof(uint64_t));
-        if (!b) return LSM_ESPACE;
-        m->trailers = b;
+        a = realloc(m->trailers, nc * sizeof(uint64_t));
+        if (!a) return LSM_ESPACE;
+        m->trailers = a;
+        a = realloc(m->bblobs, nc * sizeof(uint64_t));
+        if (!a) return LSM_ESPACE;
+        m->bblobs = a;
+        a = realloc(m->brelocs, 4 * nc * sizeof(uint64_t));
+        if (!a) return LSM_ESPACE;
+        m->brelocs = a;
         m->ecap = nc;
     }
     uint8_t *p = m->blk.p + m->blk.len;
     p += lsm_put_varint(p, shared);
     p += lsm_put_varint(p, nonsh);
-    p += lsm_put_varint(p, c->vlen);
+    p += lsm_put_varint(p, vlen);
     memcpy(p, c->key.p + shared, nonsh);
     p += nonsh;
-    memcpy(p, c->val, c->vlen);
-    p += c->vlen;
+    memcpy(p, val, vlen);
+    p += vlen;
     m->blk.len = (size_t)(p - m->blk.p);
     memcpy(m->ukeys.p + m->ukeys.len, c->key.p, klen - 8);
     m->ukeys.len += klen - 8;
     m->uk_end[m->bn] = m->ukeys.len;
     m->trailers[m->bn] = c->trailer;
     m->bn++;
-    m->bvbytes += c->vlen;
-    if ((c->trailer & 0xFF) == 1 && c->vlen > m->max_put) m->max_put = c->vlen;
+    m->bvbytes += vlen;
+    if ((c->trailer & 0xFF) == 1 && vlen > m->max_put) m->max_put = vlen;
+    if (blob_num) {
+        size_t i = 0;
+        while (i < m->nbblobs && m->bblobs[i] != *blob_num) i++;
+        if (i == m->nbblobs) m->bblobs[m->nbblobs++] = *blob_num;
+    }
+    if (reloc) {
+        memcpy(m->brelocs + 4 * m->nbrelocs, reloc, 4 * sizeof(uint64_t));
+        m->nbrelocs++;
+    }
     m->prev_ikey.len = 0;
     if (vec_reserve(&m->prev_ikey, klen)) return LSM_ESPACE;
     memcpy(m->prev_ikey.p, c->key.p, klen);
@@ -286,23 +467,37 @@ static int emit(lsm_compactor *m, const cursor *c) {
     return 0;
 }
 
-typedef struct {
-    uint8_t *buf;
-    size_t cap, pos;
-    uint64_t *block_end, *block_nent, *block_vbytes;
-    size_t max_blocks, nb;
-    uint8_t *keys;
-    size_t keycap, kpos;
-    uint64_t *key_end, *trailers;
-    size_t max_keys, ne;
-} outbuf;
+/* Keep the current entry of c: a blob reference is checked, counted and maybe relocated. */
+static int keep(lsm_compactor *m, const cursor *c) {
+    if ((c->trailer & 0xFF) != 2) return emit(m, c, c->val, c->vlen, NULL, NULL);
+    uint64_t num, off, vlen;
+    if (parse_ref(c->val, c->vlen, &num, &off, &vlen)) return LSM_ECORRUPT;
+    if (!m->nreloc_set || !relocating(m, num)) return emit(m, c, c->val, c->vlen, &num, NULL);
+    int r = add_garbage(m, num, vlen);
+    if (r) return r;
+    uint64_t rec[4] = {num, off, vlen, m->reloc_off};
+    uint8_t ref[30];
+    size_t n = lsm_put_varint(ref, m->reloc_number);
+    n += lsm_put_varint(ref + n, m->reloc_off);
+    n += lsm_put_varint(ref + n, vlen);
+    m->reloc_off += 8 + vlen; /* u32 length, u32 checksum, value */
+    return emit(m, c, ref, n, &m->reloc_number, rec);
+}
+
+/* Drop the current entry of c: a blob reference becomes garbage of its file. */
+static int drop(lsm_compactor *m, const cursor *c) {
+    if ((c->trailer & 0xFF) != 2) return 0;
+    uint64_t num, off, vlen;
+    if (parse_ref(c->val, c->vlen, &num, &off, &vlen)) return LSM_ECORRUPT;
+    return add_garbage(m, num, vlen);
+}
 
 /* Move the closed open block into the output; 0, or 1 when it does not fit. */
-static int drain(lsm_compactor *m, outbuf *o) {
+static int drain(lsm_compactor *m, lsm_cmp_out *o) {
     size_t nr = (m->bn + m->ri - 1) / m->ri;
     size_t need = m->blk.len + 4 * nr + 4;
     if (o->cap - o->pos < need || o->keycap - o->kpos < m->ukeys.len || o->max_keys - o->ne < m->bn ||
-        o->nb >= o->max_blocks)
+        o->nb >= o->max_blocks || o->max_keys - o->nblobs < m->nbblobs || o->max_keys - o->nrelocs < m->nbrelocs)
         return 1;
     memcpy(o->buf + o->pos, m->blk.p, m->blk.len);
     o->pos += m->blk.len;
@@ -313,6 +508,7 @@ static int drain(lsm_compactor *m, outbuf *o) {
     o->block_end[o->nb] = o->pos;
     o->block_nent[o->nb] = m->bn;
     o->block_vbytes[o->nb] = m->bvbytes;
+    o->block_nblobs[o->nb] = m->nbblobs;
     o->nb++;
     memcpy(o->keys + o->kpos, m->ukeys.p, m->ukeys.len);
     for (size_t i = 0; i < m->bn; i++) {
@@ -321,34 +517,39 @@ static int drain(lsm_compactor *m, outbuf *o) {
         o->ne++;
     }
     o->kpos += m->ukeys.len;
+    if (m->nbblobs) memcpy(o->blobs + o->nblobs, m->bblobs, m->nbblobs * sizeof(uint64_t));
+    o->nblobs += m->nbblobs;
+    if (m->nbrelocs) memcpy(o->relocs + 4 * o->nrelocs, m->brelocs, 4 * m->nbrelocs * sizeof(uint64_t));
+    o->nrelocs += m->nbrelocs;
     m->blk.len = m->ukeys.len = 0;
     m->bn = 0;
     m->bvbytes = 0;
+    m->nbblobs = m->nbrelocs = 0;
     m->closing = 0;
     return 0;
 }
 
-int64_t lsm_cmp_step(lsm_compactor *m, uint8_t *buf, size_t cap, uint64_t *block_end, uint64_t *block_nent,
-                     uint64_t *block_vbytes, size_t max_blocks, uint8_t *keys, size_t keycap, uint64_t *key_end, uint64_t *trailers,
-                     size_t max_keys, uint64_t *state) {
+int64_t lsm_cmp_step(lsm_compactor *m, lsm_cmp_out *o, uint64_t *state) {
     /* Run until a run needs its next block (state[0] = 0, state[1] = the run), the output is full
      * (state[0] = 1; state[1] = 1 if not even one block fit: grow the buffers) or the stream ended and
-     * its last block was drained (state[0] = 2). Returns the number of blocks written to the output:
-     * block b = buf[block_end[b-1]:block_end[b]] with block_nent[b] entries of block_vbytes[b] value
-     * bytes, whose user keys and trailers follow in keys/key_end/trailers; state[3] = the largest PUT
-     * value emitted so far. The output continues at state[4..7] (bytes, blocks, key bytes, entries
-     * already in the buffers: 0 after the caller drained them), updated on return, so a caller can feed
-     * a run and step again without draining; the return value counts every block in the buffers. Negative: LSM_ECORRUPT (bad block) or LSM_ESPACE. */
-    outbuf o = {buf, cap, (size_t)state[4], block_end, block_nent, block_vbytes, max_blocks, (size_t)state[5],
-                keys, keycap, (size_t)state[6], key_end, trailers, max_keys, (size_t)state[7]};
-    if (o.pos > cap || o.nb > max_blocks || o.kpos > keycap || o.ne > max_keys) return LSM_EINVAL;
+     * its last block was drained (state[0] = 2). Output is appended to o at its positions (pos, nb,
+     * kpos, ne, nblobs, nrelocs: the caller zeroes them after draining, or feeds a run and steps again
+     * without draining). Block b = buf[block_end[b-1]:block_end[b]] with block_nent[b] entries of
+     * block_vbytes[b] value bytes, whose user keys and trailers follow in keys/key_end/trailers, and
+     * block_nblobs[b] distinct referenced blob files in blobs; relocs holds 4 words per relocated entry
+     * (old file, old offset, value length, new offset), in entry order. state[3] = the largest PUT value
+     * emitted so far. Returns the number of blocks in the output; negative: LSM_ECORRUPT (bad block or
+     * blob reference), LSM_ESPACE or LSM_EINVAL. */
+    if (o->pos > o->cap || o->nb > o->max_blocks || o->kpos > o->keycap || o->ne > o->max_keys ||
+        o->nblobs > o->max_keys || o->nrelocs > o->max_keys)
+        return LSM_EINVAL;
     state[0] = state[1] = state[2] = 0;
     int64_t rc = 0;
     for (;;) {
         if (m->closing) {
-            if (drain(m, &o)) {
+            if (drain(m, o)) {
                 state[0] = OUT_FULL;
-                state[1] = o.nb == 0;
+                state[1] = o->nb == 0;
                 break;
             }
         }
@@ -387,15 +588,16 @@ int64_t lsm_cmp_step(lsm_compactor *m, uint8_t *buf, size_t cap, uint64_t *block
             m->have_last = 1;
             m->last_stripe = -1;
         }
-        if (stripe != m->last_stripe) {
+        int e = 0;
+        if (stripe == m->last_stripe || (m->ntomb && covered(m, c->key.p, ulen, seq, (uint64_t)stripe))) {
+            e = drop(m, c);
+        } else {
             m->last_stripe = stripe;
-            if (!((c->trailer & 0xFF) == 0 && m->bottommost && stripe == 0)) {
-                int e = emit(m, c);
-                if (e) {
-                    rc = e;
-                    break;
-                }
-            }
+            if (!((c->trailer & 0xFF) == 0 && m->bottommost && stripe == 0)) e = keep(m, c);
+        }
+        if (e) {
+            rc = e;
+            break;
         }
         int r = parse_next(c);
         if (r < 0) {
@@ -411,10 +613,6 @@ int64_t lsm_cmp_step(lsm_compactor *m, uint8_t *buf, size_t cap, uint64_t *block
         }
     }
     state[3] = m->max_put;
-    state[4] = o.pos;
-    state[5] = o.nb;
-    state[6] = o.kpos;
-    state[7] = o.ne;
     if (rc) return rc;
-    return (int64_t)o.nb;
+    return (int64_t)o->nb;
 }

@@ -1,19 +1,25 @@
-"""The per-entry loop of a compaction over whole data blocks: merge, drop hidden versions, cut new blocks.
+"""The per-entry loop of a compaction over whole data blocks: merge, drop hidden versions, account for blob
+references, cut new blocks.
 
 :func:`compact_blocks` takes the input runs as iterators of raw (decompressed, checksum-verified) data
 block payloads, each run in internal order, and yields :data:`CompactRun` chunks of newly encoded data
 blocks for :meth:`lsmmail.engine.compaction.OutputSink.add_compacted`. Two twins with identical output:
 
-* :func:`compact_blocks_native` (native/compact.c): one C call per input block or output chunk; no
-  Python per entry (``TableBuilder.add``, the heap merge, ``TableReader.entries`` and ``drop_hidden``
-  were ~42% of the engine's GIL time under fillrandom/overwrite).
-* :func:`compact_blocks_pure`: today's Python path, ``drop_hidden`` over ``merge_entries`` with blocks cut
-  by :class:`~lsmmail.engine.block.BlockBuilder` exactly as ``TableBuilder`` cuts them.
+* :func:`compact_blocks_native` (native/compact.c): one C call per input block or output chunk, with the
+  GIL released; no Python per entry (``TableBuilder.add``, the heap merge, ``TableReader.entries`` and
+  ``drop_hidden`` were ~42% of the engine's GIL time under fillrandom/overwrite).
+* :func:`compact_blocks_pure`: ``drop_hidden`` over ``merge_entries`` with blocks cut by
+  :class:`~lsmmail.engine.block.BlockBuilder` exactly as ``TableBuilder`` cuts them.
 
-The rules are :func:`lsmmail.engine.compaction.drop_hidden`'s *without* range tombstones and without blob
-relocation: the caller takes this path only when there is no range tombstone, no blob file to relocate,
-no input referencing a blob file, and checks the largest PUT value reported against ``min_blob_size``.
-A malformed input block raises ``Corruption``.
+The rules are :func:`lsmmail.engine.compaction.drop_hidden`'s (snapshots, range tombstones, bottommost
+deletions) and :class:`~lsmmail.engine.compaction.OutputSink`'s for blob references: every reference is
+decoded (``Corruption`` if malformed, or if a field does not fit 64 bits); a dropped one adds
+``[1, value length]`` to ``garbage[its blob file]``; a kept one names its blob file in its block's list
+(the table's ``blob_files``); a kept one into a file of ``relocate`` adds the same garbage and is rewritten
+to point at the next record of blob file ``reloc_number`` (offsets follow from the value lengths:
+records are contiguous, the first at offset 16), and the chunk lists it for the caller to copy there.
+PUT values are never moved to a blob file here: the caller checks the largest PUT value reported against
+``min_blob_size`` and redoes such a compaction per entry. A malformed input block raises ``Corruption``.
 """
 
 from __future__ import annotations
@@ -22,18 +28,29 @@ from collections.abc import Iterator, Sequence
 
 from .. import native
 from ..native_lib import split_at
+from .blob import HEADER_SIZE, RECORD_HEADER_SIZE, decode_blob_ref, encode_blob_ref
 from .block import BlockBuilder, decode_data_block_py
 from .errors import Corruption
 from .iterators import merge_entries
+from .keys import KIND_BLOB, KIND_PUT
 
-#: (data blocks, entries per block, user keys, trailers, value bytes per block, largest PUT value so far).
-CompactRun = tuple[list[bytes], list[int], list[bytes], list[int], list[int], int]
+#: (data blocks, entries per block, user keys, trailers, value bytes per block, largest PUT value so far,
+#: distinct blob files referenced per block (a count per block), those blob file numbers (flat),
+#: relocations (flat, 4 per relocated entry in entry order: old file, old offset, value length, offset
+#: of the record in the relocation file)).
+CompactRun = tuple[list[bytes], list[int], list[bytes], list[int], list[int], int, list[int], list[int],
+                   list[int]]
+#: Blob file number -> [references, value bytes] that became garbage (OutputFiles.garbage's shape).
+Garbage = dict[int, list[int]]
+#: (sequence, start, end) as in version.RangeTombstone.
+Tomb = tuple[int, bytes, bytes]
 
 _lib = native._lib
 _ffi = native._ffi
 
 #: Output chunk: 1 MiB of blocks per C call (~64 blocks of 16 KiB), enough that the crossing is noise.
 _CHUNK_BYTES = 1 << 20
+_U64 = 1 << 64
 
 
 def _entries_of(blocks: Iterator[bytes]) -> Iterator[tuple[bytes, int, int, bytes]]:
@@ -42,11 +59,34 @@ def _entries_of(blocks: Iterator[bytes]) -> Iterator[tuple[bytes, int, int, byte
         yield from zip(uks, seqs, kinds, values, strict=True)
 
 
+def blob_ref_fields(ref: bytes) -> tuple[int, int, int]:
+    """``decode_blob_ref`` that also rejects a field of 2**64 or more (``Corruption``), as the C twin."""
+    number, offset, length = decode_blob_ref(ref)
+    if number >= _U64 or offset >= _U64:
+        raise Corruption(f"blob reference {ref[:32].hex()} does not fit 64 bits")
+    return number, offset, length
+
+
+def _add_garbage(garbage: Garbage, number: int, length: int) -> None:
+    g = garbage.setdefault(number, [0, 0])
+    g[0] += 1
+    g[1] += length
+
+
 def compact_blocks_pure(runs: Sequence[Iterator[bytes]], snapshots: list[int], bottommost: bool,
-                        block_size: int, restart_interval: int) -> Iterator[CompactRun]:
+                        block_size: int, restart_interval: int, tombs: Sequence[Tomb] = (),
+                        relocate: frozenset[int] = frozenset(), reloc_number: int = 0,
+                        garbage: Garbage | None = None) -> Iterator[CompactRun]:
     """The Python twin of :func:`compact_blocks_native` (same chunks' concatenation, not the same
-    chunking)."""
+    chunking; the same ``garbage`` once exhausted)."""
     from .compaction import drop_hidden  # compaction imports this module
+
+    g: Garbage = {} if garbage is None else garbage
+
+    def on_drop(e: tuple[bytes, int, int, bytes]) -> None:
+        if e[2] == KIND_BLOB:
+            number, _, length = blob_ref_fields(e[3])
+            _add_garbage(g, number, length)
 
     builder = BlockBuilder(restart_interval)
     blocks: list[bytes] = []
@@ -54,39 +94,109 @@ def compact_blocks_pure(runs: Sequence[Iterator[bytes]], snapshots: list[int], b
     ukeys: list[bytes] = []
     trailers: list[int] = []
     vbytes: list[int] = []
+    nblobs: list[int] = []
+    bnums: list[int] = []
+    relocs: list[int] = []
+    block_blobs: list[int] = []
     nv = 0
     max_put = 0
     n = 0
+    reloc_off = HEADER_SIZE
     merged = merge_entries([_entries_of(r) for r in runs])
-    for uk, seq, kind, value in drop_hidden(merged, snapshots, bottommost, [], lambda e: None):
+    for uk, seq, kind, value in drop_hidden(merged, snapshots, bottommost, list(tombs), on_drop):
+        if kind == KIND_BLOB:
+            number, offset, length = blob_ref_fields(value)
+            if number in relocate:
+                _add_garbage(g, number, length)
+                relocs += (number, offset, length, reloc_off)
+                value = encode_blob_ref(reloc_number, reloc_off, length)
+                reloc_off += RECORD_HEADER_SIZE + length
+                number = reloc_number
+            if number not in block_blobs:
+                block_blobs.append(number)
         trailer = seq << 8 | kind
         builder.add(uk + trailer.to_bytes(8, "little"), value)
         ukeys.append(uk)
         trailers.append(trailer)
         nv += len(value)
-        if kind == 1 and len(value) > max_put:
+        if kind == KIND_PUT and len(value) > max_put:
             max_put = len(value)
         n += 1
         if builder.estimated_size() >= block_size:
             blocks.append(builder.finish())
             nents.append(n)
             vbytes.append(nv)
+            nblobs.append(len(block_blobs))
+            bnums += block_blobs
+            block_blobs = []
             n = nv = 0
             builder = BlockBuilder(restart_interval)
     if n:
         blocks.append(builder.finish())
         nents.append(n)
         vbytes.append(nv)
+        nblobs.append(len(block_blobs))
+        bnums += block_blobs
     if blocks:
-        yield blocks, nents, ukeys, trailers, vbytes, max_put
+        yield blocks, nents, ukeys, trailers, vbytes, max_put, nblobs, bnums, relocs
+
+
+class _Out:
+    """The output buffers of one native compactor (an ``lsm_cmp_out`` and the arrays it points at)."""
+
+    def __init__(self, cap: int, max_blocks: int, keycap: int, max_keys: int) -> None:
+        new = native._new
+        self.o = o = _ffi.new("lsm_cmp_out *")
+        # Keep every array alive as long as the struct that points at it.
+        self.arrays = (
+            new("uint8_t[]", cap), new("uint64_t[]", max_blocks), new("uint64_t[]", max_blocks),
+            new("uint64_t[]", max_blocks), new("uint64_t[]", max_blocks), new("uint8_t[]", keycap),
+            new("uint64_t[]", max_keys), new("uint64_t[]", max_keys), new("uint64_t[]", max_keys),
+            new("uint64_t[]", 4 * max_keys))
+        (o.buf, o.block_end, o.block_nent, o.block_vbytes, o.block_nblobs, o.keys, o.key_end, o.trailers,
+         o.blobs, o.relocs) = self.arrays
+        o.cap, o.max_blocks, o.keycap, o.max_keys = cap, max_blocks, keycap, max_keys
+        self.reset()
+
+    def reset(self) -> None:
+        o = self.o
+        o.pos = o.nb = o.kpos = o.ne = o.nblobs = o.nrelocs = 0
+
+    def take(self, max_put: int) -> CompactRun:
+        """The blocks in the buffers as a chunk (the caller resets them)."""
+        ffi, o = _ffi, self.o
+        nb, ne = o.nb, o.ne
+        bends = ffi.unpack(o.block_end, nb)
+        kends = ffi.unpack(o.key_end, ne)
+        blocks = split_at(ffi.buffer(o.buf, bends[-1])[:], bends)
+        ukeys = split_at(ffi.buffer(o.keys, kends[-1])[:], kends)
+        return (blocks, ffi.unpack(o.block_nent, nb), ukeys, ffi.unpack(o.trailers, ne),
+                ffi.unpack(o.block_vbytes, nb), max_put, ffi.unpack(o.block_nblobs, nb),
+                ffi.unpack(o.blobs, o.nblobs) if o.nblobs else [],
+                ffi.unpack(o.relocs, 4 * o.nrelocs) if o.nrelocs else [])
 
 
 def compact_blocks_native(runs: Sequence[Iterator[bytes]], snapshots: list[int], bottommost: bool,
-                          block_size: int, restart_interval: int) -> Iterator[CompactRun]:
-    """native/compact.c over the same inputs: see the module docstring."""
+                          block_size: int, restart_interval: int, tombs: Sequence[Tomb] = (),
+                          relocate: frozenset[int] = frozenset(), reloc_number: int = 0,
+                          garbage: Garbage | None = None) -> Iterator[CompactRun]:
+    """native/compact.c over the same inputs: see the module docstring. ``garbage`` is complete once the
+    generator is exhausted."""
     lib, ffi = _lib, _ffi
     snaps = ffi.new("uint64_t[]", snapshots) if snapshots else ffi.NULL
-    m = lib.lsm_cmp_new(len(runs), snaps, len(snapshots), int(bottommost), block_size, restart_interval)
+    tseqs = tkeys = tends = ffi.NULL
+    if tombs:
+        tseqs = ffi.new("uint64_t[]", [t[0] for t in tombs])
+        parts = [k for _, start, end in tombs for k in (start, end)]
+        tkeys = ffi.new("uint8_t[]", b"".join(parts))
+        ends, total = [], 0
+        for k in parts:
+            total += len(k)
+            ends.append(total)
+        tends = ffi.new("uint64_t[]", ends)
+    rel = ffi.new("uint64_t[]", sorted(relocate)) if relocate else ffi.NULL
+    m = lib.lsm_cmp_new(len(runs), snaps, len(snapshots), int(bottommost), block_size, restart_interval,
+                        tseqs, tkeys, tends, len(tombs), rel, len(relocate), reloc_number)
     if m == ffi.NULL:
         raise MemoryError("compactor")
     m = ffi.gc(m, lib.lsm_cmp_free)
@@ -111,22 +221,12 @@ def compact_blocks_native(runs: Sequence[Iterator[bytes]], snapshots: list[int],
         feed(j)
     cap = max(_CHUNK_BYTES, 4 * block_size)
     max_blocks = cap // 64 + 16
-    keycap = cap // 4
-    max_keys = cap // 16
-    new = native._new
-    buf = new("uint8_t[]", cap)
-    block_end = new("uint64_t[]", max_blocks)
-    block_nent = new("uint64_t[]", max_blocks)
-    block_vb = new("uint64_t[]", max_blocks)
-    keys = new("uint8_t[]", keycap)
-    key_end = new("uint64_t[]", max_keys)
-    trs = new("uint64_t[]", max_keys)
-    state = ffi.new("uint64_t[8]")  # [4..7]: output already in the buffers (lsm_cmp_step)
+    out = _Out(cap, max_blocks, cap // 4, cap // 16)
+    state = ffi.new("uint64_t[4]")
     while True:
-        nb = lib.lsm_cmp_step(m, buf, cap, block_end, block_nent, block_vb, max_blocks, keys, keycap,
-                              key_end, trs, max_keys, state)
+        nb = lib.lsm_cmp_step(m, out.o, state)
         if nb == -1:
-            raise Corruption("compaction input: malformed data block")
+            raise Corruption("compaction input: malformed data block or blob reference")
         if nb < 0:
             raise MemoryError("compactor buffers")
         reason = state[0]
@@ -135,31 +235,35 @@ def compact_blocks_native(runs: Sequence[Iterator[bytes]], snapshots: list[int],
             if nb < max_blocks // 2:
                 continue  # keep filling the buffers: one chunk per ~half buffer, not per input block
         if nb:
-            bends = ffi.unpack(block_end, nb)
-            nents = ffi.unpack(block_nent, nb)
-            ne = int(state[7])
-            kends = ffi.unpack(key_end, ne)
-            data = ffi.buffer(buf, bends[-1])[:]
-            kdata = ffi.buffer(keys, kends[-1])[:]
-            blocks = split_at(data, bends)
-            ukeys = split_at(kdata, kends)
-            yield blocks, nents, ukeys, ffi.unpack(trs, ne), ffi.unpack(block_vb, nb), int(state[3])
-            state[4] = state[5] = state[6] = state[7] = 0
+            yield out.take(int(state[3]))
+            out.reset()
         if reason == 1:
             if nb == 0 and state[1]:
                 cap *= 2
-                keycap *= 2
-                max_keys *= 2
                 max_blocks *= 2
-                buf = new("uint8_t[]", cap)
-                block_end = new("uint64_t[]", max_blocks)
-                block_nent = new("uint64_t[]", max_blocks)
-                block_vb = new("uint64_t[]", max_blocks)
-                keys = new("uint8_t[]", keycap)
-                key_end = new("uint64_t[]", max_keys)
-                trs = new("uint64_t[]", max_keys)
+                out = _Out(cap, max_blocks, cap // 4, cap // 16)
         elif reason == 2:
+            if garbage is not None:
+                _collect_garbage(m, garbage)
             return
+
+
+def _collect_garbage(m: object, garbage: Garbage) -> None:
+    n = 64
+    while True:
+        nums, counts, nbytes = (native._new("uint64_t[]", n) for _ in range(3))
+        total = _lib.lsm_cmp_garbage(m, nums, counts, nbytes, n)
+        if total <= n:
+            break
+        n = total
+    for i in range(total):
+        _add_garbage_n(garbage, nums[i], counts[i], nbytes[i])
+
+
+def _add_garbage_n(garbage: Garbage, number: int, count: int, nbytes: int) -> None:
+    g = garbage.setdefault(number, [0, 0])
+    g[0] += count
+    g[1] += nbytes
 
 
 compact_blocks = compact_blocks_native if native.AVAILABLE else compact_blocks_pure

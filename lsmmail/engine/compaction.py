@@ -23,7 +23,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from .blob import BlobFileWriter, decode_blob_ref
+from .blob import BlobFileWriter, decode_blob_ref, encode_blob_ref
 from .compact_native import CompactRun
 from .flush_table import BlockTableWriter
 from .fs import FileSystem
@@ -236,13 +236,13 @@ class OutputSink:
         self._last_key: bytes | None = None
         self._blob: BlobFileWriter | None = None
         self._blob_file = None
-        self._blob_number = 0
+        self._blob_number: int | None = None
 
     def _blob_writer(self) -> BlobFileWriter:
         if self._blob is None:
-            self._blob_number = self.new_file_number()
-            self._blob_file = self.fs.create(os.path.join(self.dbdir, f"{self._blob_number:06d}.blob"))
-            self._blob = BlobFileWriter(self._blob_file, self._blob_number)
+            number = self.reserve_blob_number()
+            self._blob_file = self.fs.create(os.path.join(self.dbdir, f"{number:06d}.blob"))
+            self._blob = BlobFileWriter(self._blob_file, number)
         return self._blob
 
     def add(self, e: Entry) -> None:
@@ -312,8 +312,9 @@ class OutputSink:
 
     def add_compacted(self, runs: Iterable[CompactRun]) -> None:
         """Write the data blocks of :func:`~lsmmail.engine.compact_native.compact_blocks` through
-        :class:`BlockTableWriter`, on a fresh sink (values all stay in the tables: the caller checks the
-        largest PUT value against ``min_blob_size``; no blob references).
+        :class:`BlockTableWriter`, on a fresh sink, copying the values of relocated blob references into
+        the blob file whose number :meth:`reserve_blob_number` gave the kernel (PUT values all stay in
+        the tables: the caller checks the largest one against ``min_blob_size``).
 
         Files are cut at block boundaries: a new table starts before the first block, once the table's
         written data reaches ``max_file_size``, whose first user key differs from the last one written
@@ -323,7 +324,9 @@ class OutputSink:
         w: BlockTableWriter | None = None
         last_uk = self._last_key
         limit = self.max_file_size
-        for blocks, nents, ukeys, trailers, vbytes, _ in runs:
+        for blocks, nents, ukeys, trailers, vbytes, _, nblobs, bnums, relocs in runs:
+            if relocs:
+                self._relocate(relocs)
             if w is not None and w.data_size + sum(map(len, blocks)) + 5 * len(blocks) < limit:
                 # No cut can fall in this chunk (a stored block is at most its raw size plus the 5-byte
                 # trailer): one call for all of its blocks instead of one per block.
@@ -333,10 +336,13 @@ class OutputSink:
                     i += n
                     lasts.append(ukeys[i - 1] + trailers[i - 1].to_bytes(8, "little"))
                 w.add_blocks(blocks, lasts, ukeys, trailers, sum(vbytes), False)
+                if bnums:
+                    self._blob_refs.update(bnums)
                 last_uk = ukeys[-1]
                 continue
             i = 0
-            for raw, n, nv in zip(blocks, nents, vbytes, strict=True):
+            bi = 0
+            for raw, n, nv, nb in zip(blocks, nents, vbytes, nblobs, strict=True):
                 j = i + n
                 if w is not None and w.data_size >= limit and ukeys[i] != last_uk:
                     self._finish_table()
@@ -351,8 +357,30 @@ class OutputSink:
                 trs = trailers[i:j]
                 last_uk = uks[-1]
                 w.add_blocks([raw], [last_uk + trs[-1].to_bytes(8, "little")], uks, trs, nv, False)
+                if nb:
+                    self._blob_refs.update(bnums[bi:bi + nb])
+                    bi += nb
                 i = j
         self._last_key = last_uk
+
+    def reserve_blob_number(self) -> int:
+        """Allocate the number of the blob file this sink will write (created on first use): the block
+        path needs it before the first relocated reference is rewritten."""
+        if self._blob_number is None:
+            self._blob_number = self.new_file_number()
+        return self._blob_number
+
+    def _relocate(self, relocs: list[int]) -> None:
+        """Copy relocated values (4 ints each: file, offset, length, new offset) into the blob file, in
+        order; each lands where the kernel's rewritten reference says (records are contiguous, and
+        ``read_blob`` checks each value's length against its reference)."""
+        w = self._blob_writer()
+        read = self.read_blob
+        for k in range(0, len(relocs), 4):
+            number, offset, length, new_offset = relocs[k:k + 4]
+            if w.size != new_offset:
+                raise RuntimeError(f"blob relocation out of step: record at {w.size}, expected {new_offset}")
+            w.add(read(encode_blob_ref(number, offset, length)))
 
     def _finish_table(self) -> None:
         assert self._builder is not None and self._file is not None

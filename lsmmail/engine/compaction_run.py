@@ -2,11 +2,11 @@
 files.
 
 * :meth:`CompactionRunner._compact_blocks` merges whole raw data blocks in C (``compact_native``,
-  ``native/compact.c``). It applies only when there is no range tombstone, no blob reference in the
-  inputs and nothing to relocate; it returns None (outputs removed) when a PUT value reaches
-  ``min_blob_size``, and the caller must then redo the compaction per entry.
-* :meth:`CompactionRunner._compact_entries` is the general path: ``drop_hidden`` over ``merge_entries``
-  into ``OutputSink.add`` (range tombstones, blob references, blob relocation).
+  ``native/compact.c``) with the GIL released: range tombstones, blob references (garbage accounting,
+  relocation) and all. It returns None (outputs removed) when a PUT value reaches ``min_blob_size``, and
+  the caller must then redo the compaction per entry.
+* :meth:`CompactionRunner._compact_entries` is the per-entry path: ``drop_hidden`` over
+  ``merge_entries`` into ``OutputSink.add``, which also moves large PUT values to a blob file.
 
 Both read every input block once, past the block cache, and on any failure remove the output files they
 wrote before re-raising. Neither installs anything: choosing the path and logging the resulting
@@ -89,18 +89,27 @@ class CompactionRunner:
             for i in range(len(offsets)):
                 yield t._read_block(offsets[i], sizes[i], verify)
 
-    def _compact_blocks(self, c: Compaction, snapshots: list[int]) -> OutputFiles | None:
-        """Compaction over whole blocks (compact_native.compact_blocks, native/compact.c): no range
-        tombstone, no blob reference in the inputs, nothing to relocate. None (outputs removed) if a PUT
-        value reaches ``min_blob_size``: that compaction must go per entry, moving the value to a blob."""
+    def _compact_blocks(self, c: Compaction, snapshots: list[int],
+                        tombs: list[RangeTombstone]) -> OutputFiles | None:
+        """Compaction over whole blocks (compact_native.compact_blocks, native/compact.c): every rule of
+        the per-entry path (range tombstones, blob garbage, relocation) with no Python per entry. None
+        (outputs removed) if a PUT value reaches ``min_blob_size``: that compaction must go per entry,
+        moving the value to a blob."""
         runs = [self._raw_blocks([f]) for f in (c.inputs[0] if c.level == 0 else [])]
         if c.level > 0 and c.inputs[0]:
             runs.append(self._raw_blocks(c.inputs[0]))
         if c.inputs[1]:
             runs.append(self._raw_blocks(c.inputs[1]))
         sink = OutputSink(self._fs, self.path, self.options, self._alloc_file_number, self._read_blob,
-                          max_file_size=self.options.target_file_size,
-                          tombstones_applied_seq=applied_tombstone_seq([], snapshots))
+                          max_file_size=self.options.target_file_size, relocate=c.relocate_blobs,
+                          tombstones_applied_seq=applied_tombstone_seq(tombs, snapshots))
+        # Only tombstones that reach the inputs' key range can cover an entry (the kernel tests each one
+        # per entry, as drop_hidden does).
+        files = c.all_inputs()
+        lo = min(f.smallest_user for f in files)
+        hi = max(f.largest_user for f in files)
+        near = [t for t in tombs if t[1] <= hi and t[2] > lo]
+        reloc_number = sink.reserve_blob_number() if c.relocate_blobs else 0
         min_blob = self.options.min_blob_size
         blob_sized = False
 
@@ -114,7 +123,8 @@ class CompactionRunner:
 
         try:
             sink.add_compacted(checked(compact_blocks(
-                runs, snapshots, c.bottommost, self.options.block_size, self.options.block_restart_interval)))
+                runs, snapshots, c.bottommost, self.options.block_size, self.options.block_restart_interval,
+                near, c.relocate_blobs, reloc_number, sink.out.garbage)))
             if blob_sized:
                 raise _BlobSized
             sink.finish()

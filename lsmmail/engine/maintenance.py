@@ -371,11 +371,8 @@ class Maintenance(CompactionRunner):
         with self._mu:
             snapshots = self._snapshot_seqs()
             tombs = list(self._current.range_tombstones)
-        if not tombs and not c.relocate_blobs and not any(f.blob_files for f in c.all_inputs()):
-            out = self._compact_blocks(c, snapshots)
-            if out is None:  # a PUT value reached min_blob_size (the option was lowered): per entry
-                out = self._compact_entries(c, snapshots, tombs)
-        else:
+        out = self._compact_blocks(c, snapshots, tombs)
+        if out is None:  # a PUT value reached min_blob_size (the option was lowered): per entry
             out = self._compact_entries(c, snapshots, tombs)
         edit.new_files = [(c.output_level, f) for f in out.files]
         edit.new_blobs = out.blobs

@@ -1,6 +1,7 @@
 """Compaction over whole blocks (compact_native + OutputSink.add_compacted) against the per-entry path
 (drop_hidden over merge_entries into OutputSink.add, TableBuilder per entry): random runs with
-snapshots, deletions and bottommost/not, through both twins (native/compact.c and the pure one)."""
+snapshots, deletions, range tombstones, blob references (garbage, relocation into a new blob file) and
+bottommost/not, through both twins (native/compact.c and the pure one)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lsmmail import native
+from lsmmail.engine.blob import decode_blob_ref, encode_blob_ref
 from lsmmail.engine.block import BlockBuilder
 from lsmmail.engine.compact_native import compact_blocks_native, compact_blocks_pure
 from lsmmail.engine.compaction import OutputSink, drop_hidden
@@ -35,29 +37,43 @@ def _raw_blocks(entries: list[Version], cut: int) -> list[bytes]:
 
 
 @st.composite
-def _runs(draw: st.DrawFn) -> tuple[list[list[Version]], list[int], bool]:
+def _runs(draw: st.DrawFn) -> tuple:
     keys = sorted({draw(st.binary(min_size=1, max_size=10)) for _ in range(draw(st.integers(1, 30)))})
     seqs = draw(st.lists(st.integers(1, 10**6), min_size=1, max_size=150, unique=True))
     k = draw(st.integers(1, 4))
     runs: list[list[Version]] = [[] for _ in range(k)]
     for seq in seqs:
-        kind = draw(st.sampled_from([0, 1, 1, 1]))
-        size = draw(st.sampled_from([0, 10, 200, 900]))
-        value = b"" if kind == 0 else bytes([seq % 251]) * size
+        kind = draw(st.sampled_from([0, 1, 1, 1, 2, 2]))
+        if kind == 2:
+            value = encode_blob_ref(draw(st.sampled_from([1, 2, 3])), 16 + seq, seq % 700 + 1)
+        else:
+            size = draw(st.sampled_from([0, 10, 200, 900]))
+            value = b"" if kind == 0 else bytes([seq % 251]) * size
         runs[draw(st.integers(0, k - 1))].append((draw(st.sampled_from(keys)), seq, kind, value))
     for r in runs:
         r.sort(key=lambda e: (e[0], -e[1]))
     snaps = sorted(set(draw(st.lists(st.sampled_from(seqs), max_size=3))))
-    return runs, snaps, draw(st.booleans())
+    tombs = []
+    for _ in range(draw(st.integers(0, 2))):
+        a, b = sorted([draw(st.sampled_from(keys)), draw(st.sampled_from(keys + [b"\xff"]))])
+        tombs.append((draw(st.sampled_from(seqs)), a, b))
+    relocate = frozenset(draw(st.lists(st.sampled_from([1, 3]), max_size=2)))
+    return runs, snaps, draw(st.booleans()), tombs, relocate
+
+
+def _read_blob(ref: bytes) -> bytes:
+    """A stand-in for the blob files the references point at: the value is a function of the ref."""
+    _, offset, length = decode_blob_ref(ref)
+    return bytes([offset % 251]) * length
 
 
 def _metas(files: list[FileMeta]) -> list[str]:
     return [repr(f) for f in files]  # FileMeta compares by identity
 
 
-def _sink(fs: MemFileSystem, opts: Options, max_file_size: float) -> OutputSink:
+def _sink(fs: MemFileSystem, opts: Options, max_file_size: float, relocate: frozenset[int]) -> OutputSink:
     counter = itertools.count(10)
-    return OutputSink(fs, "db", opts, lambda: next(counter), lambda ref: b"", max_file_size)
+    return OutputSink(fs, "db", opts, lambda: next(counter), _read_blob, max_file_size, relocate=relocate)
 
 
 def _entries(fs: MemFileSystem, numbers: list[int]) -> list[list[Version]]:
@@ -69,29 +85,46 @@ def _entries(fs: MemFileSystem, numbers: list[int]) -> list[list[Version]]:
 @given(_runs(), st.sampled_from([64, 512, 4096]), st.sampled_from([float("inf"), 1, 3000, 20_000]),
        st.booleans())
 def test_block_path_matches_entry_path(case, block_size, max_file_size, compression) -> None:  # type: ignore[no-untyped-def]
-    runs, snaps, bottom = case
+    runs, snaps, bottom, tombs, relocate = case
     opts = Options(block_size=block_size, compression=compression, min_blob_size=None)
     fs = MemFileSystem()
     fs.makedirs("db")
-    want_sink = _sink(fs, opts, max_file_size)
-    for e in drop_hidden(merge_entries([iter(r) for r in runs]), snaps, bottom, [], lambda e: None):
+    want_sink = _sink(fs, opts, max_file_size, relocate)
+    # The block path takes its relocation file's number before any table's: so does this one.
+    reloc_number = want_sink.reserve_blob_number() if relocate else 0
+    want_out = want_sink.out
+
+    def on_drop(e: Version) -> None:
+        if e[2] == 2:
+            want_out.add_garbage(e[3])
+
+    for e in drop_hidden(merge_entries([iter(r) for r in runs]), snaps, bottom, tombs, on_drop):
         want_sink.add(e)
-    want_files = want_sink.finish().files
+    want_sink.finish()
+    want_files = want_out.files
     want = [fs.read_file(f"db/{f.number:06d}.sst") for f in want_files]
+    want_blobs = [fs.read_file(f"db/{b.number:06d}.blob") for b in want_out.blobs]
     twins = [compact_blocks_pure] + ([compact_blocks_native] if native.BUILT else [])
     got = []
     for fn in twins:
         fs2 = MemFileSystem()
         fs2.makedirs("db")
-        sink = _sink(fs2, opts, max_file_size)
-        sink.add_compacted(fn([iter(_raw_blocks(r, 700)) for r in runs], snaps, bottom, block_size, 16))
-        files = sink.finish().files
-        got.append(([fs2.read_file(f"db/{f.number:06d}.sst") for f in files], files, fs2))
+        sink = _sink(fs2, opts, max_file_size, relocate)
+        assert (sink.reserve_blob_number() if relocate else 0) == reloc_number
+        sink.add_compacted(fn([iter(_raw_blocks(r, 700)) for r in runs], snaps, bottom, block_size, 16,
+                              tombs, relocate, reloc_number, sink.out.garbage))
+        out = sink.finish()
+        files = out.files
+        got.append(([fs2.read_file(f"db/{f.number:06d}.sst") for f in files], files, fs2, out))
+        # The same blob accounting: garbage per blob file, and the relocated values' file byte for byte.
+        assert out.garbage == want_out.garbage
+        assert [repr(b) for b in out.blobs] == [repr(b) for b in want_out.blobs]
+        assert [fs2.read_file(f"db/{b.number:06d}.blob") for b in out.blobs] == want_blobs
     # The C twin and the Python twin write the same tables.
     assert all(g[0] == got[0][0] and _metas(g[1]) == _metas(got[0][1]) for g in got)
-    tables, files, fs2 = got[0]
+    tables, files, fs2, _ = got[0]
     if max_file_size == float("inf"):
-        # One table: byte for byte the per-entry path's.
+        # One table: byte for byte the per-entry path's (blob_files included).
         assert tables == want and _metas(files) == _metas(want_files)
     # Same entries in the same order, each user key in one table, tables cut only once full.
     want_entries = _entries(fs, [f.number for f in want_files])
@@ -101,3 +134,6 @@ def test_block_path_matches_entry_path(case, block_size, max_file_size, compress
         assert a[-1][0] != b[0][0]
     for f in files[:-1]:
         assert f.file_size >= max_file_size
+    # Each table names exactly the blob files its references point at.
+    for f, t in zip(files, got_entries, strict=True):
+        assert f.blob_files == tuple(sorted({decode_blob_ref(e[3])[0] for e in t if e[2] == 2}))

@@ -1,5 +1,6 @@
 """native/compact.c (compact_blocks_native) against its pure twin (compact_blocks_pure): random runs of
-versions with snapshots, deletions and blob references, random input block sizes; malformed blocks."""
+versions with snapshots, deletions, range tombstones and blob references (garbage, relocation), random
+input block sizes; malformed blocks and malformed blob references."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lsmmail import native
+from lsmmail.engine.blob import encode_blob_ref
 from lsmmail.engine.block import BlockBuilder, decode_data_block_py
 from lsmmail.engine.compact_native import compact_blocks_native, compact_blocks_pure
 from lsmmail.engine.errors import Corruption
@@ -31,7 +33,7 @@ def _blocks(entries: list[Version], cut: int, ri: int) -> list[bytes]:
 
 
 @st.composite
-def _case(draw: st.DrawFn) -> tuple[list[list[Version]], list[int], bool, int, int, list[int]]:
+def _case(draw: st.DrawFn) -> tuple:
     nkeys = draw(st.integers(1, 40))
     keys = sorted({draw(st.binary(min_size=1, max_size=12)) for _ in range(nkeys)})
     seqs = draw(st.lists(st.integers(1, 2**56 - 1), min_size=1, max_size=120, unique=True))
@@ -39,59 +41,92 @@ def _case(draw: st.DrawFn) -> tuple[list[list[Version]], list[int], bool, int, i
     runs: list[list[Version]] = [[] for _ in range(k)]
     for seq in seqs:
         uk = draw(st.sampled_from(keys))
-        kind = draw(st.sampled_from([0, 1, 1, 2]))
-        value = b"" if kind == 0 else draw(st.binary(max_size=300))
+        kind = draw(st.sampled_from([0, 1, 1, 2, 2]))
+        if kind == 2:
+            value = encode_blob_ref(draw(st.sampled_from([1, 2, 3, 300, 2**63 + 5])),
+                                    draw(st.integers(16, 2**40)), draw(st.integers(0, 2**32 - 1)))
+        else:
+            value = b"" if kind == 0 else draw(st.binary(max_size=300))
         runs[draw(st.integers(0, k - 1))].append((uk, seq, kind, value))
     for r in runs:
         r.sort(key=lambda e: (e[0], -e[1]))
     snaps = sorted(set(draw(st.lists(st.sampled_from(seqs + [0, 2**56]), max_size=4))))
+    tombs = []
+    for _ in range(draw(st.integers(0, 3))):
+        a, b = sorted([draw(st.sampled_from(keys + [b"", b"\xff"])), draw(st.binary(max_size=12))])
+        tombs.append((draw(st.sampled_from(seqs + [2**56 - 1])), a, b))
+    relocate = frozenset(draw(st.lists(st.sampled_from([1, 3, 300, 2**63 + 5]), max_size=2)))
     bottom = draw(st.booleans())
     block_size = draw(st.sampled_from([64, 100, 512, 4096]))
     ri = draw(st.sampled_from([1, 2, 16]))
     cuts = [draw(st.sampled_from([1, 64, 700, 5000])) for _ in range(k)]
-    return runs, snaps, bottom, block_size, ri, cuts
+    return runs, snaps, bottom, block_size, ri, cuts, tombs, relocate
 
 
 def _flatten(chunks: list) -> tuple:
-    blocks, nents, ukeys, trailers, vbytes = [], [], [], [], []
+    blocks, nents, ukeys, trailers, vbytes, nblobs, bnums, relocs = [], [], [], [], [], [], [], []
     max_put = 0
-    for b, n, u, t, v, mp in chunks:
+    for b, n, u, t, v, mp, nb, bn, rl in chunks:
         blocks += b
         nents += n
         ukeys += u
         trailers += t
         vbytes += v
         max_put = max(max_put, mp)
-    return blocks, nents, ukeys, trailers, vbytes, max_put
+        nblobs += nb
+        bnums += bn
+        relocs += rl
+    return blocks, nents, ukeys, trailers, vbytes, max_put, nblobs, bnums, relocs
+
+
+def _run(fn, inputs, snaps, bottom, block_size, ri, tombs=(), relocate=frozenset()):  # type: ignore[no-untyped-def]
+    garbage: dict[int, list[int]] = {}
+    out = _flatten(list(fn([iter(b) for b in inputs], snaps, bottom, block_size, ri, tombs, relocate, 77,
+                           garbage)))
+    return out, garbage
 
 
 @settings(max_examples=300, deadline=None)
 @given(_case())
 def test_native_matches_pure(case: tuple) -> None:
-    runs, snaps, bottom, block_size, ri, cuts = case
+    runs, snaps, bottom, block_size, ri, cuts, tombs, relocate = case
     inputs = [_blocks(r, c, ri) for r, c in zip(runs, cuts, strict=True)]
     # An empty input block (no restart, no entry) must be skipped the same way by both.
     inputs[0].insert(0, b"\x00\x00\x00\x00")
-    pure = _flatten(list(compact_blocks_pure([iter(b) for b in inputs], snaps, bottom, block_size, ri)))
-    nat = _flatten(list(compact_blocks_native([iter(b) for b in inputs], snaps, bottom, block_size, ri)))
+    pure, pure_garbage = _run(compact_blocks_pure, inputs, snaps, bottom, block_size, ri, tombs, relocate)
+    nat, nat_garbage = _run(compact_blocks_native, inputs, snaps, bottom, block_size, ri, tombs, relocate)
     assert nat == pure
-    # Every output block decodes to its share of the entries.
+    assert nat_garbage == pure_garbage
+    # Every output block decodes to its share of the entries; its blob list names exactly the blob
+    # files its references point at.
     blocks, nents, ukeys, trailers = nat[:4]
-    i = 0
-    for blk, n in zip(blocks, nents, strict=True):
-        uks, seqs, kinds, _ = decode_data_block_py(blk)
+    nblobs, bnums = nat[6], nat[7]
+    i = bi = 0
+    for blk, n, nb in zip(blocks, nents, nblobs, strict=True):
+        uks, seqs, kinds, values = decode_data_block_py(blk)
         assert uks == ukeys[i : i + n]
         assert [s << 8 | k for s, k in zip(seqs, kinds, strict=True)] == trailers[i : i + n]
+        refs = {v for k, v in zip(kinds, values, strict=True) if k == 2}
+        from lsmmail.engine.blob import decode_blob_ref
+        assert sorted(bnums[bi : bi + nb]) == sorted({decode_blob_ref(r)[0] for r in refs})
+        assert not relocate & set(bnums[bi : bi + nb])
         i += n
+        bi += nb
     assert i == len(ukeys)
+    # Garbage: every input reference is either kept (unrelocated) or counted as garbage exactly once.
+    refs_in = [e[3] for r in runs for e in r if e[2] == 2]
+    kept = sum(1 for blk in blocks for k, v in zip(*[decode_data_block_py(blk)[j] for j in (2, 3)],
+                                                      strict=True) if k == 2)
+    relocated = len(nat[8]) // 4
+    assert len(refs_in) == kept - relocated + sum(g[0] for g in nat_garbage.values())
 
 
 def test_small_output_buffers_grow() -> None:
     big = [(b"k%05d" % i, 100 + i, 1, bytes([i % 251]) * 3000) for i in range(800)]
     inputs = [_blocks(big, 4096, 16)]
-    pure = _flatten(list(compact_blocks_pure([iter(b) for b in inputs], [], True, 2 << 20, 16)))
-    nat = _flatten(list(compact_blocks_native([iter(b) for b in inputs], [], True, 2 << 20, 16)))
-    assert nat == pure and len(nat[0]) == 2
+    pure = _run(compact_blocks_pure, inputs, [], True, 2 << 20, 16)
+    nat = _run(compact_blocks_native, inputs, [], True, 2 << 20, 16)
+    assert nat == pure and len(nat[0][0]) == 2
 
 
 @settings(max_examples=200, deadline=None)
@@ -107,3 +142,33 @@ def test_malformed_block_is_corruption_in_both(junk: bytes, at: int) -> None:
             results.append("corrupt")
     # Both reject it, or both decode the same entries from it.
     assert results[0] == results[1]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.binary(max_size=24), st.builds(
+    lambda a, b, c: encode_blob_ref(a, b, c), st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1),
+    st.integers(0, 2**33))), min_size=1, max_size=4), st.sampled_from([frozenset(), frozenset({0, 7})]),
+    st.lists(st.integers(0, 2**56), max_size=2))
+def test_malformed_blob_reference_is_corruption_in_both(values: list[bytes], relocate: frozenset[int],
+                                                          snaps: list[int]) -> None:
+    # Versions of one key (dropped or kept, by the snapshots) and of others, each a BLOB with a random
+    # value: a reference either twin may reject (a bad varint, trailing bytes, an offset inside the
+    # header, a length over 2**32 - 1, a 10-byte varint over 64 bits).
+    entries = [(b"k" if i % 2 else b"k%d" % i, 100 - i, 2, v) for i, v in enumerate(values)]
+    entries.sort(key=lambda e: (e[0], -e[1]))
+    results = []
+    for fn in (compact_blocks_native, compact_blocks_pure):
+        try:
+            results.append(_run(fn, [_blocks(entries, 1 << 20, 16)], sorted(set(snaps)), False, 4096, 16,
+                                (), relocate))
+        except Corruption:
+            results.append("corrupt")
+    assert results[0] == results[1]
+
+
+def test_overlong_varint_in_blob_reference_is_corruption() -> None:
+    # 10 varint bytes whose last carries more than bit 63: a file number of 2**64 or more.
+    ref = b"\xff" * 9 + b"\x02" + encode_blob_ref(1, 16, 3)[1:]
+    for fn in (compact_blocks_native, compact_blocks_pure):
+        with pytest.raises(Corruption):
+            _run(fn, [_blocks([(b"a", 5, 2, ref)], 1 << 20, 16)], [], False, 4096, 16)

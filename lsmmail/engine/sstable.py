@@ -20,6 +20,7 @@ from bisect import bisect_left
 from collections.abc import Iterator
 
 from .. import native as _native
+from .. import native_pointget as _pointget
 from .block import (
     BLOCK_TRAILER_SIZE,
     COMPRESSION_NONE,
@@ -32,7 +33,7 @@ from .bloom import bloom_may_contain
 from .cache import BlockCache
 from .coding import checksum, get_varint, hash64, u32
 from .errors import Corruption
-from .fs import ReadableFile
+from .fs import ReadableFile, _OsReadable
 from .keys import KIND_DELETE
 from .sstable_builder import TableBuilder, TableOptions
 from .sstable_format import (
@@ -71,6 +72,9 @@ _GET_STOP = _native.GET_STOP
 #: The C bloom probe (on a precomputed hash: a get hashes its key once for every table it probes) and
 #: index search of a point lookup (``native.table_find_native``), or None on the pure-Python engine.
 _table_find = getattr(_native.lib, "lsm_table_find", None) if _native.lib is not None else None
+#: A cache-missing block read for a point lookup in one C call (pread, checksum, LZ4, lookup:
+#: ``native_pointget``), or None on the pure-Python engine or when its codecs are not available.
+_load_get = _pointget.block_load_get_native if _native.lib is not None and _pointget.READY else None
 
 #: Block-cache charge of a raw payload beyond its bytes (the ``bytes`` header and the cache's map slot).
 RAW_BLOCK_OVERHEAD = 128
@@ -87,6 +91,9 @@ class TableReader:
         verify_checksums: bool,
     ) -> None:
         self._file = file
+        #: The C load preads the file itself when it is an OS file (``_file._fd``, read per call: a
+        #: closed file's -1 then fails as ``read_at`` would); other files go through ``read_at``.
+        self._os_file = type(file) is _OsReadable
         self.file_number = file_number
         self._name = f"{file_number:06d}.sst"
         self._cache = cache if cache is not None and cache.capacity > 0 else None
@@ -296,6 +303,25 @@ class TableReader:
             bi += 1
         return None
 
+    @property
+    def probe_parts(self) -> tuple[bytes, _native.TableIndex | None]:
+        """The bloom filter and the C-layout index (None on the pure-Python engine), for a
+        ``native_pointget.VersionProbe``."""
+        return self._filter, self._tindex
+
+    def get_from(self, user_key: bytes, snapshot_seq: int, bi: int) -> tuple[int, int, bytes] | None:
+        """:meth:`get` from data block ``bi`` on, where the bloom probe and index search (done by the
+        caller, ``VersionProbe.find``) said to start."""
+        n = len(self._offsets)
+        while bi < n:
+            r = self._block_get(bi, user_key, snapshot_seq)
+            if type(r) is tuple:
+                return r
+            if r == _GET_STOP:
+                return None
+            bi += 1
+        return None
+
     def _block_get(self, bi: int, user_key: bytes, snapshot_seq: int) -> tuple[int, int, bytes] | int:
         """Look ``user_key`` up in data block ``bi`` (``DataBlock.find``'s -1/-2 when not there).
 
@@ -311,11 +337,15 @@ class TableReader:
         offset = self._offsets[bi]
         cache = self._cache
         if cache is None:
+            if _load_get is not None:
+                return self._load_get(offset, bi, user_key, snapshot_seq, False)
             raw = self._read_block(offset, self._sizes[bi], self._verify)
         else:
             ckey = (self.file_number, offset)
             obj = cache.get(ckey)
             if obj is None:
+                if _load_get is not None:
+                    return self._load_get(offset, bi, user_key, snapshot_seq, True)
                 raw = self._read_block(offset, self._sizes[bi], self._verify)
                 cache.put(ckey, raw, len(raw) + RAW_BLOCK_OVERHEAD)
             elif type(obj) is bytes:
@@ -331,6 +361,21 @@ class TableReader:
             if cache is not None:
                 cache.erase((self.file_number, offset))
             raise self._corrupt(f"bad data block ({e})", offset) from None
+
+    def _load_get(self, offset: int, bi: int, user_key: bytes, snapshot_seq: int,
+                  fill_cache: bool) -> tuple[int, int, bytes] | int:
+        """A cache-missing ``_block_get`` in one C call (``native_pointget``): read, verify, decompress
+        and search data block ``bi``; its raw payload is cached (as a point read caches it) only if the
+        lookup found the block well formed."""
+        f = self._file
+        try:
+            raw, r = _load_get(f._fd if self._os_file else -1, f.read_at, offset,  # type: ignore[attr-defined]
+                               self._sizes[bi], self._verify, user_key, snapshot_seq, fill_cache)
+        except Corruption as e:
+            raise self._corrupt(str(e), offset) from None
+        if fill_cache and self._cache is not None and raw is not None:
+            self._cache.put((self.file_number, offset), raw, len(raw) + RAW_BLOCK_OVERHEAD)
+        return r
 
     def entries(
         self, start: bytes | None = None, end: bytes | None = None, fill_cache: bool = True

@@ -1,0 +1,37 @@
+/* pointget.c: a point read's cache-missing block load in one call (lsmmail/native_pointget.py has the
+ * pure twins). */
+#ifndef LSM_POINTGET_H
+#define LSM_POINTGET_H
+#include <stddef.h>
+#include <stdint.h>
+
+#define LSM_EIO (-4)
+
+void lsm_pointget_set_codecs(void *lz4_decompress_safe, void *xxh3_64bits);
+int lsm_pointget_ready(void);
+int64_t lsm_block_load(int fd, uint64_t offset, const uint8_t *stored, uint64_t size, int verify,
+                       uint8_t *io, size_t iocap, uint8_t *raw, size_t rawcap, uint64_t *out);
+int64_t lsm_block_load_get(int fd, uint64_t offset, const uint8_t *stored, uint64_t size, int verify,
+                           uint8_t *io, size_t iocap, uint8_t *raw, size_t rawcap, const uint8_t *ukey,
+                           size_t ulen, uint64_t snap, uint8_t *keybuf, size_t keycap, uint64_t *out);
+
+/* One table of a version as lsm_version_find sees it: its bloom filter, its index laid out as
+ * lsm_table_find takes it, and its user key range. */
+typedef struct {
+    const uint8_t *filter;
+    uint64_t flen;
+    const uint8_t *ikeys;
+    const uint64_t *iends;
+    const uint64_t *iseqs;
+    uint64_t n;
+    const uint8_t *lo;
+    uint64_t lolen;
+    const uint8_t *hi;
+    uint64_t hilen;
+} lsm_probe_table;
+
+int64_t lsm_version_find(const lsm_probe_table *t, const uint32_t *group_end, const uint8_t *group_sorted,
+                         size_t ngroups, size_t from, const uint8_t *ukey, size_t ulen, uint64_t snap,
+                         uint64_t *out);
+
+#endif

@@ -11,7 +11,7 @@ from _helpers import MEM_DIR, apply_entries, tiny_options, to_batch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lsmmail.engine import db as db_module
+from lsmmail.engine import scan as scan_module
 from lsmmail.engine.db import DB
 from lsmmail.engine.keys import KIND_DELETE, KIND_PUT
 
@@ -111,8 +111,8 @@ def test_memtable_entries_split_equals_unsplit() -> None:
                     continue
                 for rev in (False, True):
                     whole = list(mem.entries_reverse(lo, hi) if rev else mem.entries(lo, hi))
-                    assert list(db_module._memtable_entries(mem, lo, hi, cut, rev)) == whole
-                    assert list(db_module._memtable_entries(mem, lo, hi, None, rev)) == whole
+                    assert list(scan_module._memtable_entries(mem, lo, hi, cut, rev)) == whole
+                    assert list(scan_module._memtable_entries(mem, lo, hi, None, rev)) == whole
     finally:
         db.close()
 

@@ -220,7 +220,7 @@ class DB(PointReads, WritePath, Maintenance, Scans):
         set_current(fs, self.path, manifest_name(manifest_number))
         self._mem = new_memtable(new_log)
         self._imms: list[MemTable] = []
-        self._log = LogWriter(fs.create(self._p(f"{new_log:06d}.log")))
+        self._log = self._new_log(fs.create(self._p(f"{new_log:06d}.log")))
         fs.sync_dir(self.path)
         self._remove_unreferenced_files(keep_logs_from=new_log, manifest=manifest_name(manifest_number))
         if opts.background_work:

@@ -30,7 +30,18 @@ class WritableFile(Protocol):
     def append(self, data: bytes | bytearray | memoryview) -> None: ...
     def sync(self) -> None: ...
     def truncate(self, size: int) -> None: ...
-    def size(self) -> int: ...
+    def size(self) -> int:
+        """The append position: bytes appended (after truncation), not counting a preallocated tail."""
+        ...
+
+    def preallocate(self, length: int) -> None:
+        """Make the file at least ``length`` bytes long, zero-filled past the append position, with its
+        blocks allocated; the append position does not move. Then an ``fdatasync`` after an append that
+        stays inside the file finds its size already on disk (no journal commit for a size change). The
+        new length is durable after the next ``sync``. Raises ``OSError`` (ENOSPC, ...); a file left
+        partly extended still reads as its data followed by zeros."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -89,12 +100,16 @@ class _OsWritable:
         self._size = os.fstat(fd).st_size
 
     def append(self, data: bytes | bytearray | memoryview) -> None:
-        view = memoryview(data)
-        while view:
-            # O_APPEND write; a short write (rare: signal, quota) is continued, not lost.
-            n = os.write(self._fd, view)
-            view = view[n:]
-            self._size += n
+        # pwrite at the append position, not O_APPEND (which would write past a preallocated tail); a
+        # short write (rare: signal, quota) is continued, not lost.
+        n = os.pwrite(self._fd, data, self._size)
+        self._size += n
+        if n < len(data):
+            view = memoryview(data)[n:]
+            while view:
+                n = os.pwrite(self._fd, view, self._size)
+                view = view[n:]
+                self._size += n
 
     def sync(self) -> None:
         os.fdatasync(self._fd)
@@ -105,6 +120,11 @@ class _OsWritable:
 
     def size(self) -> int:
         return self._size
+
+    def preallocate(self, length: int) -> None:
+        end = os.fstat(self._fd).st_size
+        if length > end:
+            os.posix_fallocate(self._fd, end, length - end)
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -147,11 +167,13 @@ class OsFileSystem:
     """The operating system's file system."""
 
     def create(self, path: str) -> WritableFile:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         return _OsWritable(path, fd)
 
     def open_append(self, path: str) -> WritableFile:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        # Appends at the current end of file: a caller continuing a preallocated log truncates it to its
+        # data first.
+        fd = os.open(path, os.O_WRONLY)
         return _OsWritable(path, fd)
 
     def open_read(self, path: str) -> ReadableFile:
@@ -204,13 +226,23 @@ class OsFileSystem:
 
 
 class _MemNode:
-    """One inode: its bytes and how many of them are durable."""
+    """One inode: its bytes and how many of them are durable, and its preallocated length (zeros past
+    ``data`` up to ``alloc``) now and as of its last sync."""
 
-    __slots__ = ("data", "synced")
+    __slots__ = ("data", "synced", "alloc", "synced_alloc")
 
     def __init__(self) -> None:
         self.data = bytearray()
         self.synced = 0
+        self.alloc = 0
+        self.synced_alloc = 0
+
+    def contents(self) -> bytes:
+        """What a reader sees: the data, then zeros up to the preallocated length."""
+        return bytes(self.data) + bytes(max(0, self.alloc - len(self.data)))
+
+    def length(self) -> int:
+        return max(len(self.data), self.alloc)
 
 
 def _split(path: str) -> tuple[str, str]:
@@ -231,14 +263,23 @@ class _MemWritable:
     def sync(self) -> None:
         with self._fs._mu:
             self._node.synced = len(self._node.data)
+            self._node.synced_alloc = self._node.alloc
 
     def truncate(self, size: int) -> None:
         with self._fs._mu:
             del self._node.data[size:]
             self._node.synced = min(self._node.synced, size)
+            # The shorter length is durable at the next sync; a crash before it brings the tail back.
+            self._node.alloc = 0
 
     def size(self) -> int:
         return len(self._node.data)
+
+    def preallocate(self, length: int) -> None:
+        with self._fs._mu:
+            # Appends land on the zeros; a crash before the next sync drops the allocation (the model
+            # picks the stricter outcome: the size change was not journalled).
+            self._node.alloc = max(self._node.alloc, length)
 
     def close(self) -> None:
         self._closed = True
@@ -251,10 +292,13 @@ class _MemReadable:
 
     def read_at(self, offset: int, n: int) -> bytes:
         with self._fs._mu:
-            return bytes(self._node.data[offset : offset + n])
+            node = self._node
+            if offset + n <= len(node.data):
+                return bytes(node.data[offset : offset + n])
+            return node.contents()[offset : offset + n]
 
     def size(self) -> int:
-        return len(self._node.data)
+        return self._node.length()
 
     def close(self) -> None:
         pass
@@ -316,7 +360,7 @@ class MemFileSystem:
 
     def read_file(self, path: str) -> bytes:
         with self._mu:
-            return bytes(self._node(path).data)
+            return self._node(path).contents()
 
     def exists(self, path: str) -> bool:
         with self._mu:
@@ -368,7 +412,7 @@ class MemFileSystem:
 
     def file_size(self, path: str) -> int:
         with self._mu:
-            return len(self._node(path).data)
+            return self._node(path).length()
 
     def lock(self, path: str) -> FileLock:
         with self._mu:
@@ -391,6 +435,7 @@ class MemFileSystem:
                     if id(node) not in seen:
                         seen.add(id(node))
                         del node.data[node.synced :]
+                        node.alloc = node.synced_alloc
             self._locks.clear()
 
     def unsynced_bytes(self) -> int:
@@ -403,7 +448,8 @@ class MemFileSystem:
 # Fault injection
 
 #: Operation kinds that can be made to fail.
-OP_KINDS = ("create", "open", "read", "write", "sync", "sync_dir", "rename", "remove", "link", "truncate")
+OP_KINDS = ("create", "open", "read", "write", "sync", "sync_dir", "rename", "remove", "link", "truncate",
+            "allocate")
 
 
 class InjectedFault(OSError):
@@ -538,6 +584,10 @@ class _FaultWritable:
     def truncate(self, size: int) -> None:
         self._fs._op("truncate", self._path)
         self._inner.truncate(size)
+
+    def preallocate(self, length: int) -> None:
+        self._fs._op("allocate", self._path)
+        self._inner.preallocate(length)
 
     def size(self) -> int:
         return self._inner.size()

@@ -63,6 +63,12 @@ _TYPE_BYTE = re.compile(rb"[\x01-\x04]")
 #: The reader fetches this many bytes per ``read_at`` (32 blocks): few syscalls, bounded memory.
 _READ_CHUNK = 32 * BLOCK_SIZE
 
+#: The WAL grows its file in zero-filled chunks of this size ahead of the data (docs/format.md,
+#: "Preallocated WAL tail"): an fdatasync that finds the size already on disk skips the journal commit
+#: (134 -> 90 us on ext4 here). Each chunk costs one fallocate and one slower sync, i.e. once per ~1,000
+#: synced 1 KiB puts, and wastes at most 1 MiB per live log.
+WAL_PREALLOCATE = 1 << 20
+
 
 # --------------------------------------------------------------------------------------------------
 # Writing
@@ -81,18 +87,30 @@ class LogWriter:
 
     ``block_size`` exists only so tests can exercise block boundaries with tiny blocks; files on disk
     always use :data:`BLOCK_SIZE`.
+
+    With ``preallocate`` > 0 (the WAL: :data:`WAL_PREALLOCATE`) the file is extended with zeros in chunks
+    of that many bytes before an append would run past its end, so it reads as its records followed by
+    a zero tail. If extending fails (ENOSPC, a file system without allocation), the writer stops
+    preallocating and goes on appending: the optimisation is lost, nothing else (an append that then
+    fails poisons the writer as usual). :meth:`seal` cuts the tail off before the log stops being the
+    newest.
     """
 
-    def __init__(self, file: WritableFile, initial_offset: int = 0, *, block_size: int = BLOCK_SIZE) -> None:
+    def __init__(self, file: WritableFile, initial_offset: int = 0, *, block_size: int = BLOCK_SIZE,
+                 preallocate: int = 0) -> None:
         if block_size < HEADER_SIZE + 1 or block_size - HEADER_SIZE > 0xFFFF:
             raise ValueError(f"log block size {block_size} out of range")
         if initial_offset < 0:
             raise ValueError(f"negative log offset {initial_offset}")
+        if preallocate < 0:
+            raise ValueError(f"negative preallocation chunk {preallocate}")
         self.file = file
         self._block_size = block_size
         self._size = initial_offset
         self._block_offset = initial_offset % block_size
         self._failed = False
+        self._chunk = preallocate
+        self._allocated = initial_offset  # the file is known to be at least this long
 
     @property
     def size(self) -> int:
@@ -158,11 +176,24 @@ class LogWriter:
     def append_encoded(self, framed: bytes | bytearray | memoryview) -> None:
         """Append bytes returned by :meth:`encode_record` (one or several records, concatenated)."""
         self._check_usable()
+        if self._size > self._allocated and self._chunk:
+            self._grow()
         try:
             self.file.append(framed)
         except BaseException:
             self._failed = True
             raise
+
+    def _grow(self) -> None:
+        """Extend the file with zeros to the next chunk boundary past ``_size`` (before appending)."""
+        target = (self._size // self._chunk + 1) * self._chunk
+        try:
+            self.file.preallocate(target)
+        except OSError:
+            # Only a lost optimisation: nothing was written, and zeros past the data read as its end.
+            self._chunk = 0
+            return
+        self._allocated = target
 
     def add_record(self, payload: bytes | bytearray | memoryview) -> None:
         """Append one record with a single ``file.append`` call (one write syscall)."""
@@ -177,6 +208,19 @@ class LogWriter:
         """Make everything appended so far durable (``fdatasync``). A failure poisons the writer."""
         self._check_usable()
         try:
+            self.file.sync()
+        except BaseException:
+            self._failed = True
+            raise
+
+    def seal(self) -> None:
+        """Cut a preallocated tail off (the file ends at its last record) and sync: called before this log
+        stops being the newest, so that an older log never ends in zeros. A failure poisons the writer."""
+        self._check_usable()
+        try:
+            if self._allocated > self._size:
+                self.file.truncate(self._size)
+                self._allocated = self._size
             self.file.sync()
         except BaseException:
             self._failed = True

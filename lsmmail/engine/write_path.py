@@ -18,12 +18,12 @@ from .batch import BATCH_HEADER_SIZE, WriteBatch, encode_header, encode_single_p
 from .errors import DBClosed, InvalidArgument, IOFailure, LsmError, ReadOnlyError
 from .keys import KIND_PUT
 from .memtable_native import new_memtable
-from .wal import LogWriter
+from .wal import WAL_PREALLOCATE, LogWriter
 
 if TYPE_CHECKING:
     from collections import deque
 
-    from .fs import FileSystem
+    from .fs import FileSystem, WritableFile
     from .memtable import MemTable
     from .options import Options
     from .version import Version
@@ -304,9 +304,10 @@ class WritePath:
         number = self._new_file_number()
         new_file = None
         try:
-            # Sync the old log first: an older log is then never torn, so recovery can tell a torn
-            # tail (only in the newest log) from lost data. Costs one fdatasync per memtable.
-            self._log.sync()
+            # Sync the old log first, cut to its last record: an older log is then never torn and has
+            # no zero tail, so recovery can tell a torn tail (only in the newest log) from lost data.
+            # Costs one ftruncate and one fdatasync per memtable.
+            self._log.seal()
             new_file = self._fs.create(self._p(f"{number:06d}.log"))
             self._fs.sync_dir(self.path)
         except OSError as e:
@@ -316,10 +317,15 @@ class WritePath:
             self._poison(err)
             raise err from e
         self._log.close()
-        self._log = LogWriter(new_file)
+        self._log = self._new_log(new_file)
         self._imms.append(self._mem)
         self._mem = new_memtable(number)
         self._bg_cv.notify_all()
+
+    @staticmethod
+    def _new_log(file: WritableFile) -> LogWriter:
+        """The writer of a new WAL file: preallocated in chunks (docs/format.md, "Preallocated WAL tail")."""
+        return LogWriter(file, preallocate=WAL_PREALLOCATE)
 
     def _new_file_number(self) -> int:
         n = self._next_file

@@ -137,7 +137,9 @@ def check_fail_nth(make_fs, n: int) -> str | None:  # noqa: ANN001
             raise AssertionError(f"op {n} ({kinds}): a call raised a bare {type(e).__name__}: {e}") from e
     fired = kinds[0] if kinds else None
     if out.error is None and fired is not None:
-        assert fired == "remove", f"op {n}: a failed {fired} went unreported"
+        # A failed remove leaves a file for the next open; a failed WAL preallocation only loses the
+        # optimisation (docs/format.md, "Preallocated WAL tail"). Every other failure is reported.
+        assert fired in ("remove", "allocate"), f"op {n}: a failed {fired} went unreported"
     if db is not None:
         if out.error is not None:
             if out.failed_step in ("write", "flush", "compact") and fired in WRITE_KINDS | {"open", "read"}:

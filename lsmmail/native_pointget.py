@@ -259,3 +259,28 @@ def version_find_pure(groups: list[tuple[bool, list[tuple[bytes, list[bytes], li
                 return base + j, bi
         base += n
     return -1, 0
+
+
+#: ``lsm_point_get``'s answer when a memtable holds the key.
+MEM_HIT = -10
+
+
+class PointScratch:
+    """Per-thread buffers of ``lsm_point_get``: the result words, the value pointer and the memtable
+    pointer array (grown when a read state has more memtables than it holds)."""
+
+    __slots__ = ("out", "value", "mems", "cap")
+
+    def __init__(self, cap: int = 8) -> None:
+        self.out = _ffi.new("uint64_t[2]")
+        self.value = _ffi.new("uint8_t **")
+        self.mems = _ffi.new("struct lsm_memtable *[]", cap)
+        self.cap = cap
+
+
+def point_scratch(cap: int = 0) -> PointScratch:
+    """This thread's :class:`PointScratch`, holding at least ``cap`` memtable pointers."""
+    s: PointScratch | None = getattr(_tls, "p", None)
+    if s is None or s.cap < cap:
+        s = _tls.p = PointScratch(max(cap, 8))
+    return s

@@ -16,6 +16,7 @@
 #include "blockget.h"
 #include "pointget.h"
 #include "tablefind.h"
+#include "memtable.h"
 
 typedef int (*lz4_fn)(const char *src, char *dst, int src_size, int dst_cap);
 typedef uint64_t (*xxh3_fn)(const void *data, size_t len);
@@ -165,4 +166,19 @@ int64_t lsm_version_find(const lsm_probe_table *t, const uint32_t *group_end, co
         }
     }
     return (int64_t)total;
+}
+
+int64_t lsm_point_get(struct lsm_memtable *const *mems, size_t nmem, const lsm_probe_table *t,
+                      const uint32_t *group_end, const uint8_t *group_sorted, size_t ngroups, size_t from,
+                      const uint8_t *ukey, size_t ulen, uint64_t snap, uint64_t *out, const uint8_t **value) {
+    /* A whole point read up to the first data block, in one call: with from == 0, the memtables
+     * mems[0..nmem) newest first (lsm_mem_get); the first that holds a version of ukey at or below snap
+     * answers: LSM_MEM_HIT with out[0] = its trailer, out[1] = its value length and *value = its bytes
+     * (valid while that memtable lives). Otherwise lsm_version_find(..., from, ...) over the tables. */
+    if (from == 0) {
+        for (size_t i = 0; i < nmem; i++) {
+            if (lsm_mem_get(mems[i], ukey, ulen, snap, out, value)) return LSM_MEM_HIT;
+        }
+    }
+    return lsm_version_find(t, group_end, group_sorted, ngroups, from, ukey, ulen, snap, out);
 }

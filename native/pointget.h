@@ -34,4 +34,10 @@ int64_t lsm_version_find(const lsm_probe_table *t, const uint32_t *group_end, co
                          size_t ngroups, size_t from, const uint8_t *ukey, size_t ulen, uint64_t snap,
                          uint64_t *out);
 
+#define LSM_MEM_HIT (-10)
+struct lsm_memtable;
+int64_t lsm_point_get(struct lsm_memtable *const *mems, size_t nmem, const lsm_probe_table *t,
+                      const uint32_t *group_end, const uint8_t *group_sorted, size_t ngroups, size_t from,
+                      const uint8_t *ukey, size_t ulen, uint64_t snap, uint64_t *out, const uint8_t **value);
+
 #endif

@@ -26,7 +26,6 @@ from .coding import hash64
 from .errors import Corruption, DBClosed, InvalidArgument, IOFailure, LsmError
 from .iterators import covering_tombstone_seq
 from .keys import KIND_BLOB, KIND_DELETE, MAX_KEY_SIZE
-from .memtable_native import NativeMemTable
 from .sstable import TableReader
 
 if TYPE_CHECKING:
@@ -42,6 +41,7 @@ if TYPE_CHECKING:
 #: (or when the C load's codecs are missing): then each table is probed from Python.
 _VERSION_PROBE = _lib is not None and _pointget.READY
 _MEM_HIT = _pointget.MEM_HIT
+_tls = _pointget._tls
 
 
 def check_key(key: object) -> bytes:
@@ -125,20 +125,9 @@ class PointReads:
 
     def _get(self, key: bytes, seq: int, mem: MemTable, imms: tuple[MemTable, ...], version: Version,
              tombs: list[tuple[int, bytes, bytes]]) -> bytes | None:
-        found = self._lookup_native(key, seq, mem, imms, version) if _VERSION_PROBE else None
+        found = self._lookup(key, seq, mem, imms, version)
         if found is None:
-            if _VERSION_PROBE:
-                return None
-            found = mem.get(key, seq)
-        if found is None:
-            for imm in reversed(imms):
-                found = imm.get(key, seq)
-                if found is not None:
-                    break
-            else:
-                found = self._get_from_version(version, key, seq)
-                if found is None:
-                    return None
+            return None
         if tombs and covering_tombstone_seq(tombs, key, seq) > found[0]:
             return None
         kind = found[1]
@@ -147,6 +136,18 @@ class PointReads:
         if kind == KIND_BLOB:
             return self._read_blob(found[2])
         return found[2]
+
+    def _lookup_py(self, key: bytes, seq: int, mem: MemTable, imms: tuple[MemTable, ...],
+                   v: Version) -> tuple[int, int, bytes] | None:
+        """:meth:`_lookup_native` in Python: each memtable, then ``_get_from_version``."""
+        found = mem.get(key, seq)
+        if found is not None:
+            return found
+        for imm in reversed(imms):
+            found = imm.get(key, seq)
+            if found is not None:
+                return found
+        return self._get_from_version(v, key, seq)
 
     def _lookup_native(self, key: bytes, seq: int, mem: MemTable, imms: tuple[MemTable, ...],
                        v: Version) -> tuple[int, int, bytes] | None:
@@ -159,27 +160,27 @@ class PointReads:
         if vp is None or vp[0]() is not v:
             vp = self._probe = (weakref.ref(v), *self._version_probe(v))
         probe, tables = vp[1], vp[2]
-        s = _pointget.point_scratch()
+        try:
+            s = _tls.p
+        except AttributeError:
+            s = _pointget.point_scratch()
+        if len(imms) >= s.cap:
+            s = _pointget.point_scratch(len(imms) + 1)
         mems = s.mems
-        nmem = 1 + len(imms)
-        if type(mem) is NativeMemTable and all(type(m) is NativeMemTable for m in imms):
-            if nmem > s.cap:
-                s = _pointget.point_scratch(nmem)
-                mems = s.mems
-            mems[0] = mem._m
-            i = 1
+        try:
+            mems[0] = mem._m  # type: ignore[attr-defined]
+            nmem = 1
             for m in reversed(imms):
-                mems[i] = m._m
-                i += 1
-        else:  # a pure-Python memtable (not made while the extension is loaded; kept correct anyway)
+                mems[nmem] = m._m  # type: ignore[attr-defined]
+                nmem += 1
+        except AttributeError:  # a pure-Python memtable: made only without the extension; kept correct
             found = mem.get(key, seq)
-            if found is None:
-                for imm in reversed(imms):
-                    found = imm.get(key, seq)
-                    if found is not None:
-                        return found
-            else:
+            if found is not None:
                 return found
+            for imm in reversed(imms):
+                found = imm.get(key, seq)
+                if found is not None:
+                    return found
             nmem = 0
         out, value = s.out, s.value
         arr, ends, srt, ng = probe.arr, probe.group_end, probe.group_sorted, probe.ngroups
@@ -241,11 +242,18 @@ class PointReads:
             groups.append((level > 0, group))
         return _pointget.VersionProbe(groups), tables
 
+    #: The newest version of a key in memtables and tables: one C call, or per memtable and table in Python.
+    _lookup = _lookup_native if _VERSION_PROBE else _lookup_py
+
     @staticmethod
     def _tombstones(mem: MemTable, imms: tuple[MemTable, ...], v: Version) -> list[tuple[int, bytes, bytes]]:
         """Every range tombstone a read of this state must honour (scans use it too); [] if none."""
-        if not (mem.range_tombstones or v.range_tombstones or any(m.range_tombstones for m in imms)):
-            return []
+        if not mem.range_tombstones and not v.range_tombstones:
+            for m in imms:  # a loop, not any(genexpr): this runs on every get
+                if m.range_tombstones:
+                    break
+            else:
+                return []
         tombs = list(v.range_tombstones)
         for m in imms:
             tombs += m.range_tombstones

@@ -100,7 +100,20 @@ class PointReads:
             key = check_key(key)
         seq, mem, imms, version = self._read_state(snapshot)
         try:
-            return self._get(key, seq, mem, imms, version, self._tombstones(mem, imms, version))
+            # ``_get`` inlined (a get is ~2 us when the key is missing: one Python call is ~5% of it), and
+            # the range tombstones gathered only for a key that was found.
+            found = self._lookup(key, seq, mem, imms, version)
+            if found is None:
+                return None
+            kind = found[1]
+            if kind == KIND_DELETE:
+                return None
+            tombs = self._tombstones(mem, imms, version)
+            if tombs and covering_tombstone_seq(tombs, key, seq) > found[0]:
+                return None
+            if kind == KIND_BLOB:
+                return self._read_blob(found[2])
+            return found[2]
         except LsmError:
             raise
         except OSError as e:

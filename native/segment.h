@@ -21,4 +21,14 @@ int64_t lsm_segment_build(size_t n, const uint32_t *ords, const uint8_t *fields,
                           size_t suffix_len, lsm_segment_result *res);
 void lsm_segment_free(lsm_segment_result *res);
 
+/* lsm_segment_build over forward records (search/postings.py, format 2) instead of entry arrays: record k
+ * is buf[rec_end[k-1] .. rec_end[k]) (the whole buf, no gaps) and belongs to the doc of ordinal ords[k];
+ * its fields become the entries. Same output; LSM_EINVAL also for a record that is not well-formed
+ * format 2 (format byte, varints, lengths, trailing bytes). UTF-8 is not checked (the caller validated the
+ * records when it read them: postings.decode_forward_raw). */
+int64_t lsm_segment_build_fwd(size_t nrec, const uint32_t *ords, const uint8_t *buf, size_t buf_len,
+                              const uint64_t *rec_end, const uint8_t *text_mask, uint8_t any_code,
+                              const uint8_t *key_prefix, size_t prefix_len, const uint8_t *key_suffix,
+                              size_t suffix_len, lsm_segment_result *res);
+
 #endif

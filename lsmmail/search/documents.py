@@ -48,7 +48,10 @@ class _Pending:
     kind: str  # "index" | "unindex"
     user: bytes
     doc: bytes
-    fields: RawFields | None
+    #: The doc's forward record (format 2) and its weight (``mem_segment.stream_weight`` of its streams)
+    #: for "index"; None and 0 for "unindex".
+    forward: bytes | None
+    weight: int = 0
 
 
 def doc_time_ms(doc_id: bytes) -> int:

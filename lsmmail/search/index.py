@@ -3,7 +3,7 @@
 Delivery path
     :meth:`SearchIndex.index` tokenises the document and puts ONE key into the caller's batch: the doc's
     *forward record* (each field's token stream). After the batch commits, :meth:`committed` adds the
-    doc's streams to the in-memory segment (grouped into postings only if a query needs them). Cost on
+    record to the in-memory segment (grouped into postings only if a query needs them). Cost on
     the delivery path: one key of ~1-3 bytes per token, instead of one engine key per (term, message).
 
 Flush
@@ -40,15 +40,22 @@ from ..engine.keys import prefix_end
 from . import postings as P
 from .documents import DocState, IndexedDocument, StateLookup, _check_doc, _Pending, doc_time_ms
 from .evaluator import evaluate, plan_for
-from .mem_segment import _MemSegment
+from .mem_segment import _MemSegment, stream_weight
 from .postings import ANY
 from .segment_writes import SegmentWrites
 from .tokenizer import analyze_raw
 
 __all__ = [
-    "ANY", "DocState", "IndexedDocument", "SearchIndex", "StateLookup", "decode_cursor",
+    "ANY", "DocState", "IndexedDocument", "SearchIndex", "StateLookup", "analyse", "decode_cursor",
     "doc_time_ms", "encode_cursor",
 ]
+
+
+def analyse(doc: IndexedDocument) -> tuple[bytes, int]:
+    """``(forward record, weight)`` of ``doc``: what :meth:`SearchIndex.index_analysed` takes. A pure function
+    of the document, so the mail import's worker processes run it and the index stores what they made."""
+    streams = analyze_raw(doc)
+    return P.encode_forward_raw(streams), stream_weight(streams)
 
 
 def encode_cursor(doc_id: bytes) -> str:
@@ -119,7 +126,12 @@ class SearchIndex(SegmentWrites):
             user, doc = P.split_user_key(key, 2)
             if len(doc) != P.DOC_ID_LEN:
                 raise Corruption(f"forward record key with a bad doc id: {key[:40]!r}")
-            self._mem.add(user, doc, P.decode_forward_raw(value))
+            # Decoded once here so a malformed record is reported as Corruption (the flush kernel checks
+            # only the structure); a format-1 record is kept re-encoded in format 2, the form flushes read.
+            fields = P.decode_forward_raw(value)
+            if value[0] != P.FORWARD_STREAMS:
+                value = P.encode_forward_raw(fields)
+            self._mem.add(user, doc, value, stream_weight(fields))
 
     def mark_current(self) -> None:
         """Record that every user's segments carry the any-field blocks (after rebuilding every user)."""
@@ -137,16 +149,16 @@ class SearchIndex(SegmentWrites):
         Doc ids are never reused: index a doc id once (re-indexing a doc id that is still in the memory
         segment replaces it; after :meth:`unindex` an id stays deleted).
         """
-        streams = analyze_raw(doc)
-        return self.index_analysed(batch, user_key, doc_id, streams, P.encode_forward_raw(streams))
+        return self.index_analysed(batch, user_key, doc_id, *analyse(doc))
 
     def index_analysed(
-        self, batch: WriteBatch, user_key: bytes, doc_id: bytes, streams: dict[str, Any], forward: bytes
+        self, batch: WriteBatch, user_key: bytes, doc_id: bytes, forward: bytes, weight: int
     ) -> _Pending:
         """:meth:`index` of a document already analysed elsewhere (the mail import's worker processes):
-        ``streams`` must be ``tokenizer.analyze_raw(doc)`` and ``forward`` ``encode_forward_raw(streams)``."""
+        ``forward`` must be ``encode_forward_raw(analyze_raw(doc))`` and ``weight`` ``stream_weight`` of
+        those streams (:func:`analyse` gives both). The memory segment keeps the forward record as it is."""
         batch.put(P.forward_key(user_key, _check_doc(doc_id)), forward)
-        return _Pending("index", user_key, doc_id, streams)
+        return _Pending("index", user_key, doc_id, forward, weight)
 
     def unindex(self, batch: WriteBatch, user_key: bytes, doc_id: bytes) -> _Pending:
         """Make ``doc_id`` unfindable once ``batch`` commits (a deletion marker + forward-record delete)."""
@@ -160,8 +172,8 @@ class SearchIndex(SegmentWrites):
             raise InvalidArgument("committed() takes what index() or unindex() returned")
         with self._lock:
             if pending.kind == "index":
-                assert pending.fields is not None
-                self._mem.add(pending.user, pending.doc, pending.fields)
+                assert pending.forward is not None
+                self._mem.add(pending.user, pending.doc, pending.forward, pending.weight)
             else:
                 self._mem.remove(pending.user, pending.doc)
                 deleted = self._deleted.get(pending.user)

@@ -1,8 +1,10 @@
 """The in-memory segment: committed docs not yet in a flushed segment, per user.
 
-Each doc is kept as it was analysed: its fields' token streams in stored form (``tokenizer.RawStream``,
-the same bytes as its forward record), not as per-term postings. A flush inverts them in C
-(``_segment_build``), so a bulk import adds no Python object per (term, doc). Queries need the postings
+Each doc is kept as its forward record (``postings.encode_forward_raw``, format 2: each field's token
+stream and specials), the very bytes the delivery batch wrote, not as per-term postings. A flush hands the
+records to one C call (``_segment_build.build_segment_fwd``) that reads the streams in place, so neither a
+delivery nor a flush does Python work per field, term or posting (an import's main process only keeps a
+reference to bytes the worker process made). Queries need the postings
 ``(field, term) -> {doc: encoded positions}``: :attr:`_MemSegment.postings` builds them on first use and
 then keeps them up to date, grouping only the docs added since (so the first query after an import pays
 the grouping once, ~50 µs per doc, and a delivery between two queries pays it for one doc).
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 from ._group import NO_POSITIONS, group_raw
 from .documents import Fields, RawFields
+from .postings import decode_forward_raw
 
 
 def group_fields(fields: RawFields) -> Fields:
@@ -37,28 +40,31 @@ class _MemSegment:
     """Docs of committed index updates not yet in a flushed segment, per user (see the module docstring)."""
 
     def __init__(self) -> None:
-        self.docs: dict[bytes, dict[bytes, RawFields]] = {}
+        #: user -> doc -> (forward record, stream_weight of its streams)
+        self.docs: dict[bytes, dict[bytes, tuple[bytes, int]]] = {}
         self.size = 0  # tokens + specials held (an upper bound of the (term, doc) postings)
         self._post: dict[bytes, dict[tuple[str, str], dict[bytes, bytes]]] = {}
         self._grouped: dict[bytes, dict[bytes, Fields]] = {}  # docs whose postings are in _post
         self._ungrouped: list[tuple[bytes, bytes]] = []  # (user, doc) added since _post was last built
 
-    def add(self, user: bytes, doc: bytes, fields: RawFields) -> None:
+    def add(self, user: bytes, doc: bytes, forward: bytes, weight: int) -> None:
+        """Hold ``doc``'s forward record (format 2, already checked: the caller made it or decoded it);
+        ``weight`` is ``stream_weight`` of its streams."""
         docs = self.docs.get(user)
         if docs is None:
             docs = self.docs[user] = {}
         elif doc in docs:
             self.remove(user, doc)
             docs = self.docs.setdefault(user, {})
-        docs[doc] = fields
-        self.size += stream_weight(fields)
+        docs[doc] = (forward, weight)
+        self.size += weight
         self._ungrouped.append((user, doc))
 
     def remove(self, user: bytes, doc: bytes) -> None:
-        fields = self.docs.get(user, {}).pop(doc, None)
-        if fields is None:
+        held = self.docs.get(user, {}).pop(doc, None)
+        if held is None:
             return
-        self.size -= stream_weight(fields)
+        self.size -= held[1]
         grouped = self._grouped.get(user, {}).pop(doc, None)
         if grouped is not None:
             post = self._post[user]
@@ -78,11 +84,11 @@ class _MemSegment:
         """user -> (field, term) -> {doc: encoded positions} of every doc held (built lazily)."""
         if self._ungrouped:
             for user, doc in self._ungrouped:
-                fields = self.docs.get(user, {}).get(doc)
+                held = self.docs.get(user, {}).get(doc)
                 grouped_docs = self._grouped.setdefault(user, {})
-                if fields is None or doc in grouped_docs:
+                if held is None or doc in grouped_docs:
                     continue  # removed since, or re-added and already grouped in this pass
-                grouped = grouped_docs[doc] = group_fields(fields)
+                grouped = grouped_docs[doc] = group_fields(decode_forward_raw(held[0]))
                 post = self._post.setdefault(user, {})
                 get = post.get
                 for field, terms in grouped.items():

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 from ..engine.batch import WriteBatch
 from . import postings as P
-from ._segment_build import build_segment
+from ._segment_build import put_segment_fwd
 from .mem_segment import _MemSegment
 from .postings import ANY
 from .segment_reads import SegmentReads
@@ -35,11 +35,8 @@ class SegmentWrites(SegmentReads):
                 ids = sorted(docs)
                 batch.put(P.doc_table_key(user, seg), P.encode_doc_table(ids))
                 head, tail = P.segment_user_prefix(user), b"\x00" + P.encode_u64(seg)
-                entries = [(i, code, *fields[code]) for i, fields in enumerate(map(docs.__getitem__, ids))
-                           for code in sorted(fields)]
-                put = batch.put
-                for key, block in build_segment(entries, head, tail):  # keys == P.block_key(...)
-                    put(key, block)
+                # record i is the doc of ordinal i; keys == P.block_key(...)
+                put_segment_fwd(batch.put, [docs[d][0] for d in ids], head, tail)
                 for d in ids:
                     batch.delete(P.forward_key(user, d))
                 written[user] = ids

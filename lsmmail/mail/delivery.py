@@ -13,7 +13,7 @@ from .errors import MessageTooLarge
 from .ids import ID_LEN, id_to_str
 from .import_pool import Prepared, auto_workers, prepare_parsed, prepared_chunks
 from .listeners import _notifies
-from .records import ImportResult, encode_message, encode_summary
+from .records import ImportResult, join_summary, message_record
 from .store_core import StoreCore
 from .txn import Txn, UserState
 
@@ -175,16 +175,9 @@ class Delivery(StoreCore):
         thread = self._find_thread(txn, u, parsed, known) or mid
         ut = txn.user(u)
         uk = u.uk
-        atts = [[name, ctype, len(data), sha.hex()] for name, ctype, data, sha in parsed.attachments]
-        sm = encode_summary(
-            subject=parsed.subject, preview=parsed.preview, from_=parsed.from_, to=parsed.to, cc=parsed.cc,
-            date=parsed.date, size=len(raw), has_attachments=bool(atts), read=read, thread=thread,
-        )
-        details = {
-            "m": parsed.message_id, "i": parsed.in_reply_to, "r": parsed.references, "b": parsed.bcc,
-            "a": atts, "k": dkey.hex() if register_dedup else None,
-        }
-        txn.put(schema.message_key(uk, mid), encode_message(folder, sm, details))
+        sm = join_summary(parsed.summary_pre, thread, parsed.summary_post, read)
+        txn.put(schema.message_key(uk, mid),
+                message_record(folder, sm, parsed.details_pre, dkey if register_dedup else None))
         txn.put(schema.listing_key(uk, folder, mid), sm)
         if not read:
             txn.put(schema.unread_key(uk, folder, mid), sm)
@@ -216,8 +209,8 @@ class Delivery(StoreCore):
         if self._search is not None:
             if parsed.search is None:
                 raise AssertionError("prepared without search analysis for a store with search")
-            streams, forward = parsed.search
-            txn.search_pending.append(self._search.index_analysed(txn.batch, uk, mid, streams, forward))
+            forward, weight = parsed.search
+            txn.search_pending.append(self._search.index_analysed(txn.batch, uk, mid, forward, weight))
         return mid, True
 
     def _find_thread(

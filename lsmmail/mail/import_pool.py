@@ -37,8 +37,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, NamedTuple
 
 from . import mime
-from .mime import Address
-from .records import encode_body
+from .records import details_prefix, encode_body, summary_parts
 
 #: ``workers=None`` uses worker processes only from this many input messages on. A spawned worker costs
 #: ~0.15-0.3 s of start-up (interpreter + imports, on the 2-core machine of docs/benchmarks.md) and saves
@@ -59,20 +58,21 @@ PREPARE_WHILE_STARTING = True
 
 
 class Prepared(NamedTuple):
-    """What the store keeps of one message besides its raw bytes, in the form ``_add_prepared`` writes.
+    """What the store keeps of one message besides its raw bytes, in the form ``_add_prepared`` writes:
+    as much of every record as does not depend on the store (ids, thread, folder, dedup key), already
+    encoded, so the storing process only joins bytes.
 
     A NamedTuple: pickles as a plain tuple (~10 µs for a 20 KB message's fields and streams here)."""
 
     message_id: str | None
     in_reply_to: list[str]
     references: list[str]
-    subject: str
-    from_: list[Address]
-    to: list[Address]
-    cc: list[Address]
-    bcc: list[Address]
-    date: float | None
-    preview: str
+    #: ``records.summary_parts`` of the message: the unread summary before and after its thread id.
+    summary_pre: bytes
+    summary_post: bytes
+    #: ``records.details_prefix`` of the message's details (Message-ID, In-Reply-To, References, Bcc,
+    #: attachments): the details JSON up to the user-dependent dedup key.
+    details_pre: bytes
     #: ``records.encode_body(text, html)``, None when the message has neither.
     body: bytes | None
     #: (filename, content type, decoded bytes, sha256 digest) per attachment part, in message order.
@@ -82,25 +82,30 @@ class Prepared(NamedTuple):
     #: ``mime.normalise_subject(subject)`` and ``mime.is_reply_subject(subject)``.
     norm_subject: str
     reply_subject: bool
-    #: ``(tokenizer.analyze_raw(doc), postings.encode_forward_raw(streams))`` or None without search.
-    search: tuple[dict[str, Any], bytes] | None
+    #: ``lsmmail.search.index.analyse(doc)`` = (forward record, weight), or None without search.
+    search: tuple[bytes, int] | None
 
 
 def prepare_parsed(raw: bytes, parsed: mime.ParsedMessage, search: bool) -> Prepared:
     """:class:`Prepared` of an already parsed message (deliver and send parse themselves)."""
     atts = [(a.filename, a.content_type, a.data, hashlib.sha256(a.data).digest()) for a in parsed.attachments]
+    pre, post = summary_parts(
+        subject=parsed.subject, preview=parsed.preview, from_=parsed.from_, to=parsed.to, cc=parsed.cc,
+        date=parsed.date, size=len(raw), has_attachments=bool(atts),
+    )
+    details = details_prefix({
+        "m": parsed.message_id, "i": parsed.in_reply_to, "r": parsed.references, "b": parsed.bcc,
+        "a": [[name, ctype, len(data), sha.hex()] for name, ctype, data, sha in atts],
+    })
     analysed = None
     if search:
-        from lsmmail.search.postings import encode_forward_raw
-        from lsmmail.search.tokenizer import analyze_raw
+        from lsmmail.search.index import analyse
 
         from .search_bridge import _indexed_document
 
-        streams = analyze_raw(_indexed_document(parsed))
-        analysed = (streams, encode_forward_raw(streams))
+        analysed = analyse(_indexed_document(parsed))
     return Prepared(
-        parsed.message_id, parsed.in_reply_to, parsed.references, parsed.subject, parsed.from_, parsed.to,
-        parsed.cc, parsed.bcc, parsed.date, parsed.preview,
+        parsed.message_id, parsed.in_reply_to, parsed.references, pre, post, details,
         encode_body(parsed.text, parsed.html) if parsed.text or parsed.html else None,
         atts, None if parsed.message_id else hashlib.sha256(raw).digest(),
         mime.normalise_subject(parsed.subject), mime.is_reply_subject(parsed.subject), analysed,

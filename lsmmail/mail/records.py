@@ -206,6 +206,33 @@ def encode_summary(
     return head + body
 
 
+_SUMMARY_PRE = struct.Struct(">BBQd")  # the head up to the thread id
+_SUMMARY_POST = struct.Struct(">III")  # the head after it
+#: Offset of the thread id in a summary record.
+SUMMARY_THREAD_AT = _SUMMARY_PRE.size  # 18
+
+
+def summary_parts(
+    *, subject: str, preview: str, from_: list, to: list, cc: list, date: float | None, size: int,
+    has_attachments: bool,
+) -> tuple[bytes, bytes]:
+    """The unread summary record without its thread id, as the bytes before and after it: the part of
+    :func:`encode_summary` that depends on the message alone, so an import's worker processes make it and
+    the storing process only joins (:func:`join_summary`). ``pre + thread + post`` is exactly
+    ``encode_summary(..., read=False, thread=thread)``."""
+    whole = encode_summary(subject=subject, preview=preview, from_=from_, to=to, cc=cc, date=date, size=size,
+                           has_attachments=has_attachments, read=False, thread=bytes(16))
+    return whole[:SUMMARY_THREAD_AT], whole[SUMMARY_THREAD_AT + 16:]
+
+
+def join_summary(pre: bytes, thread: bytes, post: bytes, read: bool) -> bytes:
+    """:func:`encode_summary` from :func:`summary_parts` (``thread``: 16 bytes)."""
+    if read:
+        at = SUMMARY_FLAGS_AT
+        pre = pre[:at] + bytes((pre[at] | FLAG_READ,)) + pre[at + 1:]
+    return pre + thread + post
+
+
 def _strings(data: bytes, flags: int, k: int) -> list[str]:
     if not flags & FLAG_LENGTHS:
         strs = data[SUMMARY_HEAD_LEN:].decode("utf-8", "surrogatepass").split(_SEP)
@@ -341,6 +368,21 @@ MESSAGE_HEAD_LEN = _MSG_HEAD.size  # 9
 
 def encode_message(folder: int, summary: bytes, details: dict) -> bytes:
     return _MSG_HEAD.pack(MESSAGE_FORMAT, folder, len(summary)) + summary + dumps(details)
+
+
+def details_prefix(details: dict) -> bytes:
+    """The details JSON of a message record up to its last member, the dedup key ``"k"`` (which depends on
+    the user): ``details`` holds every other member, in record order. :func:`message_record` completes it."""
+    if "k" in details:
+        raise ValueError("details_prefix takes the details without their dedup key")
+    return dumps({**details, "k": None})[:-len(b"null}")]
+
+
+def message_record(folder: int, summary: bytes, prefix: bytes, dedup_key: bytes | None) -> bytes:
+    """``encode_message(folder, summary, {**details, "k": dedup_key.hex() or None})`` from the
+    :func:`details_prefix` of ``details``: the same bytes, without encoding the details again."""
+    tail = b"null}" if dedup_key is None else b'"' + dedup_key.hex().encode("ascii") + b'"}'
+    return _MSG_HEAD.pack(MESSAGE_FORMAT, folder, len(summary)) + summary + prefix + tail
 
 
 def decode_message_head(data: bytes) -> tuple[int, bytes]:

@@ -52,6 +52,7 @@ def _observe(store: MailStore, ids: list[str | None]) -> dict:
     out: dict = {
         "list": [(norm(s.id), s.subject, s.preview, s.size, s.has_attachments) for s in page.items],
         "unread": [norm(s.id) for s in unread.items],
+        "read": [(norm(s.id), s.is_read) for s in page.items],
         "folders": [(f.id, f.total, f.unread) for f in store.folders("u")],
         "threads": sorted(sorted(norm(x.id) for x in store.thread("u", s.thread_id))
                           for s in page.items),
@@ -69,23 +70,25 @@ def _observe(store: MailStore, ids: list[str | None]) -> dict:
     return out
 
 
-def _import(path: Path, raws: list[bytes], workers: int, batch: int = 8) -> tuple[list, dict]:
+def _import(
+    path: Path, raws: list[bytes], workers: int, batch: int = 8, read: bool = False
+) -> tuple[list, dict]:
     with MailStore.open(str(path), MailOptions(sync=False)) as s:
         s.create_user("u", ["u@example.com"])
-        res = list(s.import_messages("u", raws, batch_size=batch, workers=workers))
+        res = list(s.import_messages("u", raws, batch_size=batch, workers=workers, read=read))
         return [(r.index, r.status, r.id is not None) for r in res], _observe(s, [r.id for r in res])
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(raws=messages, batch=st.integers(1, 16))
+@given(raws=messages, batch=st.integers(1, 16), read=st.booleans())
 def test_workers_equal_in_process(
-    tmp_path_factory: pytest.TempPathFactory, raws: list[bytes], batch: int
+    tmp_path_factory: pytest.TempPathFactory, raws: list[bytes], batch: int, read: bool
 ) -> None:
-    a = _import(tmp_path_factory.mktemp("a"), raws, 1, batch)
+    a = _import(tmp_path_factory.mktemp("a"), raws, 1, batch, read)
     # Every chunk from a worker (not prepared here while they start), so their results are what is stored.
     import_pool.PREPARE_WHILE_STARTING = False
     try:
-        b = _import(tmp_path_factory.mktemp("b"), raws, 2, batch)
+        b = _import(tmp_path_factory.mktemp("b"), raws, 2, batch, read)
     finally:
         import_pool.PREPARE_WHILE_STARTING = True
     assert a == b

@@ -110,3 +110,41 @@ def test_damaged_values_are_corruption() -> None:
         records.decode_message_details(rec[:-1])
     with pytest.raises(Corruption):
         records.decode_body(b"\x00\x00\x01\x00abc")
+
+
+# ---- split encoders: the import workers encode what depends on the message alone ---------------------------
+
+DETAIL_TEXT = st.one_of(st.none(), TEXT)
+DETAILS = st.fixed_dictionaries({
+    "m": DETAIL_TEXT, "i": st.lists(TEXT, max_size=3), "r": st.lists(TEXT, max_size=3),
+    "b": st.lists(st.lists(TEXT, min_size=2, max_size=2), max_size=3),
+    "a": st.lists(st.tuples(TEXT, TEXT, st.integers(0, 2**40), st.text("0123456789abcdef", min_size=64,
+                                                                         max_size=64)).map(list), max_size=3),
+})
+
+
+@given(TEXT, TEXT, ADDRS, ADDRS, ADDRS, st.one_of(st.none(), st.floats(0, 2**40)), st.integers(0, 2**63),
+       st.booleans(), st.booleans(), THREAD)
+def test_summary_parts_join_to_encode_summary(subject: str, preview: str, f: list, t: list, c: list,
+                                              date: float | None, size: int, att: bool, read: bool,
+                                              thread: bytes) -> None:
+    kw = dict(subject=subject, preview=preview, from_=f, to=t, cc=c, date=date, size=size,
+              has_attachments=att)
+    pre, post = records.summary_parts(**kw)
+    assert records.join_summary(pre, thread, post, read) == records.encode_summary(**kw, read=read,
+                                                                                    thread=thread)
+
+
+@given(DETAILS, st.one_of(st.none(), st.binary(min_size=1, max_size=80)), st.integers(0, 2**32 - 1),
+       st.binary(max_size=60))
+def test_message_record_equals_encode_message(details: dict, dkey: bytes | None, folder: int,
+                                              summary: bytes) -> None:
+    want = records.encode_message(folder, summary, {**details, "k": dkey.hex() if dkey is not None else None})
+    got = records.message_record(folder, summary, records.details_prefix(details), dkey)
+    assert got == want
+    assert records.decode_message_details(got) == {**details, "k": dkey.hex() if dkey is not None else None}
+
+
+def test_details_prefix_refuses_a_dedup_key() -> None:
+    with pytest.raises(ValueError):
+        records.details_prefix({"m": None, "k": "00"})

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -57,3 +58,20 @@ def test_text_round_trip_and_validation() -> None:
         id_from_str(str(uuid.uuid4()))
     with pytest.raises(ValueError):
         id_from_str("nope")
+
+
+def test_forked_child_does_not_reuse_the_parents_random_bytes() -> None:
+    # The generator draws random bits from a pool (one os.urandom per 512 ids); a child forked with a
+    # half-used pool must draw fresh bytes, else parent and child make the same ids in one millisecond.
+    gen = IdGenerator(clock_ms=lambda: 1000)
+    gen.new()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(w, gen.new())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(r, 16)
+    os.close(r)
+    os.close(w)
+    assert child[8:] != gen.new()[8:]

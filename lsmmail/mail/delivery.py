@@ -122,13 +122,10 @@ class Delivery(StoreCore):
             dkey = self._dedup_key(u, parsed)
             dkeys.append(dkey)
             wanted.append(dkey)
-            ref = parsed.in_reply_to[0] if parsed.in_reply_to else (
-                parsed.references[-1] if parsed.references else None)
-            if ref is not None:
-                ref_b = ref.encode("utf-8", "surrogatepass")
-                wanted.append(schema.dedup_key(uk, schema.DEDUP_MESSAGE_ID, ref_b))
-            elif parsed.reply_subject and parsed.norm_subject:
-                wanted.append(schema.subject_key(uk, parsed.norm_subject))
+            if parsed.ref_tails:
+                wanted.append(schema.DEDUP + uk + parsed.ref_tails[0])
+            elif parsed.reply_subject and parsed.subject_digest is not None:
+                wanted.append(schema.SUBJECT + uk + parsed.subject_digest)
         return dkeys, dict(zip(wanted, self._db.get_many(wanted), strict=True))
 
     def _lookup(self, txn: Txn, key: bytes, known: dict[bytes, bytes | None] | None) -> bytes | None:
@@ -142,11 +139,7 @@ class Delivery(StoreCore):
         return self._db.get(key)
 
     def _dedup_key(self, u: UserState, prep: Prepared) -> bytes:
-        if prep.message_id:
-            return schema.dedup_key(u.uk, schema.DEDUP_MESSAGE_ID,
-                                    prep.message_id.encode("utf-8", "surrogatepass"))
-        assert prep.content_sha is not None  # prepare() hashes the raw bytes when there is no Message-ID
-        return schema.dedup_key(u.uk, schema.DEDUP_CONTENT, prep.content_sha)
+        return schema.DEDUP + u.uk + prep.dedup_tail
 
     def _add_message(
         self, txn: Txn, u: UserState, raw: bytes, parsed: mime.ParsedMessage, folder: int, *,
@@ -190,9 +183,8 @@ class Delivery(StoreCore):
             txn.dedup[dkey] = value
             txn.dedup_removed.discard(dkey)
         txn.put(schema.thread_key(uk, thread, mid), b"")
-        norm = parsed.norm_subject
-        if norm:
-            skey = schema.subject_key(uk, norm)
+        if parsed.subject_digest is not None:
+            skey = schema.SUBJECT + uk + parsed.subject_digest
             txn.put(skey, thread)
             if known is not None:
                 # Later messages of this import batch see it, as they would after a deliver() of this one.
@@ -219,14 +211,11 @@ class Delivery(StoreCore):
     ) -> bytes | None:
         """Thread of the first known message this one refers to (In-Reply-To, then References newest
         first); else, for a reply-style subject ("Re: ..."), the thread last seen with that subject."""
-        for ref in [*parsed.in_reply_to, *reversed(parsed.references)]:
-            hit = self._lookup(txn, schema.dedup_key(u.uk, schema.DEDUP_MESSAGE_ID,
-                                                     ref.encode("utf-8", "surrogatepass")), known)
+        for tail in parsed.ref_tails:
+            hit = self._lookup(txn, schema.DEDUP + u.uk + tail, known)
             if hit is not None:
                 return hit[ID_LEN:]
-        if parsed.reply_subject:
-            norm = parsed.norm_subject
-            if norm:
-                key = schema.subject_key(u.uk, norm)  # with known: the stored or this batch's value
-                return known[key] if known is not None and key in known else self._db.get(key)
+        if parsed.reply_subject and parsed.subject_digest is not None:
+            key = schema.SUBJECT + u.uk + parsed.subject_digest  # known: stored or this batch's value
+            return known[key] if known is not None and key in known else self._db.get(key)
         return None

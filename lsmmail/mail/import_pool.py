@@ -36,7 +36,7 @@ from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, NamedTuple
 
-from . import mime
+from . import mime, schema
 from .records import details_prefix, encode_body, summary_parts
 
 #: ``workers=None`` uses worker processes only from this many input messages on. A spawned worker costs
@@ -64,9 +64,12 @@ class Prepared(NamedTuple):
 
     A NamedTuple: pickles as a plain tuple (~10 µs for a 20 KB message's fields and streams here)."""
 
-    message_id: str | None
-    in_reply_to: list[str]
-    references: list[str]
+    #: The dedup key after its user key: ``schema.dedup_tail`` of the Message-ID, or, without one, of the
+    #: sha256 of the raw bytes.
+    dedup_tail: bytes
+    #: The dedup key tails of the Message-IDs the message refers to, in the order threading tries them:
+    #: In-Reply-To, then References newest first.
+    ref_tails: list[bytes]
     #: ``records.summary_parts`` of the message: the unread summary before and after its thread id.
     summary_pre: bytes
     summary_post: bytes
@@ -77,10 +80,9 @@ class Prepared(NamedTuple):
     body: bytes | None
     #: (filename, content type, decoded bytes, sha256 digest) per attachment part, in message order.
     attachments: list[tuple[str, str, bytes, bytes]]
-    #: sha256 of the raw bytes when there is no Message-ID (the content dedup key), else None.
-    content_sha: bytes | None
-    #: ``mime.normalise_subject(subject)`` and ``mime.is_reply_subject(subject)``.
-    norm_subject: str
+    #: ``schema.digest`` of ``mime.normalise_subject(subject)`` (the subject key's tail), None when that is
+    #: empty; and ``mime.is_reply_subject(subject)``.
+    subject_digest: bytes | None
     reply_subject: bool
     #: ``lsmmail.search.index.analyse(doc)`` = (forward record, weight), or None without search.
     search: tuple[bytes, int] | None
@@ -104,11 +106,18 @@ def prepare_parsed(raw: bytes, parsed: mime.ParsedMessage, search: bool) -> Prep
         from .search_bridge import _indexed_document
 
         analysed = analyse(_indexed_document(parsed))
+    if parsed.message_id:
+        dedup = schema.dedup_tail(schema.DEDUP_MESSAGE_ID, parsed.message_id.encode("utf-8", "surrogatepass"))
+    else:
+        dedup = schema.dedup_tail(schema.DEDUP_CONTENT, hashlib.sha256(raw).digest())
+    refs = [schema.dedup_tail(schema.DEDUP_MESSAGE_ID, ref.encode("utf-8", "surrogatepass"))
+            for ref in [*parsed.in_reply_to, *reversed(parsed.references)]]
+    norm = mime.normalise_subject(parsed.subject)
     return Prepared(
-        parsed.message_id, parsed.in_reply_to, parsed.references, pre, post, details,
+        dedup, refs, pre, post, details,
         encode_body(parsed.text, parsed.html) if parsed.text or parsed.html else None,
-        atts, None if parsed.message_id else hashlib.sha256(raw).digest(),
-        mime.normalise_subject(parsed.subject), mime.is_reply_subject(parsed.subject), analysed,
+        atts, schema.digest(norm.encode("utf-8")) if norm else None, mime.is_reply_subject(parsed.subject),
+        analysed,
     )
 
 

@@ -144,6 +144,11 @@ def dedup_key(uk: bytes, kind: bytes, text: bytes) -> bytes:
     return DEDUP + uk + kind + digest(text)
 
 
+def dedup_tail(kind: bytes, text: bytes) -> bytes:
+    """The part of ``dedup_key(uk, kind, text)`` after the user key (import workers compute it)."""
+    return kind + digest(text)
+
+
 def thread_key(uk: bytes, thread: bytes, mid: bytes) -> bytes:
     return THREAD + uk + thread + mid
 

@@ -564,3 +564,35 @@ out:
     if (blast) *last = blast;
     return (int64_t)nb;
 }
+
+/* ---- Read-only cursor access for the C scan (native/scan.c); added after the functions above. ---- */
+
+const void *lsm_mem_cursor_ge(const lsm_memtable *m, const uint8_t *key, size_t klen, uint64_t trailer) {
+    /* The first node >= (key, trailer) in internal order (the first node when key is NULL), or NULL. */
+    if (!key) return load(&m->head->next[0]);
+    return find_ge(m, key, klen, trailer, NULL);
+}
+
+const void *lsm_mem_cursor_lt(const lsm_memtable *m, const uint8_t *key, size_t klen, uint64_t trailer) {
+    /* The last node < (key, trailer) in internal order (the last node when key is NULL), or NULL. */
+    const node *prev[MAX_HEIGHT];
+    int height;
+    const node *x = seek_back(m, key, klen, trailer, prev, &height);
+    return x == m->head ? NULL : x;
+}
+
+const void *lsm_mem_cursor_next(const void *n) {
+    /* The node after n, or NULL. */
+    return load(&((const node *)n)->next[0]);
+}
+
+void lsm_mem_cursor_read(const void *n, const uint8_t **key, size_t *klen, uint64_t *trailer,
+                         const uint8_t **value, size_t *vlen) {
+    /* Node n's user key, trailer and value (valid while the memtable lives: nodes never move). */
+    const node *x = n;
+    *key = key_of(x);
+    *klen = x->klen;
+    *trailer = x->trailer;
+    *value = val_of(x);
+    *vlen = x->vlen;
+}

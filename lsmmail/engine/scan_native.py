@@ -1,0 +1,238 @@
+"""A range scan's merge in C (native/scan.c): block iteration, k-way merge and visibility in one kernel,
+a page of visible entries per call.
+
+:func:`native_scan` yields what ``visible_entries(merge_entries(sources))`` (:mod:`iterators`, the pure
+twin, still used under ``LSMMAIL_PURE=1``) yields for the same sources: for each user key in range the
+newest version at or below the snapshot, unless it is a DELETE or a range tombstone visible at the
+snapshot covers it with a larger sequence; BLOB values are read through ``read_blob``.
+
+Memtables are walked in place in C (their skiplist nodes never move). A table source (one L0 table, or
+the tables of one level, in key order) holds one raw data block at a time: when it runs out, the kernel
+returns with the source's number and this module reads the next block -- through the block cache, where
+it is kept as its raw payload, the form point reads cache too (a block cached decoded by the pure path
+serves its ``payload``) -- and hands it over. So a block becomes no Python object beyond its bytes, and
+only the returned entries become ``bytes`` objects: one copy of a page out of C, then one slice per key
+and value, made lazily as the caller iterates.
+
+Failure modes: a malformed block raises ``Corruption`` naming the table and offset (and the block is
+dropped from the cache, so a later read goes back to the file); read errors are ``OSError`` (the caller
+translates them); ``MemoryError`` if the kernel cannot allocate.
+"""
+
+from __future__ import annotations
+
+import threading
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
+from itertools import pairwise, starmap
+from typing import Any
+
+from .. import native_lib, native_pointget
+from .errors import Corruption
+from .keys import KIND_BLOB
+from .sstable import RAW_BLOCK_OVERHEAD, TableReader
+from .version import FileMeta
+
+_lib = native_lib._lib  # the kernel even under LSMMAIL_PURE=1 (differential tests); DB.scan checks AVAILABLE
+_ffi = native_lib._ffi
+#: A cache-missing block's read + checksum + LZ4 in one C call, or None (pure engine, or the codecs
+#: could not be taken from the lz4/xxhash modules): then ``TableReader._read_block``.
+_c_load = native_pointget.block_load_get_native if _lib is not None and native_pointget.READY else None
+
+#: Entries per kernel call at most. A call also ends whenever a source needs its next block (every ~15
+#: entries of 1 KiB values per source), so this bounds only scans over small values.
+_PAGE = 256
+
+#: Initial page buffer (grown when one entry does not fit): 256 entries of ~1 KiB.
+_BUF = 256 * 1024
+
+_LSM_SCAN_END = 1
+_LSM_SCAN_NEED = 2
+_ECORRUPT, _ESPACE = -1, -2
+
+
+class _Scratch(threading.local):
+    """Per-thread output arrays: a page is copied out to ``bytes`` before any other scan on the thread
+    can run, so scans (even interleaved generators) share them. Saves ~3 us of allocation per scan."""
+
+    def __init__(self) -> None:
+        self.cap = _BUF
+        self.buf = native_lib._new("uint8_t[]", _BUF)
+        self.offs = native_lib._new("uint64_t[]", 2 * _PAGE + 1)
+        self.kinds = native_lib._new("uint8_t[]", _PAGE)
+        self.state = native_lib._new("uint64_t[]", 4)
+
+
+_scratch: _Scratch | None = _Scratch() if _lib is not None else None
+
+
+def raw_block(t: TableReader, bi: int) -> bytes:
+    """The raw payload of data block ``bi`` of ``t``: from the block cache (raw, or a decoded block's
+    payload), else read, verified and decompressed, and cached raw. ``Corruption`` for a bad stored
+    block."""
+    offset = t._offsets[bi]
+    cache = t._cache
+    if cache is not None:
+        obj = cache.get((t.file_number, offset))
+        if obj is not None:
+            return obj if type(obj) is bytes else obj.payload  # type: ignore[attr-defined,return-value]
+    if _c_load is not None:
+        # Read, checksum and LZ4 in one C call (native_pointget, the point reads' loader).
+        f = t._file
+        try:
+            raw, _ = _c_load(f._fd if t._os_file else -1, f.read_at, offset,  # type: ignore[attr-defined]
+                             t._sizes[bi], t._verify, None, 0, True)
+        except Corruption as e:
+            raise t._corrupt(str(e), offset) from None
+        assert raw is not None
+    else:
+        raw = t._read_block(offset, t._sizes[bi], t._verify)
+    if cache is not None:
+        cache.put((t.file_number, offset), raw, len(raw) + RAW_BLOCK_OVERHEAD)
+    return raw
+
+
+class _TableSource:
+    """Where one table source stands: its tables (key order), the current table and block."""
+
+    __slots__ = ("tables", "fi", "bi", "hold")
+
+    def __init__(self, tables: list[TableReader]) -> None:
+        self.tables = tables
+        self.fi = 0
+        self.bi = 0
+        self.hold: Any = None  # the cffi view of the block the kernel points into (keeps it alive)
+
+
+def _load(ctx: Any, j: int, src: _TableSource) -> None:
+    t = src.tables[src.fi]
+    raw = raw_block(t, src.bi)
+    view = _ffi.from_buffer(raw)
+    rc = _lib.lsm_scan_set_block(ctx, j, view, len(raw))
+    if rc < 0:
+        offset = t._offsets[src.bi]
+        if t._cache is not None:
+            t._cache.erase((t.file_number, offset))
+        if rc == _ECORRUPT:
+            raise t._corrupt("bad data block (malformed block in a scan)", offset)
+        raise MemoryError("scan kernel cannot allocate")
+    src.hold = view
+
+
+def _position(src: _TableSource, start: bytes | None, end: bytes | None, reverse: bool) -> bool:
+    """Put ``src`` at its first block in scan order; False if it has none."""
+    tables = src.tables
+    if not reverse:
+        for fi, t in enumerate(tables):
+            idx = t.index_user_keys
+            bi = 0 if start is None else bisect_left(idx, start)
+            if bi < len(idx):
+                src.fi, src.bi = fi, bi
+                return True
+        return False
+    for fi in range(len(tables) - 1, -1, -1):
+        idx = tables[fi].index_user_keys
+        if idx:
+            src.fi = fi
+            src.bi = len(idx) - 1 if end is None else min(bisect_left(idx, end), len(idx) - 1)
+            return True
+    return False
+
+
+def _step(src: _TableSource, start: bytes | None, reverse: bool) -> bool:
+    """Move ``src`` to its next block in scan order; False if the range has no more there."""
+    if not reverse:
+        src.bi += 1
+        while src.bi >= src.tables[src.fi].num_data_blocks:
+            src.fi += 1
+            if src.fi >= len(src.tables):
+                return False
+            src.bi = 0
+        return True
+    while True:
+        if src.bi > 0:
+            # Block bi - 1 ends below start: nothing there or before it is in range.
+            if start is not None and src.tables[src.fi].index_user_keys[src.bi - 1] < start:
+                return False
+            src.bi -= 1
+            return True
+        src.fi -= 1
+        if src.fi < 0:
+            return False
+        src.bi = src.tables[src.fi].num_data_blocks
+
+
+def native_scan(
+    mems: list[Any],
+    table_sources: list[list[FileMeta]],
+    open_table: Callable[[FileMeta], TableReader],
+    start: bytes | None,
+    end: bytes | None,
+    reverse: bool,
+    snapshot_seq: int,
+    tombs: list[tuple[int, bytes, bytes]],
+    read_blob: Callable[[bytes], bytes],
+) -> Iterator[tuple[bytes, bytes]]:
+    """Visible ``(key, value)`` pairs of ``start <= key < end`` at ``snapshot_seq``, in key order or
+    reverse. ``mems`` are :class:`~lsmmail.engine.memtable_native.NativeMemTable`s; each item of
+    ``table_sources`` is one L0 table or the in-range tables of one level, in key order (opened with
+    ``open_table``). List sources newest first. A generator: nothing is opened or read until the first
+    ``next``, so errors surface there."""
+    lib, ffi = _lib, _ffi
+    nsrc = len(mems) + len(table_sources)
+    ctx = lib.lsm_scan_new(nsrc, reverse, snapshot_seq, ffi.NULL if start is None else start,
+                           0 if start is None else len(start), ffi.NULL if end is None else end,
+                           0 if end is None else len(end))
+    if ctx == ffi.NULL:
+        raise MemoryError("scan kernel cannot allocate")
+    ctx = ffi.gc(ctx, lib.lsm_scan_free)
+    for seq, ts, te in tombs:
+        if lib.lsm_scan_add_tombstone(ctx, seq, ts, len(ts), te, len(te)) < 0:
+            raise MemoryError("scan kernel cannot allocate")
+    for j, m in enumerate(mems):
+        lib.lsm_scan_set_mem(ctx, j, m._m)
+    srcs: list[_TableSource | None] = [None] * len(mems)
+    for files in table_sources:
+        j = len(srcs)
+        src = _TableSource([open_table(f) for f in files])
+        srcs.append(src)
+        if _position(src, start, end, reverse):
+            _load(ctx, j, src)
+        else:
+            lib.lsm_scan_set_done(ctx, j)
+    sc = _scratch
+    assert sc is not None
+    state = sc.state
+    while True:
+        n = lib.lsm_scan_next(ctx, _PAGE, sc.buf, sc.cap, sc.offs, sc.kinds, state)
+        if n < 0:
+            raise MemoryError("scan kernel cannot allocate")
+        # Read the whole state now: another scan on this thread may reuse it while this one yields.
+        status, j, need, blobs = state[0], int(state[1]), int(state[2]), state[3]
+        if n:
+            offs = ffi.unpack(sc.offs, 2 * n + 1)
+            data = ffi.buffer(sc.buf, offs[-1])[:]
+            if blobs:
+                kinds = ffi.unpack(sc.kinds, n)
+                pieces = [data[a:b] for a, b in pairwise(offs)]
+                for i in range(n):
+                    v = pieces[2 * i + 1]
+                    yield pieces[2 * i], (read_blob(v) if kinds[i] == KIND_BLOB else v)
+            else:
+                it = map(data.__getitem__, starmap(slice, pairwise(offs)))
+                yield from zip(it, it, strict=True)  # the same iterator: key, value
+        if status == _LSM_SCAN_END:
+            return
+        if status == _LSM_SCAN_NEED:
+            src = srcs[j]
+            if src is None:
+                raise Corruption("scan kernel asked a memtable for a block")  # pragma: no cover
+            if _step(src, start, reverse):
+                _load(ctx, j, src)
+            else:
+                src.hold = None
+                lib.lsm_scan_set_done(ctx, j)
+        elif n == 0 and need:
+            # Not even one entry fit: grow the page buffer (for this thread) and go on.
+            sc.cap = max(2 * sc.cap, need)
+            sc.buf = native_lib._new("uint8_t[]", sc.cap)

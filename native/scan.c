@@ -312,35 +312,64 @@ static int hold(lsm_scan *s, const src *r, int with_value) {
     return 0;
 }
 
-/* Copy one entry out; 0, or -1 if it does not fit (state[1] = bytes needed when nothing was copied). */
-static int put(uint8_t *buf, size_t cap, uint64_t *offs, uint8_t *kinds, size_t n, const uint8_t *k,
-               size_t kl, const uint8_t *v, size_t vl, uint8_t kind, uint64_t *state) {
-    size_t pos = (size_t)offs[2 * n];
-    if (cap - pos < kl + vl) {
+/* Append "<n>s" to the struct format at fmt[*fl]. */
+static inline void fmt_count(char *fmt, size_t *fl, size_t n) {
+    char tmp[24];
+    size_t l = 0;
+    do {
+        tmp[l++] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n);
+    while (l) fmt[(*fl)++] = tmp[--l];
+    fmt[(*fl)++] = 's';
+}
+
+/* The page being filled: entry bytes, their offsets, kinds, and the struct format that cuts them. */
+typedef struct {
+    uint8_t *buf;
+    size_t cap;
+    uint64_t *offs;
+    uint8_t *kinds;
+    char *fmt;
+    size_t fmtcap, fl;
+} page;
+
+/* Copy one entry out; 0, or -1 if it does not fit (state[2] = bytes needed when nothing was copied). */
+static int put(page *pg, size_t n, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl, uint8_t kind,
+               uint64_t *state) {
+    size_t pos = (size_t)pg->offs[2 * n];
+    if (pg->cap - pos < kl + vl || pg->fmtcap - pg->fl < 44) {
         if (n == 0) state[2] = kl + vl;
         return -1;
     }
-    memcpy(buf + pos, k, kl);
-    if (vl) memcpy(buf + pos + kl, v, vl);
-    offs[2 * n + 1] = pos + kl;
-    offs[2 * n + 2] = pos + kl + vl;
-    kinds[n] = kind;
+    memcpy(pg->buf + pos, k, kl);
+    if (vl) memcpy(pg->buf + pos + kl, v, vl);
+    pg->offs[2 * n + 1] = pos + kl;
+    pg->offs[2 * n + 2] = pos + kl + vl;
+    pg->kinds[n] = kind;
+    fmt_count(pg->fmt, &pg->fl, kl);
+    fmt_count(pg->fmt, &pg->fl, vl);
+    state[4] = pg->fl;
     return 0;
 }
 
 int64_t lsm_scan_next(lsm_scan *s, size_t max_n, uint8_t *buf, size_t cap, uint64_t *offs, uint8_t *kinds,
-                      uint64_t *state) {
+                      char *fmt, size_t fmtcap, uint64_t *state) {
     /* Copy out up to max_n visible entries: entry j's key is buf[offs[2j]:offs[2j+1]], its value
      * buf[offs[2j+1]:offs[2j+2]] (offs holds 2 * max_n + 1 items; offs[0] = 0), kinds[j] its kind (PUT,
      * or BLOB: the value is a blob reference). Returns the count, or LSM_ESPACE (out of memory).
      * state[0] = LSM_SCAN_END when the scan is exhausted, LSM_SCAN_NEED when source state[1] needs its
      * next block before the scan can go on, else LSM_SCAN_MORE (max_n reached, or buf full: state[2] =
-     * the bytes one entry needs when not even that fit); state[3] = how many of the entries are BLOBs. */
+     * the bytes one entry needs when not even that fit); state[3] = how many of the entries are BLOBs.
+     * fmt[0:state[4]] receives the Python struct format that cuts buf into key, value, key, value, ...
+     * ("<klen>s<vlen>s" per entry: one struct.unpack_from makes every bytes object); fmtcap >= 44 per
+     * entry always suffices. */
     size_t n = 0, ns = s->nsrc;
     src *srcs = s->srcs;
+    page pg = {buf, cap, offs, kinds, fmt, fmtcap, 0};
     offs[0] = 0;
     state[0] = LSM_SCAN_MORE;
-    state[1] = state[2] = state[3] = 0;
+    state[1] = state[2] = state[3] = state[4] = 0;
     const int rev = s->reverse;
     for (;;) {
         if (n >= max_n) return (int64_t)n;
@@ -366,7 +395,7 @@ int64_t lsm_scan_next(lsm_scan *s, size_t max_n, uint8_t *buf, size_t cap, uint6
             /* Exhausted; in reverse the held version is the last key's answer. */
             if (rev && s->has_held) {
                 if (s->hkind != 0 && !covered(s, s->held, s->hklen, s->hseq)) {
-                    if (put(buf, cap, offs, kinds, n, s->held, s->hklen, s->held + s->hklen, s->hvlen, s->hkind,
+                    if (put(&pg, n, s->held, s->hklen, s->held + s->hklen, s->hvlen, s->hkind,
                             state))
                         return (int64_t)n;
                     state[3] += s->hkind == 2;
@@ -388,7 +417,7 @@ int64_t lsm_scan_next(lsm_scan *s, size_t max_n, uint8_t *buf, size_t cap, uint6
                 continue;
             }
             if (best->kind != 0 && !covered(s, best->key, best->klen, best->seq)) {
-                if (put(buf, cap, offs, kinds, n, best->key, best->klen, best->val, best->vlen, best->kind, state))
+                if (put(&pg, n, best->key, best->klen, best->val, best->vlen, best->kind, state))
                     return (int64_t)n;
                 state[3] += best->kind == 2;
                 n++;
@@ -400,7 +429,7 @@ int64_t lsm_scan_next(lsm_scan *s, size_t max_n, uint8_t *buf, size_t cap, uint6
         /* Reverse: versions of a key arrive oldest first; the last one at or below the snapshot decides. */
         if (s->has_held && cmp_key(best->key, best->klen, s->held, s->hklen) != 0) {
             if (s->hkind != 0 && !covered(s, s->held, s->hklen, s->hseq)) {
-                if (put(buf, cap, offs, kinds, n, s->held, s->hklen, s->held + s->hklen, s->hvlen, s->hkind,
+                if (put(&pg, n, s->held, s->hklen, s->held + s->hklen, s->hvlen, s->hkind,
                         state))
                     return (int64_t)n;
                 state[3] += s->hkind == 2;

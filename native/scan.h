@@ -29,6 +29,6 @@ int lsm_scan_set_mem(lsm_scan *s, size_t i, const struct lsm_memtable *m);
 int64_t lsm_scan_set_block(lsm_scan *s, size_t i, const uint8_t *blk, size_t len);
 void lsm_scan_set_done(lsm_scan *s, size_t i);
 int64_t lsm_scan_next(lsm_scan *s, size_t max_n, uint8_t *buf, size_t cap, uint64_t *offs, uint8_t *kinds,
-                      uint64_t *state);
+                      char *fmt, size_t fmtcap, uint64_t *state);
 
 #endif

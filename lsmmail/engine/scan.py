@@ -117,7 +117,9 @@ class Scans:
                     table_sources.extend([f] for f in chosen)
                 elif chosen:
                     table_sources.append(chosen)
-            return self._native_scan_iter(mems, table_sources, start, end, reverse, seq, tombs, version)
+            # One generator (native_scan translates read errors itself): a layer less per entry.
+            return native_scan(mems, table_sources, self._table, start, end, reverse, seq, tombs,
+                               self._read_blob, version)
         cut = self._memtable_cut(version, start, end, reverse) if mems else None
         sources: list[Iterator[tuple[bytes, int, int, bytes]]] = [
             _memtable_entries(m, start, end, cut, reverse) for m in mems
@@ -179,19 +181,6 @@ class Scans:
             # Primed here, not in ``scan``: reading the first entries may fail, and must fail lazily.
             merged = merge_entries(prime_sources(sources), reverse)
             yield from visible_entries(merged, seq, reverse, tombs, self._read_blob)
-        except LsmError:
-            raise
-        except OSError as e:
-            raise IOFailure(e.errno, f"read failed: {e}") from e
-
-    def _native_scan_iter(self, mems: list[Any], table_sources: list[list[FileMeta]], start: bytes | None,
-                          end: bytes | None, reverse: bool, seq: int, tombs: list[tuple[int, bytes, bytes]],
-                          version: Version) -> Iterator[tuple[bytes, bytes]]:
-        # Holding ``version`` (and ``mems``, in native_scan's frame) keeps what the kernel reads alive.
-        _pin = version  # noqa: F841
-        try:
-            yield from native_scan(mems, table_sources, self._table, start, end, reverse, seq, tombs,
-                                   self._read_blob)
         except LsmError:
             raise
         except OSError as e:

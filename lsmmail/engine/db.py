@@ -27,7 +27,6 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from collections import deque
 from typing import Any
 
 from sortedcontainers import SortedList
@@ -56,7 +55,7 @@ from .scan import Scans
 from .sstable import TableReader
 from .version import Version
 from .wal import LogWriter, read_log
-from .write_path import WritePath, _Writer
+from .write_path import WritePath, _Writer  # noqa: F401 - re-exported (maintenance.flush imports it from here)
 
 
 class Snapshot:
@@ -118,7 +117,7 @@ class DB(PointReads, WritePath, Maintenance, Scans):
         self._version_lock = threading.Lock()
         self._compaction_lock = threading.Lock()
         self._table_lock = threading.Lock()
-        self._writers: deque[_Writer] = deque()
+        self._writers = self._new_write_queue()
         self._snapshots: SortedList = SortedList()
         self._released_by_gc: list[int] = []  # snapshots dropped unreleased; drained under _mu
         self._tables: dict[int, TableReader] = {}

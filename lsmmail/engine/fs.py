@@ -121,6 +121,14 @@ class _OsWritable:
     def size(self) -> int:
         return self._size
 
+    def fileno(self) -> int:
+        """The descriptor, for a caller that writes at :meth:`size` itself (the C group commit) and then
+        reports the bytes with :meth:`advance`."""
+        return self._fd
+
+    def advance(self, n: int) -> None:
+        self._size += n
+
     def preallocate(self, length: int) -> None:
         end = os.fstat(self._fd).st_size
         if length > end:

@@ -175,14 +175,25 @@ class LogWriter:
 
     def append_encoded(self, framed: bytes | bytearray | memoryview) -> None:
         """Append bytes returned by :meth:`encode_record` (one or several records, concatenated)."""
-        self._check_usable()
-        if self._size > self._allocated and self._chunk:
-            self._grow()
+        self.reserve()
         try:
             self.file.append(framed)
         except BaseException:
             self._failed = True
             raise
+
+    def reserve(self) -> None:
+        """Before appending what :meth:`encode_record` framed: check the writer is usable and extend a
+        preallocated file so the data lands inside it. A caller that writes the bytes itself (the C
+        commit) calls this first and :meth:`fail` if its write or sync fails."""
+        self._check_usable()
+        if self._size > self._allocated and self._chunk:
+            self._grow()
+
+    def fail(self) -> None:
+        """Record that an append or sync made outside :meth:`append_encoded` failed: later calls raise
+        ``ReadOnlyError``."""
+        self._failed = True
 
     def _grow(self) -> None:
         """Extend the file with zeros to the next chunk boundary past ``_size`` (before appending)."""

@@ -1,0 +1,246 @@
+/* The group-commit queue and the leader's I/O (docs/architecture.md "Write path"; the pure twin is the
+ * Python queue and commit in lsmmail/engine/write_path.py).
+ *
+ * Writers queue here and sleep on their own condition variable with the GIL released (cffi releases it
+ * around every call). The writer that reaches the head leads: lsm_cq_join returns it its group already
+ * picked (waiting briefly, still without the GIL, for writers the last commit woke); Python frames the
+ * group's WAL records (the checksums are XXH3 in Python), and lsm_cq_commit writes them with one pwrite,
+ * at most one fdatasync, and inserts every batch into the C memtable, in one call, so the leader gives
+ * up the GIL once per commit instead of once per syscall and batch (each hand-off lets a follower run
+ * its ~5-10 us of Python first). lsm_cq_finish then marks the group done and wakes exactly the threads
+ * that must run: the followers, which return to Python once with their outcome, and the next head.
+ *
+ * Only the leader removes writers (from the head); anyone appends at the tail, under q->mu. A writer
+ * struct belongs to one thread and is in the queue at most once; its rep pointer is the caller's buffer,
+ * valid because the caller stays inside lsm_cq_join until its group is done. */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "commit.h"
+#include "lsm_native.h"
+#include "memtable.h"
+
+struct lsm_cqw {
+    pthread_cond_t cv;
+    lsm_cqw *next;
+    const uint8_t *rep; /* the batch's encoded entries (WAL payload after its 12-byte header) */
+    size_t len;
+    uint64_t count;
+    uint64_t size;
+    int sync;
+    int alone; /* never grouped behind a leader and leads alone (a forced flush) */
+    int done;
+    int64_t status;
+};
+
+struct lsm_cq {
+    pthread_mutex_t mu;
+    pthread_cond_t grew; /* signalled by a push while a leader waits for its group to fill */
+    int leader_waits;
+    lsm_cqw *head, *tail;
+    int64_t len;
+};
+
+lsm_cq *lsm_cq_new(void) {
+    lsm_cq *q = calloc(1, sizeof *q);
+    if (!q) return NULL;
+    pthread_condattr_t attr;
+    if (pthread_condattr_init(&attr) != 0) goto fail;
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    int bad = pthread_cond_init(&q->grew, &attr);
+    pthread_condattr_destroy(&attr);
+    if (bad) goto fail;
+    if (pthread_mutex_init(&q->mu, NULL) != 0) {
+        pthread_cond_destroy(&q->grew);
+        goto fail;
+    }
+    return q;
+fail:
+    free(q);
+    return NULL;
+}
+
+void lsm_cq_free(lsm_cq *q) {
+    if (!q) return;
+    pthread_cond_destroy(&q->grew);
+    pthread_mutex_destroy(&q->mu);
+    free(q);
+}
+
+lsm_cqw *lsm_cqw_new(void) {
+    lsm_cqw *w = calloc(1, sizeof *w);
+    if (w && pthread_cond_init(&w->cv, NULL) != 0) {
+        free(w);
+        return NULL;
+    }
+    return w;
+}
+
+void lsm_cqw_free(lsm_cqw *w) {
+    if (!w) return;
+    pthread_cond_destroy(&w->cv);
+    free(w);
+}
+
+static void push_locked(lsm_cq *q, lsm_cqw *w, const uint8_t *rep, size_t len, uint64_t count, uint64_t size,
+                        int sync, int alone) {
+    w->next = NULL;
+    w->rep = rep;
+    w->len = len;
+    w->count = count;
+    w->size = size;
+    w->sync = sync;
+    w->alone = alone;
+    w->done = 0;
+    w->status = 0;
+    if (q->tail) q->tail->next = w;
+    else q->head = w;
+    q->tail = w;
+    q->len++;
+    if (q->leader_waits) pthread_cond_signal(&q->grew);
+}
+
+/* The head's group: the head, then each following writer until one that leads alone, one that wants a
+ * sync behind a head that does not (its durability would ride on an unsynced commit otherwise), or one
+ * that would take the group past max_bytes. If the head wants a sync and fewer than wait_for writers are
+ * queued, it first waits up to wait_ns for more to arrive (the threads the last commit woke need the GIL
+ * to queue again): one fdatasync then serves them too, instead of groups alternating between the early
+ * and the late half. */
+static size_t group_locked(lsm_cq *q, uint64_t max_bytes, uint64_t *addrs, size_t max_n, int *need_sync,
+                           int64_t wait_for, int64_t wait_ns) {
+    lsm_cqw *w = q->head;
+    if (w && w->sync && !w->alone && wait_ns > 0 && q->len < wait_for) {
+        struct timespec deadline;
+        clock_gettime(CLOCK_MONOTONIC, &deadline);
+        deadline.tv_sec += wait_ns / 1000000000;
+        deadline.tv_nsec += wait_ns % 1000000000;
+        if (deadline.tv_nsec >= 1000000000) {
+            deadline.tv_sec++;
+            deadline.tv_nsec -= 1000000000;
+        }
+        q->leader_waits = 1;
+        while (q->len < wait_for)
+            if (pthread_cond_timedwait(&q->grew, &q->mu, &deadline) == ETIMEDOUT) break;
+        q->leader_waits = 0;
+    }
+    size_t n = 0;
+    int sync = 0;
+    if (w && max_n > 0) {
+        uint64_t size = w->size;
+        sync = w->sync;
+        addrs[n++] = (uint64_t)(uintptr_t)w;
+        if (!w->alone) {
+            for (lsm_cqw *o = w->next; o && n < max_n; o = o->next) {
+                if (o->alone || (o->sync && !w->sync) || size + o->size > max_bytes) break;
+                size += o->size;
+                sync |= o->sync;
+                addrs[n++] = (uint64_t)(uintptr_t)o;
+            }
+        }
+    }
+    *need_sync = sync;
+    return n;
+}
+
+void lsm_cq_push(lsm_cq *q, lsm_cqw *w, const uint8_t *rep, size_t len, uint64_t count, uint64_t size, int sync,
+                 int alone) {
+    pthread_mutex_lock(&q->mu);
+    push_locked(q, w, rep, len, count, size, sync, alone);
+    pthread_mutex_unlock(&q->mu);
+}
+
+int64_t lsm_cq_group(lsm_cq *q, uint64_t max_bytes, uint64_t *addrs, size_t max_n, int *need_sync,
+                     int64_t wait_for, int64_t wait_ns) {
+    pthread_mutex_lock(&q->mu);
+    size_t n = group_locked(q, max_bytes, addrs, max_n, need_sync, wait_for, wait_ns);
+    pthread_mutex_unlock(&q->mu);
+    return (int64_t)n;
+}
+
+int64_t lsm_cq_join(lsm_cq *q, lsm_cqw *w, const uint8_t *rep, size_t len, uint64_t count, uint64_t size,
+                    int sync, int alone, uint64_t max_bytes, uint64_t *addrs, size_t max_n, int *need_sync,
+                    int64_t wait_for, int64_t wait_ns) {
+    pthread_mutex_lock(&q->mu);
+    push_locked(q, w, rep, len, count, size, sync, alone);
+    while (!w->done && q->head != w) pthread_cond_wait(&w->cv, &q->mu);
+    int64_t r;
+    if (w->done) r = w->status <= 0 ? w->status : LSM_EINVAL;
+    else r = (int64_t)group_locked(q, max_bytes, addrs, max_n, need_sync, wait_for, wait_ns);
+    pthread_mutex_unlock(&q->mu);
+    return r;
+}
+
+int64_t lsm_cq_commit(lsm_cq *q, int fd, const uint8_t *buf, size_t len, uint64_t offset, int do_sync,
+                      void *mem, uint64_t first_seq, size_t n, uint64_t *out) {
+    /* The leader's I/O for the first n queued writers: write buf at offset, fdatasync if asked, then
+     * insert each writer's batch at consecutive sequence numbers from first_seq. out[0] = RANGE_DEL
+     * entries seen, out[1] = key and value bytes inserted, out[2] = bytes written, out[3] = the step
+     * that failed (1 write, 2 sync, 3 memtable). Returns 0; -errno for a failed write or sync (nothing
+     * inserted); or a memtable error (LSM_ECORRUPT, LSM_EINVAL, LSM_ESPACE) after inserting the batches
+     * before the bad one. */
+    out[0] = out[1] = out[2] = out[3] = 0;
+    size_t done = 0;
+    while (done < len) {
+        ssize_t k = pwrite(fd, buf + done, len - done, (off_t)(offset + done));
+        if (k < 0) {
+            if (errno == EINTR) continue;
+            out[2] = done;
+            out[3] = 1;
+            return -(int64_t)errno;
+        }
+        done += (size_t)k;
+    }
+    out[2] = done;
+    if (do_sync && fdatasync(fd) != 0) {
+        out[3] = 2;
+        return -(int64_t)errno;
+    }
+    /* The writers cannot leave the queue before lsm_cq_finish, so the list is stable without q->mu. */
+    lsm_cqw *w;
+    pthread_mutex_lock(&q->mu);
+    w = q->head;
+    pthread_mutex_unlock(&q->mu);
+    uint64_t seq = first_seq, tmp[2];
+    for (size_t i = 0; i < n && w; i++, w = w->next) {
+        int64_t r = lsm_mem_add_rep((lsm_memtable *)mem, w->rep, w->len, seq, w->count, tmp);
+        if (r < 0) {
+            out[3] = 3;
+            return r;
+        }
+        out[0] += tmp[0];
+        out[1] += tmp[1];
+        seq += w->count;
+    }
+    return 0;
+}
+
+int64_t lsm_cq_finish(lsm_cq *q, size_t n, int64_t status) {
+    /* Remove the first n writers (the leader's group, leader first) with `status`, wake the followers
+     * among them and the next head. Returns the queue length left. */
+    pthread_mutex_lock(&q->mu);
+    for (size_t i = 0; i < n && q->head; i++) {
+        lsm_cqw *w = q->head;
+        q->head = w->next;
+        if (!q->head) q->tail = NULL;
+        w->next = NULL;
+        w->status = status;
+        w->done = 1;
+        q->len--;
+        if (i > 0) pthread_cond_signal(&w->cv);
+    }
+    if (q->head) pthread_cond_signal(&q->head->cv);
+    int64_t left = q->len;
+    pthread_mutex_unlock(&q->mu);
+    return left;
+}
+
+int64_t lsm_cq_len(lsm_cq *q) {
+    pthread_mutex_lock(&q->mu);
+    int64_t n = q->len;
+    pthread_mutex_unlock(&q->mu);
+    return n;
+}

@@ -1,0 +1,28 @@
+/* commit.c: the group-commit queue and the leader's WAL write + memtable insert (the pure twin is in
+ * lsmmail/engine/write_path.py). Statuses: 0 ok; > 0 from lsm_cq_join: this caller leads a group of that
+ * many writers; < 0: an error (-errno for I/O, or an LSM_E* code). */
+#ifndef LSM_COMMIT_H
+#define LSM_COMMIT_H
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct lsm_cq lsm_cq;
+typedef struct lsm_cqw lsm_cqw;
+
+lsm_cq *lsm_cq_new(void);
+void lsm_cq_free(lsm_cq *q);
+lsm_cqw *lsm_cqw_new(void);
+void lsm_cqw_free(lsm_cqw *w);
+void lsm_cq_push(lsm_cq *q, lsm_cqw *w, const uint8_t *rep, size_t len, uint64_t count, uint64_t size, int sync,
+                 int alone);
+int64_t lsm_cq_group(lsm_cq *q, uint64_t max_bytes, uint64_t *addrs, size_t max_n, int *need_sync,
+                     int64_t wait_for, int64_t wait_ns);
+int64_t lsm_cq_join(lsm_cq *q, lsm_cqw *w, const uint8_t *rep, size_t len, uint64_t count, uint64_t size,
+                    int sync, int alone, uint64_t max_bytes, uint64_t *addrs, size_t max_n, int *need_sync,
+                    int64_t wait_for, int64_t wait_ns);
+int64_t lsm_cq_commit(lsm_cq *q, int fd, const uint8_t *buf, size_t len, uint64_t offset, int do_sync,
+                      void *mem, uint64_t first_seq, size_t n, uint64_t *out);
+int64_t lsm_cq_finish(lsm_cq *q, size_t n, int64_t status);
+int64_t lsm_cq_len(lsm_cq *q);
+
+#endif

@@ -1,0 +1,211 @@
+"""Group commit through the DB: the C queue (native/commit.c, used on the real file system) and its pure
+twin (the Python queue, used on every other file system or with ``NATIVE_COMMIT`` off) give the same
+database; failures on the C path poison the DB like on the Python path.
+
+Oracle: a model dict built from each thread's own ordered writes (threads write disjoint keys).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import deque
+from pathlib import Path
+
+import pytest
+
+from lsmmail import native
+from lsmmail.engine import write_path
+from lsmmail.engine.batch import WriteBatch
+from lsmmail.engine.db import DB
+from lsmmail.engine.errors import IOFailure, ReadOnlyError
+from lsmmail.engine.fs import FaultInjectingFileSystem, MemFileSystem, OsFileSystem
+from lsmmail.engine.options import Options
+from lsmmail.engine.write_path import NativeWriteQueue
+
+THREADS = 6
+OPS = 150
+
+needs_native = pytest.mark.skipif(not native.AVAILABLE, reason="the C extension is not built or forced off")
+
+
+def _thread_ops(t: int) -> list[tuple[str, bytes, bytes, bool]]:
+    """Thread ``t``'s writes: puts, overwrites, deletes, batches and range deletes over its own keys."""
+    ops = []
+    for i in range(OPS):
+        k = b"t%d-%04d" % (t, (i * 7) % 60)
+        sync = i % 3 == 0
+        if i % 17 == 16:
+            ops.append(("range", k, k + b"\xff", sync))
+        elif i % 5 == 4:
+            ops.append(("delete", k, b"", sync))
+        elif i % 11 == 10:
+            ops.append(("batch", k, b"b%d" % i * 30, sync))
+        else:
+            ops.append(("put", k, b"v%d-%d" % (t, i) * (1 + i % 40), sync))
+    return ops
+
+
+def _apply(model: dict[bytes, bytes], op: tuple[str, bytes, bytes, bool]) -> None:
+    kind, k, v, _ = op
+    if kind == "put":
+        model[k] = v
+    elif kind == "delete":
+        model.pop(k, None)
+    elif kind == "batch":
+        model[k] = v
+        model[k + b"x"] = v
+    else:
+        for key in [key for key in model if k <= key < v]:
+            del model[key]
+
+
+def _run(db: DB, t: int) -> None:
+    for kind, k, v, sync in _thread_ops(t):
+        if kind == "put":
+            db.put(k, v, sync=sync)
+        elif kind == "delete":
+            db.delete(k, sync=sync)
+        elif kind == "batch":
+            b = WriteBatch()
+            b.put(k, v)
+            b.put(k + b"x", v)
+            db.write(b, sync=sync)
+        else:
+            db.delete_range(k, v, sync=sync)
+
+
+def _model() -> dict[bytes, bytes]:
+    model: dict[bytes, bytes] = {}
+    for t in range(THREADS):
+        for op in _thread_ops(t):
+            _apply(model, op)
+    return model
+
+
+@pytest.mark.parametrize("native_commit", [pytest.param(True, marks=needs_native), False])
+def test_concurrent_writers_same_result_on_both_queues(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       native_commit: bool) -> None:
+    monkeypatch.setattr(write_path, "NATIVE_COMMIT", native_commit)
+    d = str(tmp_path / "db")
+    # Small memtables: the leaders switch WALs and memtables while followers wait.
+    db = DB.open(d, Options(memtable_size=32 * 1024))
+    assert isinstance(db._writers, NativeWriteQueue) is native_commit
+    try:
+        threads = [threading.Thread(target=_run, args=(db, t)) for t in range(THREADS)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        model = _model()
+        assert dict(db.scan()) == model
+        st = db._stats
+        writes = sum(len(_thread_ops(t)) for t in range(THREADS))
+        assert st["grouped_writes"] == writes
+        assert st["group_commits"] <= writes
+        db.flush()
+        assert dict(db.scan()) == model
+    finally:
+        db.close()
+    with DB.open(d) as db:
+        assert dict(db.scan()) == model
+        db.verify()
+
+
+def test_queue_choice_follows_the_file_system(tmp_path: Path) -> None:
+    for fs, native_queue in ((MemFileSystem(), False), (FaultInjectingFileSystem(OsFileSystem()), False),
+                             (OsFileSystem(), native.AVAILABLE)):
+        d = str(tmp_path / type(fs).__name__) if not isinstance(fs, MemFileSystem) else "/db"
+        with DB.open(d, Options(fs=fs)) as db:
+            assert isinstance(db._writers, NativeWriteQueue) is native_queue
+            assert isinstance(db._writers, deque) is not native_queue
+            db.put(b"k", b"v", sync=True)
+            assert db.get(b"k") == b"v"
+
+
+@needs_native
+def test_failed_fdatasync_on_the_c_path_refuses_writes(tmp_path: Path) -> None:
+    d = str(tmp_path / "db")
+    db = DB.open(d)
+    try:
+        assert isinstance(db._writers, NativeWriteQueue)
+        db.put(b"a", b"1", sync=True)
+        db.put(b"b", b"2")
+        # The WAL's descriptor now names /dev/null: the write succeeds, fdatasync fails (EINVAL).
+        assert db._log is not None
+        fd = db._log.file.fileno()  # type: ignore[attr-defined]
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, fd)
+        os.close(null)
+        with pytest.raises(IOFailure) as info:
+            db.put(b"c", b"3", sync=True)
+        assert info.value.errno == 22
+        with pytest.raises(ReadOnlyError):
+            db.put(b"d", b"4")
+        with pytest.raises(ReadOnlyError):
+            db.delete(b"a", sync=True)
+        # Reads go on; the failed write was not acknowledged and is not visible.
+        assert db.get(b"a") == b"1" and db.get(b"b") == b"2" and db.get(b"c") is None
+    finally:
+        db.close()
+    with DB.open(d) as db:
+        assert db.get(b"a") == b"1"
+        db.put(b"e", b"5", sync=True)
+        assert db.get(b"e") == b"5"
+
+
+@needs_native
+def test_failed_write_fails_every_follower_of_the_group(tmp_path: Path) -> None:
+    """Writers queued behind a failing leader get the same error; later writers get ReadOnlyError."""
+    d = str(tmp_path / "db")
+    db = DB.open(d)
+    errors: list[BaseException] = []
+    try:
+        db.put(b"a", b"1", sync=True)
+        assert db._log is not None
+        fd = db._log.file.fileno()  # type: ignore[attr-defined]
+        ro = os.open(tmp_path / "ro", os.O_RDONLY | os.O_CREAT)
+        os.dup2(ro, fd)  # writes now fail with EBADF
+        os.close(ro)
+
+        def writer(i: int) -> None:
+            try:
+                db.put(b"k%d" % i, b"v", sync=True)
+            except (IOFailure, ReadOnlyError) as e:
+                errors.append(e)
+
+        threads = [threading.Thread(target=writer, args=(i,)) for i in range(8)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert len(errors) == 8
+        assert any(isinstance(e, IOFailure) and e.errno == 9 for e in errors)
+        assert all(db.get(b"k%d" % i) is None for i in range(8))
+    finally:
+        db.close()
+    with DB.open(d) as db:
+        assert db.get(b"a") == b"1"
+
+
+@needs_native
+def test_close_waits_for_queued_native_writers(tmp_path: Path) -> None:
+    d = str(tmp_path / "db")
+    db = DB.open(d)
+
+    def writer() -> None:
+        for i in range(300):
+            try:
+                db.put(b"k%04d" % i, b"v" * 100, sync=i % 10 == 0)
+            except Exception:  # noqa: BLE001 - DBClosed once close() started
+                break
+
+    threads = [threading.Thread(target=writer) for _ in range(4)]
+    for th in threads:
+        th.start()
+    db.close()
+    for th in threads:
+        th.join()
+    assert len(db._writers) == 0
+    with DB.open(d) as db2:
+        db2.verify()

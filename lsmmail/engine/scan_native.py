@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_left
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from itertools import chain
 from struct import unpack_from
 from typing import Any
 
@@ -40,7 +41,8 @@ _ffi = native_lib._ffi
 _c_load = native_pointget.block_load_get_native if _lib is not None and native_pointget.READY else None
 
 #: Entries per kernel call at most. A call also ends whenever a source needs its next block (every ~15
-#: entries of 1 KiB values per source), so this bounds only scans over small values.
+#: entries of 1 KiB values per source), so this bounds only scans over small values. (First pages of 16
+#: or 25, so a seek + 50 copies no entry it does not take, measured no faster: 67-69 vs 69 us fwd.)
 _PAGE = 256
 
 #: Initial page buffer (grown when one entry does not fit): 256 entries of ~1 KiB.
@@ -167,7 +169,7 @@ def _step(src: _TableSource, start: bytes | None, reverse: bool) -> bool:
         src.bi = src.tables[src.fi].num_data_blocks
 
 
-def native_scan(
+def _pages(
     mems: list[Any],
     table_sources: list[list[FileMeta]],
     open_table: Callable[[FileMeta], TableReader],
@@ -178,13 +180,14 @@ def native_scan(
     tombs: list[tuple[int, bytes, bytes]],
     read_blob: Callable[[bytes], bytes],
     pin: object = None,
-) -> Iterator[tuple[bytes, bytes]]:
-    """Visible ``(key, value)`` pairs of ``start <= key < end`` at ``snapshot_seq``, in key order or
-    reverse. ``mems`` are :class:`~lsmmail.engine.memtable_native.NativeMemTable`s; each item of
-    ``table_sources`` is one L0 table or the in-range tables of one level, in key order (opened with
-    ``open_table``). List sources newest first. A generator: nothing is opened or read until the first
-    ``next``, so errors surface there; read errors are raised as ``IOFailure``. ``pin`` (the read
-    state's version) is held until the generator is done, keeping the files it reads alive."""
+) -> Iterator[Iterable[tuple[bytes, bytes]]]:
+    """The pages of :func:`native_scan`: iterables of the visible ``(key, value)`` pairs of
+    ``start <= key < end`` at ``snapshot_seq``, in key order or reverse. ``mems`` are native
+    memtables (``NativeMemTable``); each item of ``table_sources`` is one L0 table or the in-range
+    tables of one level, in key order (opened with ``open_table``). List sources newest first. A
+    generator: nothing is opened or read until the first ``next``, so errors surface there; read errors
+    are raised as ``IOFailure``. ``pin`` (the read state's version) is held until the generator is
+    done, keeping the files it reads alive."""
     _pin = pin  # noqa: F841
     try:
         lib, ffi = _lib, _ffi
@@ -224,12 +227,11 @@ def native_scan(
                 pieces = unpack_from(ffi.buffer(sc.fmt, state[4])[:], sc.view)
                 if blobs:
                     kinds = ffi.unpack(sc.kinds, n)
-                    for i in range(n):
-                        v = pieces[2 * i + 1]
-                        yield pieces[2 * i], (read_blob(v) if kinds[i] == KIND_BLOB else v)
+                    yield [(pieces[2 * i], read_blob(pieces[2 * i + 1]) if kinds[i] == KIND_BLOB
+                            else pieces[2 * i + 1]) for i in range(n)]
                 else:
                     it = iter(pieces)
-                    yield from zip(it, it, strict=True)  # the same iterator: key, value
+                    yield zip(it, it, strict=True)  # the same iterator: key, value
             if status == _LSM_SCAN_END:
                 return
             if status == _LSM_SCAN_NEED:
@@ -251,3 +253,22 @@ def native_scan(
     except OSError as e:
         # Table files let read errors through as plain OSError.
         raise IOFailure(e.errno, f"read failed: {e}") from e
+
+
+def native_scan(
+    mems: list[Any],
+    table_sources: list[list[FileMeta]],
+    open_table: Callable[[FileMeta], TableReader],
+    start: bytes | None,
+    end: bytes | None,
+    reverse: bool,
+    snapshot_seq: int,
+    tombs: list[tuple[int, bytes, bytes]],
+    read_blob: Callable[[bytes], bytes],
+    pin: object = None,
+) -> Iterator[tuple[bytes, bytes]]:
+    """Visible ``(key, value)`` pairs of ``start <= key < end`` at ``snapshot_seq``, in key order or
+    reverse: :func:`_pages` flattened by ``chain``, so taking an entry runs no Python frame (a page's
+    generator resumes only when the page is used up, and reads the next block only then)."""
+    return chain.from_iterable(_pages(mems, table_sources, open_table, start, end, reverse, snapshot_seq,
+                                      tombs, read_blob, pin))

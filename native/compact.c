@@ -16,7 +16,9 @@
  * to its blob file's garbage; a kept one names its blob file in its output block's list; a kept one
  * into a blob file being relocated adds the same garbage and is rewritten to point at the next record
  * of the relocation blob file (whose offsets follow from the value lengths alone: records are
- * contiguous), and the caller copies the value there in the same order. Python (compact_native.py)
+ * contiguous), and the caller copies the value there in the same order. A PUT value of at least
+ * spill_min bytes is spilled the same way: its entry becomes a BLOB reference to the next record, and
+ * the value is handed to the caller in a spill buffer (OutputSink.add's rule for large values). Python (compact_native.py)
  * feeds blocks, drains closed blocks and writes them through BlockTableWriter: no Python per entry. */
 #include <stdlib.h>
 #include <string.h>
@@ -78,6 +80,7 @@ struct lsm_compactor {
     uint64_t *reloc_set;
     size_t nreloc_set;
     uint64_t reloc_number, reloc_off;
+    uint64_t spill_min; /* PUT values of at least this many bytes move to the blob file (0: none) */
     /* Garbage per blob file, sorted by file number. */
     uint64_t *g_num, *g_count, *g_bytes;
     size_t gn, gcap;
@@ -89,6 +92,7 @@ struct lsm_compactor {
     uint64_t *bblobs; /* distinct blob files the open block references, in first-use order */
     uint64_t *brelocs; /* 4 per relocated entry of the open block: file, offset, length, new offset */
     size_t nbblobs, nbrelocs; /* nbrelocs counts entries (4 words each); both <= ecap */
+    vec bspill; /* values of the open block's spilled entries, in order */
     int closing; /* the open block is complete and waits for room in the output */
     uint64_t max_put;
 };
@@ -185,7 +189,7 @@ static void sift_up(lsm_compactor *m, size_t i) {
 lsm_compactor *lsm_cmp_new(size_t k, const uint64_t *snaps, size_t nsnap, int bottommost, size_t block_size,
                            uint32_t ri, const uint64_t *tomb_seqs, const uint8_t *tomb_keys,
                            const uint64_t *tomb_key_end, size_t ntomb, const uint64_t *relocate,
-                           size_t nrelocate, uint64_t reloc_number) {
+                           size_t nrelocate, uint64_t reloc_number, uint64_t spill_min) {
     if (ri == 0 || block_size == 0 || k == 0) return NULL;
     for (size_t i = 1; i < nrelocate; i++)
         if (relocate[i] <= relocate[i - 1]) return NULL;
@@ -227,6 +231,7 @@ lsm_compactor *lsm_cmp_new(size_t k, const uint64_t *snaps, size_t nsnap, int bo
     m->nreloc_set = nrelocate;
     m->reloc_number = reloc_number;
     m->reloc_off = 16; /* blob.HEADER_SIZE: the first record follows the header */
+    m->spill_min = spill_min;
     m->bottommost = bottommost;
     m->block_size = block_size;
     m->ri = ri;
@@ -259,6 +264,7 @@ void lsm_cmp_free(lsm_compactor *m) {
     free(m->trailers);
     free(m->bblobs);
     free(m->brelocs);
+    free(m->bspill.p);
     free(m);
 }
 
@@ -467,20 +473,54 @@ static int emit(lsm_compactor *m, const cursor *c, const uint8_t *val, size_t vl
     return 0;
 }
 
-/* Keep the current entry of c: a blob reference is checked, counted and maybe relocated. */
-static int keep(lsm_compactor *m, const cursor *c) {
-    if ((c->trailer & 0xFF) != 2) return emit(m, c, c->val, c->vlen, NULL, NULL);
+/* A reference to the next record of the blob file, which will hold a value of vlen bytes; rec = the
+ * record's (a, b, vlen, offset). */
+static size_t next_record(lsm_compactor *m, uint64_t vlen, uint64_t a, uint64_t b, uint8_t *ref, uint64_t *rec) {
+    rec[0] = a;
+    rec[1] = b;
+    rec[2] = vlen;
+    rec[3] = m->reloc_off;
+    size_t n = lsm_put_varint(ref, m->reloc_number);
+    n += lsm_put_varint(ref + n, m->reloc_off);
+    n += lsm_put_varint(ref + n, vlen);
+    m->reloc_off += 8 + vlen; /* u32 length, u32 checksum, value */
+    return n;
+}
+
+/* Keep a PUT whose value moves to the blob file: the entry becomes a BLOB reference (kind 2 in its key
+ * and trailer) and the value goes to the block's spill buffer; its record has b = 0 (a relocation's
+ * offset is at least 16) and a = the value's offset in the spill output. */
+static int spill(lsm_compactor *m, cursor *c) {
+    if (vec_reserve(&m->bspill, c->vlen)) return LSM_ESPACE;
+    uint64_t rec[4];
+    uint8_t ref[30];
+    size_t n = next_record(m, c->vlen, m->bspill.len, 0, ref, rec);
+    memcpy(m->bspill.p + m->bspill.len, c->val, c->vlen);
+    m->bspill.len += c->vlen;
+    uint8_t *kind = c->key.p + c->key.len - 8;
+    uint64_t t = c->trailer;
+    *kind = 2;
+    c->trailer = (t & ~(uint64_t)0xFF) | 2;
+    int r = emit(m, c, ref, n, &m->reloc_number, rec);
+    *kind = (uint8_t)(t & 0xFF); /* the next key of this input block may share these bytes */
+    c->trailer = t;
+    return r;
+}
+
+/* Keep the current entry of c: a blob reference is checked, counted and maybe relocated; a large PUT
+ * value is spilled. */
+static int keep(lsm_compactor *m, cursor *c) {
+    uint64_t kind = c->trailer & 0xFF;
+    if (kind == 1 && m->spill_min && c->vlen >= m->spill_min) return spill(m, c);
+    if (kind != 2) return emit(m, c, c->val, c->vlen, NULL, NULL);
     uint64_t num, off, vlen;
     if (parse_ref(c->val, c->vlen, &num, &off, &vlen)) return LSM_ECORRUPT;
     if (!m->nreloc_set || !relocating(m, num)) return emit(m, c, c->val, c->vlen, &num, NULL);
     int r = add_garbage(m, num, vlen);
     if (r) return r;
-    uint64_t rec[4] = {num, off, vlen, m->reloc_off};
+    uint64_t rec[4];
     uint8_t ref[30];
-    size_t n = lsm_put_varint(ref, m->reloc_number);
-    n += lsm_put_varint(ref + n, m->reloc_off);
-    n += lsm_put_varint(ref + n, vlen);
-    m->reloc_off += 8 + vlen; /* u32 length, u32 checksum, value */
+    size_t n = next_record(m, vlen, num, off, ref, rec);
     return emit(m, c, ref, n, &m->reloc_number, rec);
 }
 
@@ -497,7 +537,8 @@ static int drain(lsm_compactor *m, lsm_cmp_out *o) {
     size_t nr = (m->bn + m->ri - 1) / m->ri;
     size_t need = m->blk.len + 4 * nr + 4;
     if (o->cap - o->pos < need || o->keycap - o->kpos < m->ukeys.len || o->max_keys - o->ne < m->bn ||
-        o->nb >= o->max_blocks || o->max_keys - o->nblobs < m->nbblobs || o->max_keys - o->nrelocs < m->nbrelocs)
+        o->nb >= o->max_blocks || o->max_keys - o->nblobs < m->nbblobs || o->max_keys - o->nrelocs < m->nbrelocs ||
+        o->spillcap - o->spos < m->bspill.len)
         return 1;
     memcpy(o->buf + o->pos, m->blk.p, m->blk.len);
     o->pos += m->blk.len;
@@ -519,8 +560,15 @@ static int drain(lsm_compactor *m, lsm_cmp_out *o) {
     o->kpos += m->ukeys.len;
     if (m->nbblobs) memcpy(o->blobs + o->nblobs, m->bblobs, m->nbblobs * sizeof(uint64_t));
     o->nblobs += m->nbblobs;
-    if (m->nbrelocs) memcpy(o->relocs + 4 * o->nrelocs, m->brelocs, 4 * m->nbrelocs * sizeof(uint64_t));
+    for (size_t i = 0; i < m->nbrelocs; i++) {
+        uint64_t *r = o->relocs + 4 * (o->nrelocs + i);
+        memcpy(r, m->brelocs + 4 * i, 4 * sizeof(uint64_t));
+        if (r[1] == 0) r[0] += o->spos; /* a spill: its offset in the output's spill buffer */
+    }
     o->nrelocs += m->nbrelocs;
+    if (m->bspill.len) memcpy(o->spill + o->spos, m->bspill.p, m->bspill.len);
+    o->spos += m->bspill.len;
+    m->bspill.len = 0;
     m->blk.len = m->ukeys.len = 0;
     m->bn = 0;
     m->bvbytes = 0;
@@ -536,12 +584,14 @@ int64_t lsm_cmp_step(lsm_compactor *m, lsm_cmp_out *o, uint64_t *state) {
      * kpos, ne, nblobs, nrelocs: the caller zeroes them after draining, or feeds a run and steps again
      * without draining). Block b = buf[block_end[b-1]:block_end[b]] with block_nent[b] entries of
      * block_vbytes[b] value bytes, whose user keys and trailers follow in keys/key_end/trailers, and
-     * block_nblobs[b] distinct referenced blob files in blobs; relocs holds 4 words per relocated entry
-     * (old file, old offset, value length, new offset), in entry order. state[3] = the largest PUT value
+     * block_nblobs[b] distinct referenced blob files in blobs; relocs holds 4 words per entry whose value
+     * goes to the blob file, in entry order: (old file, old offset, value length, new offset) for a
+     * relocated reference, (offset in spill, 0, value length, new offset) for a spilled PUT value,
+     * whose bytes are in spill[..spos]. state[3] = the largest PUT value
      * emitted so far. Returns the number of blocks in the output; negative: LSM_ECORRUPT (bad block or
      * blob reference), LSM_ESPACE or LSM_EINVAL. */
     if (o->pos > o->cap || o->nb > o->max_blocks || o->kpos > o->keycap || o->ne > o->max_keys ||
-        o->nblobs > o->max_keys || o->nrelocs > o->max_keys)
+        o->nblobs > o->max_keys || o->nrelocs > o->max_keys || o->spos > o->spillcap)
         return LSM_EINVAL;
     state[0] = state[1] = state[2] = 0;
     int64_t rc = 0;

@@ -22,12 +22,14 @@ typedef struct {
     size_t nblobs;
     uint64_t *relocs;
     size_t nrelocs;
+    uint8_t *spill;
+    size_t spillcap, spos;
 } lsm_cmp_out;
 
 lsm_compactor *lsm_cmp_new(size_t k, const uint64_t *snaps, size_t nsnap, int bottommost, size_t block_size,
                            uint32_t ri, const uint64_t *tomb_seqs, const uint8_t *tomb_keys,
                            const uint64_t *tomb_key_end, size_t ntomb, const uint64_t *relocate,
-                           size_t nrelocate, uint64_t reloc_number);
+                           size_t nrelocate, uint64_t reloc_number, uint64_t spill_min);
 void lsm_cmp_free(lsm_compactor *m);
 int lsm_cmp_feed(lsm_compactor *m, uint32_t run, const uint8_t *blk, size_t len);
 int64_t lsm_cmp_step(lsm_compactor *m, lsm_cmp_out *o, uint64_t *state);

@@ -18,8 +18,9 @@ decoded (``Corruption`` if malformed, or if a field does not fit 64 bits); a dro
 (the table's ``blob_files``); a kept one into a file of ``relocate`` adds the same garbage and is rewritten
 to point at the next record of blob file ``reloc_number`` (offsets follow from the value lengths:
 records are contiguous, the first at offset 16), and the chunk lists it for the caller to copy there.
-PUT values are never moved to a blob file here: the caller checks the largest PUT value reported against
-``min_blob_size`` and redoes such a compaction per entry. A malformed input block raises ``Corruption``.
+A kept PUT value of at least ``spill_min`` bytes (0: none) moves to that blob file the same way (the entry
+becomes a BLOB reference; the chunk carries the value): ``OutputSink.add``'s rule for large values, so a
+flush of large values can run here too. A malformed input block raises ``Corruption``.
 """
 
 from __future__ import annotations
@@ -36,10 +37,11 @@ from .keys import KIND_BLOB, KIND_PUT
 
 #: (data blocks, entries per block, user keys, trailers, value bytes per block, largest PUT value so far,
 #: distinct blob files referenced per block (a count per block), those blob file numbers (flat),
-#: relocations (flat, 4 per relocated entry in entry order: old file, old offset, value length, offset
-#: of the record in the relocation file)).
+#: records for the blob file (flat, 4 per entry in entry order: old file, old offset, value length, offset
+#: of the record in the blob file for a relocated reference; offset in ``spill``, 0, value length, offset
+#: of the record for a spilled PUT value), spill (the spilled values, concatenated)).
 CompactRun = tuple[list[bytes], list[int], list[bytes], list[int], list[int], int, list[int], list[int],
-                   list[int]]
+                   list[int], bytes]
 #: Blob file number -> [references, value bytes] that became garbage (OutputFiles.garbage's shape).
 Garbage = dict[int, list[int]]
 #: (sequence, start, end) as in version.RangeTombstone.
@@ -76,7 +78,7 @@ def _add_garbage(garbage: Garbage, number: int, length: int) -> None:
 def compact_blocks_pure(runs: Sequence[Iterator[bytes]], snapshots: list[int], bottommost: bool,
                         block_size: int, restart_interval: int, tombs: Sequence[Tomb] = (),
                         relocate: frozenset[int] = frozenset(), reloc_number: int = 0,
-                        garbage: Garbage | None = None) -> Iterator[CompactRun]:
+                        garbage: Garbage | None = None, spill_min: int = 0) -> Iterator[CompactRun]:
     """The Python twin of :func:`compact_blocks_native` (same chunks' concatenation, not the same
     chunking; the same ``garbage`` once exhausted)."""
     from .compaction import drop_hidden  # compaction imports this module
@@ -97,6 +99,7 @@ def compact_blocks_pure(runs: Sequence[Iterator[bytes]], snapshots: list[int], b
     nblobs: list[int] = []
     bnums: list[int] = []
     relocs: list[int] = []
+    spill = bytearray()
     block_blobs: list[int] = []
     nv = 0
     max_put = 0
@@ -104,7 +107,16 @@ def compact_blocks_pure(runs: Sequence[Iterator[bytes]], snapshots: list[int], b
     reloc_off = HEADER_SIZE
     merged = merge_entries([_entries_of(r) for r in runs])
     for uk, seq, kind, value in drop_hidden(merged, snapshots, bottommost, list(tombs), on_drop):
-        if kind == KIND_BLOB:
+        if kind == KIND_PUT and spill_min and len(value) >= spill_min:
+            length = len(value)
+            relocs += (len(spill), 0, length, reloc_off)
+            spill += value
+            kind = KIND_BLOB
+            value = encode_blob_ref(reloc_number, reloc_off, length)
+            reloc_off += RECORD_HEADER_SIZE + length
+            if reloc_number not in block_blobs:
+                block_blobs.append(reloc_number)
+        elif kind == KIND_BLOB:
             number, offset, length = blob_ref_fields(value)
             if number in relocate:
                 _add_garbage(g, number, length)
@@ -138,13 +150,13 @@ def compact_blocks_pure(runs: Sequence[Iterator[bytes]], snapshots: list[int], b
         nblobs.append(len(block_blobs))
         bnums += block_blobs
     if blocks:
-        yield blocks, nents, ukeys, trailers, vbytes, max_put, nblobs, bnums, relocs
+        yield blocks, nents, ukeys, trailers, vbytes, max_put, nblobs, bnums, relocs, bytes(spill)
 
 
 class _Out:
     """The output buffers of one native compactor (an ``lsm_cmp_out`` and the arrays it points at)."""
 
-    def __init__(self, cap: int, max_blocks: int, keycap: int, max_keys: int) -> None:
+    def __init__(self, cap: int, max_blocks: int, keycap: int, max_keys: int, spillcap: int) -> None:
         new = native._new
         self.o = o = _ffi.new("lsm_cmp_out *")
         # Keep every array alive as long as the struct that points at it.
@@ -152,15 +164,15 @@ class _Out:
             new("uint8_t[]", cap), new("uint64_t[]", max_blocks), new("uint64_t[]", max_blocks),
             new("uint64_t[]", max_blocks), new("uint64_t[]", max_blocks), new("uint8_t[]", keycap),
             new("uint64_t[]", max_keys), new("uint64_t[]", max_keys), new("uint64_t[]", max_keys),
-            new("uint64_t[]", 4 * max_keys))
+            new("uint64_t[]", 4 * max_keys), new("uint8_t[]", spillcap))
         (o.buf, o.block_end, o.block_nent, o.block_vbytes, o.block_nblobs, o.keys, o.key_end, o.trailers,
-         o.blobs, o.relocs) = self.arrays
-        o.cap, o.max_blocks, o.keycap, o.max_keys = cap, max_blocks, keycap, max_keys
+         o.blobs, o.relocs, o.spill) = self.arrays
+        o.cap, o.max_blocks, o.keycap, o.max_keys, o.spillcap = cap, max_blocks, keycap, max_keys, spillcap
         self.reset()
 
     def reset(self) -> None:
         o = self.o
-        o.pos = o.nb = o.kpos = o.ne = o.nblobs = o.nrelocs = 0
+        o.pos = o.nb = o.kpos = o.ne = o.nblobs = o.nrelocs = o.spos = 0
 
     def take(self, max_put: int) -> CompactRun:
         """The blocks in the buffers as a chunk (the caller resets them)."""
@@ -173,13 +185,14 @@ class _Out:
         return (blocks, ffi.unpack(o.block_nent, nb), ukeys, ffi.unpack(o.trailers, ne),
                 ffi.unpack(o.block_vbytes, nb), max_put, ffi.unpack(o.block_nblobs, nb),
                 ffi.unpack(o.blobs, o.nblobs) if o.nblobs else [],
-                ffi.unpack(o.relocs, 4 * o.nrelocs) if o.nrelocs else [])
+                ffi.unpack(o.relocs, 4 * o.nrelocs) if o.nrelocs else [],
+                ffi.buffer(o.spill, o.spos)[:] if o.spos else b"")
 
 
 def compact_blocks_native(runs: Sequence[Iterator[bytes]], snapshots: list[int], bottommost: bool,
                           block_size: int, restart_interval: int, tombs: Sequence[Tomb] = (),
                           relocate: frozenset[int] = frozenset(), reloc_number: int = 0,
-                          garbage: Garbage | None = None) -> Iterator[CompactRun]:
+                          garbage: Garbage | None = None, spill_min: int = 0) -> Iterator[CompactRun]:
     """native/compact.c over the same inputs: see the module docstring. ``garbage`` is complete once the
     generator is exhausted."""
     lib, ffi = _lib, _ffi
@@ -196,7 +209,7 @@ def compact_blocks_native(runs: Sequence[Iterator[bytes]], snapshots: list[int],
         tends = ffi.new("uint64_t[]", ends)
     rel = ffi.new("uint64_t[]", sorted(relocate)) if relocate else ffi.NULL
     m = lib.lsm_cmp_new(len(runs), snaps, len(snapshots), int(bottommost), block_size, restart_interval,
-                        tseqs, tkeys, tends, len(tombs), rel, len(relocate), reloc_number)
+                        tseqs, tkeys, tends, len(tombs), rel, len(relocate), reloc_number, spill_min)
     if m == ffi.NULL:
         raise MemoryError("compactor")
     m = ffi.gc(m, lib.lsm_cmp_free)
@@ -221,7 +234,9 @@ def compact_blocks_native(runs: Sequence[Iterator[bytes]], snapshots: list[int],
         feed(j)
     cap = max(_CHUNK_BYTES, 4 * block_size)
     max_blocks = cap // 64 + 16
-    out = _Out(cap, max_blocks, cap // 4, cap // 16)
+    # Spilled values come with their block: a 16 KiB block of ~30-byte references may carry ~10 MiB.
+    spillcap = 4 * cap if spill_min else 0
+    out = _Out(cap, max_blocks, cap // 4, cap // 16, spillcap)
     state = ffi.new("uint64_t[4]")
     while True:
         nb = lib.lsm_cmp_step(m, out.o, state)
@@ -241,7 +256,8 @@ def compact_blocks_native(runs: Sequence[Iterator[bytes]], snapshots: list[int],
             if nb == 0 and state[1]:
                 cap *= 2
                 max_blocks *= 2
-                out = _Out(cap, max_blocks, cap // 4, cap // 16)
+                spillcap *= 2
+                out = _Out(cap, max_blocks, cap // 4, cap // 16, spillcap)
         elif reason == 2:
             if garbage is not None:
                 _collect_garbage(m, garbage)

@@ -237,6 +237,7 @@ class OutputSink:
         self._blob: BlobFileWriter | None = None
         self._blob_file = None
         self._blob_number: int | None = None
+        self._next_table: int | None = None
 
     def _blob_writer(self) -> BlobFileWriter:
         if self._blob is None:
@@ -312,9 +313,9 @@ class OutputSink:
 
     def add_compacted(self, runs: Iterable[CompactRun]) -> None:
         """Write the data blocks of :func:`~lsmmail.engine.compact_native.compact_blocks` through
-        :class:`BlockTableWriter`, on a fresh sink, copying the values of relocated blob references into
-        the blob file whose number :meth:`reserve_blob_number` gave the kernel (PUT values all stay in
-        the tables: the caller checks the largest one against ``min_blob_size``).
+        :class:`BlockTableWriter`, on a fresh sink, copying the values of relocated blob references and
+        the spilled large PUT values into the blob file whose number :meth:`reserve_blob_number` gave the
+        kernel.
 
         Files are cut at block boundaries: a new table starts before the first block, once the table's
         written data reaches ``max_file_size``, whose first user key differs from the last one written
@@ -324,9 +325,9 @@ class OutputSink:
         w: BlockTableWriter | None = None
         last_uk = self._last_key
         limit = self.max_file_size
-        for blocks, nents, ukeys, trailers, vbytes, _, nblobs, bnums, relocs in runs:
+        for blocks, nents, ukeys, trailers, vbytes, _, nblobs, bnums, relocs, spill in runs:
             if relocs:
-                self._relocate(relocs)
+                self._relocate(relocs, spill)
             if w is not None and w.data_size + sum(map(len, blocks)) + 5 * len(blocks) < limit:
                 # No cut can fall in this chunk (a stored block is at most its raw size plus the 5-byte
                 # trailer): one call for all of its blocks instead of one per block.
@@ -348,7 +349,7 @@ class OutputSink:
                     self._finish_table()
                     w = None
                 if w is None:
-                    self._number = self.new_file_number()
+                    self._number = self._table_number()
                     self._file = self.fs.create(os.path.join(self.dbdir, f"{self._number:06d}.sst"))
                     w = BlockTableWriter(self._file, self.table_opts)
                     self._builder = w  # type: ignore[assignment]
@@ -363,6 +364,20 @@ class OutputSink:
                 i = j
         self._last_key = last_uk
 
+    def reserve_table_number(self) -> int:
+        """Allocate the number of the next table now (a flush takes its table's number before its blob
+        file's, as the per-entry path does)."""
+        if self._next_table is None:
+            self._next_table = self.new_file_number()
+        return self._next_table
+
+    def _table_number(self) -> int:
+        n = self._next_table
+        if n is None:
+            return self.new_file_number()
+        self._next_table = None
+        return n
+
     def reserve_blob_number(self) -> int:
         """Allocate the number of the blob file this sink will write (created on first use): the block
         path needs it before the first relocated reference is rewritten."""
@@ -370,17 +385,19 @@ class OutputSink:
             self._blob_number = self.new_file_number()
         return self._blob_number
 
-    def _relocate(self, relocs: list[int]) -> None:
-        """Copy relocated values (4 ints each: file, offset, length, new offset) into the blob file, in
-        order; each lands where the kernel's rewritten reference says (records are contiguous, and
-        ``read_blob`` checks each value's length against its reference)."""
+    def _relocate(self, relocs: list[int], spill: bytes) -> None:
+        """Copy values into the blob file, in order (4 ints each: file, offset, length, new offset for a
+        relocated reference; offset in ``spill``, 0, length, new offset for a spilled PUT value); each
+        lands where the kernel's reference says (records are contiguous, and ``read_blob`` checks each
+        relocated value's length against its reference)."""
         w = self._blob_writer()
         read = self.read_blob
+        view = memoryview(spill)
         for k in range(0, len(relocs), 4):
-            number, offset, length, new_offset = relocs[k:k + 4]
+            a, offset, length, new_offset = relocs[k:k + 4]
             if w.size != new_offset:
-                raise RuntimeError(f"blob relocation out of step: record at {w.size}, expected {new_offset}")
-            w.add(read(encode_blob_ref(number, offset, length)))
+                raise RuntimeError(f"blob records out of step: record at {w.size}, expected {new_offset}")
+            w.add(view[a:a + length] if offset == 0 else read(encode_blob_ref(a, offset, length)))
 
     def _finish_table(self) -> None:
         assert self._builder is not None and self._file is not None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -137,3 +138,54 @@ def test_block_path_matches_entry_path(case, block_size, max_file_size, compress
     # Each table names exactly the blob files its references point at.
     for f, t in zip(files, got_entries, strict=True):
         assert f.blob_files == tuple(sorted({decode_blob_ref(e[3])[0] for e in t if e[2] == 2}))
+
+
+_flush_op = st.tuples(st.sampled_from(["put", "put", "put", "del"]), st.binary(min_size=1, max_size=12),
+                      st.sampled_from([0, 7, 60, 300, 1500, 5000]))
+
+
+@pytest.mark.skipif(not native.BUILT, reason="the flush's block path needs the C memtable")
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.lists(_flush_op, min_size=1, max_size=60), min_size=1, max_size=3),
+       st.sampled_from([64, 512, 4096]), st.sampled_from([1, 300, 1500]), st.booleans(),
+       st.randoms(use_true_random=False))
+def test_flush_of_large_values_matches_entry_path(batches, block_size, min_blob, compression, rnd) -> None:  # type: ignore[no-untyped-def]
+    # The flush of a memtable holding values of at least min_blob_size (maintenance: the skiplist's
+    # blocks through the kernel, which moves those values to the blob file) against OutputSink.add_run
+    # per entry: the same table and blob file, byte for byte, and the same numbers.
+    from lsmmail.engine.batch import WriteBatch
+    from lsmmail.engine.memtable_native import NativeMemTable
+
+    mem = NativeMemTable(1)
+    seq = 1
+    for ops in batches:
+        wb = WriteBatch()
+        for op, k, size in ops:
+            if op == "del":
+                wb.delete(k)
+            else:
+                wb.put(k, rnd.randbytes(size))
+        mem.add_batch(seq, wb.entries, wb.encoded_entries())
+        seq += len(wb)
+    opts = Options(block_size=block_size, compression=compression, min_blob_size=min_blob)
+    fs = MemFileSystem()
+    fs.makedirs("db")
+    want_sink = _sink(fs, opts, float("inf"), frozenset())
+    for ikeys, values in mem.flush_runs():
+        want_sink.add_run(ikeys, values)
+    want = want_sink.finish()
+    for fn in (compact_blocks_pure, compact_blocks_native):
+        fs2 = MemFileSystem()
+        fs2.makedirs("db")
+        sink = _sink(fs2, opts, float("inf"), frozenset())
+        sink.reserve_table_number()
+        number = sink.reserve_blob_number()
+        blocks = (raw for run in mem.flush_blocks(block_size, 16) for raw in run[0])
+        sink.add_compacted(fn([blocks], [], False, block_size, 16, (), frozenset(), number, None, min_blob))
+        got = sink.finish()
+        assert _metas(got.files) == _metas(want.files)
+        assert [repr(b) for b in got.blobs] == [repr(b) for b in want.blobs]
+        for f in want.files:
+            assert fs2.read_file(f"db/{f.number:06d}.sst") == fs.read_file(f"db/{f.number:06d}.sst")
+        for b in want.blobs:
+            assert fs2.read_file(f"db/{b.number:06d}.blob") == fs.read_file(f"db/{b.number:06d}.blob")

@@ -56,17 +56,26 @@ def _case(draw: st.DrawFn) -> tuple:
         a, b = sorted([draw(st.sampled_from(keys + [b"", b"\xff"])), draw(st.binary(max_size=12))])
         tombs.append((draw(st.sampled_from(seqs + [2**56 - 1])), a, b))
     relocate = frozenset(draw(st.lists(st.sampled_from([1, 3, 300, 2**63 + 5]), max_size=2)))
+    spill = draw(st.sampled_from([0, 0, 1, 50, 200]))
     bottom = draw(st.booleans())
     block_size = draw(st.sampled_from([64, 100, 512, 4096]))
     ri = draw(st.sampled_from([1, 2, 16]))
     cuts = [draw(st.sampled_from([1, 64, 700, 5000])) for _ in range(k)]
-    return runs, snaps, bottom, block_size, ri, cuts, tombs, relocate
+    return runs, snaps, bottom, block_size, ri, cuts, tombs, relocate, spill
 
 
 def _flatten(chunks: list) -> tuple:
     blocks, nents, ukeys, trailers, vbytes, nblobs, bnums, relocs = [], [], [], [], [], [], [], []
     max_put = 0
-    for b, n, u, t, v, mp, nb, bn, rl in chunks:
+    spill = b""
+    for b, n, u, t, v, mp, nb, bn, rl, sp in chunks:
+        # A spilled value's record points into its chunk's spill bytes: rebase it on the whole stream.
+        rl = list(rl)
+        for i in range(0, len(rl), 4):
+            if rl[i + 1] == 0:
+                assert rl[i] + rl[i + 2] <= len(sp)
+                rl[i] += len(spill)
+        spill += sp
         blocks += b
         nents += n
         ukeys += u
@@ -76,25 +85,27 @@ def _flatten(chunks: list) -> tuple:
         nblobs += nb
         bnums += bn
         relocs += rl
-    return blocks, nents, ukeys, trailers, vbytes, max_put, nblobs, bnums, relocs
+    return blocks, nents, ukeys, trailers, vbytes, max_put, nblobs, bnums, relocs, spill
 
 
-def _run(fn, inputs, snaps, bottom, block_size, ri, tombs=(), relocate=frozenset()):  # type: ignore[no-untyped-def]
+def _run(fn, inputs, snaps, bottom, block_size, ri, tombs=(), relocate=frozenset(), spill=0):  # type: ignore[no-untyped-def]
     garbage: dict[int, list[int]] = {}
     out = _flatten(list(fn([iter(b) for b in inputs], snaps, bottom, block_size, ri, tombs, relocate, 77,
-                           garbage)))
+                           garbage, spill)))
     return out, garbage
 
 
 @settings(max_examples=300, deadline=None)
 @given(_case())
 def test_native_matches_pure(case: tuple) -> None:
-    runs, snaps, bottom, block_size, ri, cuts, tombs, relocate = case
+    runs, snaps, bottom, block_size, ri, cuts, tombs, relocate, spill = case
     inputs = [_blocks(r, c, ri) for r, c in zip(runs, cuts, strict=True)]
     # An empty input block (no restart, no entry) must be skipped the same way by both.
     inputs[0].insert(0, b"\x00\x00\x00\x00")
-    pure, pure_garbage = _run(compact_blocks_pure, inputs, snaps, bottom, block_size, ri, tombs, relocate)
-    nat, nat_garbage = _run(compact_blocks_native, inputs, snaps, bottom, block_size, ri, tombs, relocate)
+    pure, pure_garbage = _run(compact_blocks_pure, inputs, snaps, bottom, block_size, ri, tombs, relocate,
+                              spill)
+    nat, nat_garbage = _run(compact_blocks_native, inputs, snaps, bottom, block_size, ri, tombs, relocate,
+                            spill)
     assert nat == pure
     assert nat_garbage == pure_garbage
     # Every output block decodes to its share of the entries; its blob list names exactly the blob
@@ -117,8 +128,20 @@ def test_native_matches_pure(case: tuple) -> None:
     refs_in = [e[3] for r in runs for e in r if e[2] == 2]
     kept = sum(1 for blk in blocks for k, v in zip(*[decode_data_block_py(blk)[j] for j in (2, 3)],
                                                       strict=True) if k == 2)
-    relocated = len(nat[8]) // 4
-    assert len(refs_in) == kept - relocated + sum(g[0] for g in nat_garbage.values())
+    relocs, spilled = nat[8], nat[9]
+    moved = [relocs[i:i + 4] for i in range(0, len(relocs), 4)]
+    relocated = sum(1 for r in moved if r[1] != 0)
+    spills = [r for r in moved if r[1] == 0]
+    assert len(refs_in) == kept - len(spills) - relocated + sum(g[0] for g in nat_garbage.values())
+    # Spilled values: every one of at least `spill` bytes, in order in the spill bytes, and the records
+    # of the blob file contiguous from offset 16.
+    assert sum(r[2] for r in spills) == len(spilled)
+    assert all(spill and r[2] >= spill for r in spills)
+    assert nat[5] < spill or not spill  # no PUT value that should have moved stayed
+    off = 16
+    for r in moved:
+        assert r[3] == off
+        off += 8 + r[2]
 
 
 def test_small_output_buffers_grow() -> None:

@@ -19,7 +19,6 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from .blob import BlobFileReader
-from .compact_native import compact_blocks
 from .compaction import (
     Compaction,
     OutputSink,
@@ -240,17 +239,6 @@ class Maintenance(CompactionRunner):
                 # entry was about half of a flush's CPU with 1 KiB values): byte-identical tables.
                 sink.add_block_runs(mem.flush_blocks(self.options.block_size,
                                                      self.options.block_restart_interval))
-            elif not snapshots and not tombs and isinstance(mem, NativeMemTable):
-                # Values to move to a blob file: the skiplist's blocks (each key's newest version) go
-                # through the compaction kernel, which moves each value of at least min_blob_size and
-                # rewrites its entry as a reference (was: OutputSink.add per entry, a flush's Python
-                # hot spot under a mail import). Table number first, then the blob file's, as there.
-                bs, ri = self.options.block_size, self.options.block_restart_interval
-                sink.reserve_table_number()
-                blob_number = sink.reserve_blob_number()
-                blocks = (raw for run in mem.flush_blocks(bs, ri) for raw in run[0])
-                sink.add_compacted(compact_blocks([blocks], [], False, bs, ri, (), frozenset(), blob_number,
-                                                  None, min_blob or 0))
             elif not snapshots and not tombs:
                 # Nothing can see an older version: take each key's newest, as internal keys, in runs
                 # (drop_hidden and OutputSink.add per entry were ~15% of a flush's Python).

@@ -150,9 +150,9 @@ _flush_op = st.tuples(st.sampled_from(["put", "put", "put", "del"]), st.binary(m
        st.sampled_from([64, 512, 4096]), st.sampled_from([1, 300, 1500]), st.booleans(),
        st.randoms(use_true_random=False))
 def test_flush_of_large_values_matches_entry_path(batches, block_size, min_blob, compression, rnd) -> None:  # type: ignore[no-untyped-def]
-    # The flush of a memtable holding values of at least min_blob_size (maintenance: the skiplist's
-    # blocks through the kernel, which moves those values to the blob file) against OutputSink.add_run
-    # per entry: the same table and blob file, byte for byte, and the same numbers.
+    # The kernel moving PUT values of at least min_blob_size to the blob file (as a compaction does when
+    # the option was lowered), fed a memtable's blocks, against the flush's OutputSink.add_run per
+    # entry: the same table and blob file, byte for byte, and the same numbers.
     from lsmmail.engine.batch import WriteBatch
     from lsmmail.engine.memtable_native import NativeMemTable
 

@@ -596,3 +596,35 @@ void lsm_mem_cursor_read(const void *n, const uint8_t **key, size_t *klen, uint6
     *value = val_of(x);
     *vlen = x->vlen;
 }
+
+size_t lsm_mem_cursor_back(const lsm_memtable *m, const uint8_t *key, size_t klen, uint64_t trailer,
+                           const void **out, size_t max) {
+    /* Up to max (at most BACK_MAX) nodes < (key, trailer) (the last nodes when key is NULL), nearest
+     * first, into out; returns how many. One skiplist search plus a walk on level 0, as scan_back does,
+     * instead of a search per node (a reverse step cost ~0.8 us in a 20k-node memtable). Nodes linked in
+     * meanwhile may be missed: they are newer than any snapshot a scan reading them holds. */
+    const node *prev[MAX_HEIGHT];
+    const node *ring[BACK_MAX];
+    int height;
+    if (max > BACK_MAX) max = BACK_MAX;
+    if (max == 0) return 0;
+    const node *hi = seek_back(m, key, klen, trailer, prev, &height);
+    if (hi == m->head) return 0;
+    size_t reach = 1;
+    int lv = 0;
+    while (lv + 1 < height && (reach < max || prev[lv] == hi)) {
+        lv++;
+        reach *= 4;
+    }
+    const node *lo = prev[lv];
+    const node *y = lo == m->head ? load(&lo->next[0]) : lo;
+    size_t cnt = 0;
+    for (;;) {
+        ring[cnt++ % max] = y;
+        if (y == hi) break;
+        y = load(&y->next[0]);
+    }
+    size_t k = cnt < max ? cnt : max;
+    for (size_t i = 0; i < k; i++) out[i] = ring[(cnt - 1 - i) % max];
+    return k;
+}

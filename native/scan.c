@@ -22,6 +22,11 @@
 
 enum { SRC_DONE = 0, SRC_READY = 1, SRC_NEED = 2 };
 
+/* Nodes a reverse memtable source takes per skiplist search: 8 at first (a page's memtable share is
+ * often a handful), then 4x more per refill up to RING. */
+#define RING 64
+#define RING_FIRST 8
+
 typedef struct {
     int is_mem, state;
     /* the current version */
@@ -32,6 +37,9 @@ typedef struct {
     /* memtable */
     const struct lsm_memtable *m;
     const void *node;
+    /* reverse: the next nodes back, nearest first (lsm_mem_cursor_back fills it a run at a time) */
+    const void *ring[RING];
+    size_t rn, rpos, rwant;
     /* block */
     uint8_t *keybuf;
     size_t keycap, cap_n, n;
@@ -168,14 +176,29 @@ static void mem_view(const lsm_scan *s, src *r) {
     else r->state = SRC_READY;
 }
 
+/* Reverse: the node before (key, trailer) (before the end when key is NULL) from the ring, refilled
+ * with the next run back when used up. */
+static void mem_back(src *r, const uint8_t *key, size_t klen, uint64_t trailer) {
+    if (r->rpos >= r->rn) {
+        r->rn = lsm_mem_cursor_back(r->m, key, klen, trailer, r->ring, r->rwant);
+        r->rpos = 0;
+        if (r->rwant < RING) r->rwant = r->rwant * 4 < RING ? r->rwant * 4 : RING;
+    }
+    r->node = r->rpos < r->rn ? r->ring[r->rpos++] : NULL;
+}
+
 int lsm_scan_set_mem(lsm_scan *s, size_t i, const struct lsm_memtable *m) {
     /* Source i is memtable m (which must outlive the scan), positioned at the scan's first version. */
     if (i >= s->nsrc) return LSM_EINVAL;
     src *r = &s->srcs[i];
     r->is_mem = 1;
     r->m = m;
-    if (s->reverse) r->node = lsm_mem_cursor_lt(m, s->end, s->elen, UINT64_MAX);
-    else r->node = lsm_mem_cursor_ge(m, s->start, s->slen, UINT64_MAX);
+    if (s->reverse) {
+        r->rwant = RING_FIRST;
+        mem_back(r, s->end, s->elen, UINT64_MAX);
+    } else {
+        r->node = lsm_mem_cursor_ge(m, s->start, s->slen, UINT64_MAX);
+    }
     mem_view(s, r);
     return 0;
 }
@@ -271,8 +294,7 @@ void lsm_scan_set_done(lsm_scan *s, size_t i) {
 static void advance(const lsm_scan *s, src *r) {
     if (r->is_mem) {
         if (s->reverse) {
-            uint64_t t = r->seq << 8 | r->kind;
-            r->node = lsm_mem_cursor_lt(r->m, r->key, r->klen, t);
+            mem_back(r, r->key, r->klen, r->seq << 8 | r->kind);
         } else {
             r->node = lsm_mem_cursor_next(r->node);
         }

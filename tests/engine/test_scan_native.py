@@ -110,3 +110,38 @@ def test_scan_runs_the_kernel_over_memtables_and_levels(monkeypatch: pytest.Monk
         assert calls and calls[-1] >= 2  # the memtable and at least one level
     finally:
         db.close()
+
+
+@pytest.mark.skipif(not native_lib.AVAILABLE, reason="the C extension is not loaded (LSMMAIL_PURE=1?)")
+def test_kernel_scans_at_a_snapshot_while_a_writer_inserts() -> None:
+    """The kernel walks the live skiplist while the writer links nodes in: scans at a snapshot see
+    exactly its state, both directions (reverse memtable runs are collected ahead of use)."""
+    import threading
+
+    db = DB.open(MEM_DIR, tiny_options(memtable_size=1 << 22))
+    try:
+        for i in range(0, 400, 2):
+            db.put(b"k%04d" % i, b"old%d" % i)
+        snap = db.snapshot()
+        want = [(b"k%04d" % i, b"old%d" % i) for i in range(0, 400, 2)]
+        stop = threading.Event()
+
+        def writer() -> None:
+            n = 0
+            while not stop.is_set():
+                db.put(b"k%04d" % (n % 400), b"new%d" % n)
+                n += 1
+
+        t = threading.Thread(target=writer)
+        t.start()
+        try:
+            for _ in range(30):
+                assert list(db.scan(snapshot=snap)) == want
+                assert list(db.scan(reverse=True, snapshot=snap)) == want[::-1]
+                assert list(islice(db.scan(end=b"k0101", reverse=True, snapshot=snap), 7)) == want[50::-1][:7]
+        finally:
+            stop.set()
+            t.join()
+        snap.release()
+    finally:
+        db.close()

@@ -43,8 +43,10 @@ class DocState(NamedTuple):
 StateLookup = Callable[[bytes, bytes, Any], DocState | None]
 
 
-@dataclass(frozen=True)
-class _Pending:
+class _Pending(NamedTuple):
+    """What index()/unindex() return and committed() takes (a NamedTuple: ~0.3 µs to make against ~1.2
+    for a frozen dataclass, once per imported message)."""
+
     kind: str  # "index" | "unindex"
     user: bytes
     doc: bytes

@@ -174,15 +174,9 @@ int64_t lsm_cq_join(lsm_cq *q, lsm_cqw *w, const uint8_t *rep, size_t len, uint6
     return r;
 }
 
-int64_t lsm_cq_commit(lsm_cq *q, int fd, const uint8_t *buf, size_t len, uint64_t offset, int do_sync,
-                      void *mem, uint64_t first_seq, size_t n, uint64_t *out) {
-    /* The leader's I/O for the first n queued writers: write buf at offset, fdatasync if asked, then
-     * insert each writer's batch at consecutive sequence numbers from first_seq. out[0] = RANGE_DEL
-     * entries seen, out[1] = key and value bytes inserted, out[2] = bytes written, out[3] = the step
-     * that failed (1 write, 2 sync, 3 memtable). Returns 0; -errno for a failed write or sync (nothing
-     * inserted); or a memtable error (LSM_ECORRUPT, LSM_EINVAL, LSM_ESPACE) after inserting the batches
-     * before the bad one. */
-    out[0] = out[1] = out[2] = out[3] = 0;
+/* pwrite buf at offset (continuing short writes), then fdatasync if asked; 0 or -errno (out[2] = bytes
+ * written, out[3] = 1 for the write, 2 for the sync). */
+static int64_t write_sync(int fd, const uint8_t *buf, size_t len, uint64_t offset, int do_sync, uint64_t *out) {
     size_t done = 0;
     while (done < len) {
         ssize_t k = pwrite(fd, buf + done, len - done, (off_t)(offset + done));
@@ -199,13 +193,47 @@ int64_t lsm_cq_commit(lsm_cq *q, int fd, const uint8_t *buf, size_t len, uint64_
         out[3] = 2;
         return -(int64_t)errno;
     }
-    /* The writers cannot leave the queue before lsm_cq_finish, so the list is stable without q->mu. */
+    return 0;
+}
+
+int64_t lsm_wal_commit_one(int fd, const uint8_t *buf, size_t len, uint64_t offset, int do_sync, void *mem,
+                           const uint8_t *rep, size_t rep_len, uint64_t seq, uint64_t count, uint64_t *out) {
+    /* lsm_cq_commit for one batch outside the queue (a writer alone, holding the commit section): the
+     * same out[] and returns. */
+    out[0] = out[1] = out[2] = out[3] = 0;
+    int64_t r = write_sync(fd, buf, len, offset, do_sync, out);
+    if (r < 0) return r;
+    uint64_t tmp[2];
+    r = lsm_mem_add_rep((lsm_memtable *)mem, rep, rep_len, seq, count, tmp);
+    if (r < 0) {
+        out[3] = 3;
+        return r;
+    }
+    out[0] = tmp[0];
+    out[1] = tmp[1];
+    return 0;
+}
+
+int64_t lsm_cq_commit(lsm_cq *q, int fd, const uint8_t *buf, size_t len, uint64_t offset, int do_sync,
+                      void *mem, uint64_t first_seq, size_t n, uint64_t *out) {
+    /* The leader's I/O for the first n queued writers: write buf at offset, fdatasync if asked, then
+     * insert each writer's batch at consecutive sequence numbers from first_seq. out[0] = RANGE_DEL
+     * entries seen, out[1] = key and value bytes inserted, out[2] = bytes written, out[3] = the step
+     * that failed (1 write, 2 sync, 3 memtable). Returns 0; -errno for a failed write or sync (nothing
+     * inserted); or a memtable error (LSM_ECORRUPT, LSM_EINVAL, LSM_ESPACE) after inserting the batches
+     * before the bad one. */
+    out[0] = out[1] = out[2] = out[3] = 0;
+    int64_t r0 = write_sync(fd, buf, len, offset, do_sync, out);
+    if (r0 < 0) return r0;
+    /* The group cannot leave the queue before lsm_cq_finish, and its links were set under q->mu before
+     * lsm_cq_join handed it over, so they are read without the lock; the last member's `next` (which a
+     * push may be setting now) is never read. */
     lsm_cqw *w;
     pthread_mutex_lock(&q->mu);
     w = q->head;
     pthread_mutex_unlock(&q->mu);
     uint64_t seq = first_seq, tmp[2];
-    for (size_t i = 0; i < n && w; i++, w = w->next) {
+    for (size_t i = 0; i < n && w; i++, w = i < n ? w->next : NULL) {
         int64_t r = lsm_mem_add_rep((lsm_memtable *)mem, w->rep, w->len, seq, w->count, tmp);
         if (r < 0) {
             out[3] = 3;

@@ -22,6 +22,8 @@ int64_t lsm_cq_join(lsm_cq *q, lsm_cqw *w, const uint8_t *rep, size_t len, uint6
                     int64_t wait_for, int64_t wait_ns);
 int64_t lsm_cq_commit(lsm_cq *q, int fd, const uint8_t *buf, size_t len, uint64_t offset, int do_sync,
                       void *mem, uint64_t first_seq, size_t n, uint64_t *out);
+int64_t lsm_wal_commit_one(int fd, const uint8_t *buf, size_t len, uint64_t offset, int do_sync, void *mem,
+                           const uint8_t *rep, size_t rep_len, uint64_t seq, uint64_t count, uint64_t *out);
 int64_t lsm_cq_finish(lsm_cq *q, size_t n, int64_t status);
 int64_t lsm_cq_len(lsm_cq *q);
 

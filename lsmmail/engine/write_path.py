@@ -136,7 +136,8 @@ def _account(mem: NativeMemTable, first_seq: int, group: list[_Writer], kv_bytes
 
 class NativeWriteQueue:
     """The C group-commit queue of one DB, standing in for the Python deque of writers: ``len()`` and
-    truth are the number of queued writers (``DB.close`` waits for it to drain)."""
+    truth are the number of queued writers, plus one while a solo writer commits (``DB.close`` waits for
+    it to drain)."""
 
     def __init__(self) -> None:
         cq = _lib.lsm_cq_new()
@@ -147,6 +148,11 @@ class NativeWriteQueue:
         self.by_writer: dict[int, _Writer] = {}
         # Errors of failed groups; a follower gets -(index + 1) as its status.
         self.errors: list[BaseException] = []
+        # One entry per thread inside lsm_cq_join (list append/pop are atomic under the GIL): the solo
+        # lane is open only while it is empty.
+        self.joined: list[None] = []
+        # The commit section: held by a queue leader while it commits and by a solo writer.
+        self.section = threading.Lock()
         self._local = threading.local()
 
     def local_writer(self) -> _ThreadWriter:
@@ -157,7 +163,8 @@ class NativeWriteQueue:
             return w
 
     def __len__(self) -> int:
-        return int(_lib.lsm_cq_len(self.cq))
+        # A solo writer (holding the section outside the queue) counts too: close waits for it.
+        return int(_lib.lsm_cq_len(self.cq)) + self.section.locked()
 
 
 class WritePath:
@@ -302,6 +309,20 @@ class WritePath:
         q = self._writers
         assert isinstance(q, NativeWriteQueue)
         cw = q.local_writer()
+        if not q.joined and not w.sync and not w.force_flush and q.section.acquire(False):
+            # The solo lane: no one queued, an unsynced batch; committed without the queue with one C
+            # call (the queue path gives the GIL up three times per put, each a chance for a flush or
+            # compaction thread to take it).
+            try:
+                err = self._commit_solo(cw, w)
+            finally:
+                q.section.release()
+                if self._closing:
+                    with self._mu:
+                        self._write_cv.notify_all()
+            if err is not None:
+                raise err
+            return
         q.by_writer[cw.addr] = w
         entries = w.entries
         # Like the Python twin's yield: a synced leader waits (GIL released) for the last group's size.
@@ -309,24 +330,32 @@ class WritePath:
         # from_buffer: a pointer into ``w.rep`` itself, alive until the group is committed (the leader
         # reads its own batch after its join returned). A bytes argument may go through a temporary copy
         # that is freed when the call returns.
-        n = _lib.lsm_cq_join(q.cq, cw.ptr, _from_buffer("uint8_t[]", w.rep), len(w.rep),
-                             len(entries) if entries else 0, w.size, w.sync, w.force_flush, MAX_GROUP_BYTES,
-                             cw.addrs, _MAX_GROUP_WRITERS, cw.need_sync, wait_for, GROUP_WAIT_NS)
+        q.joined.append(None)
+        try:
+            n = _lib.lsm_cq_join(q.cq, cw.ptr, _from_buffer("uint8_t[]", w.rep), len(w.rep),
+                                 len(entries) if entries else 0, w.size, w.sync, w.force_flush,
+                                 MAX_GROUP_BYTES, cw.addrs, _MAX_GROUP_WRITERS, cw.need_sync, wait_for,
+                                 GROUP_WAIT_NS)
+        finally:
+            q.joined.pop()
         if n <= 0:
             if n < 0:
                 raise q.errors[-n - 1]
             return
-        # This thread leads a group of n (itself first).
+        # This thread leads a group of n (itself first); a solo writer may be finishing its commit.
+        q.section.acquire()
         try:
             with self._mu:
                 self._make_room_for_write(force=w.force_flush)
         except BaseException as e:
             # Only the leader fails: the rest of its group stays queued, and the next head leads.
+            q.section.release()
             self._native_finish(q, 1, 0)
             if isinstance(e, OSError):
                 raise IOFailure(e.errno, f"write failed: {e}") from e
             raise
         if w.force_flush:
+            q.section.release()
             self._native_finish(q, 1, 0)
             return
         if n == 1:
@@ -340,6 +369,8 @@ class WritePath:
             with self._mu:
                 self._poison(e)
             err = e
+        finally:
+            q.section.release()
         status = 0
         if err is not None:
             q.errors.append(err)
@@ -354,10 +385,23 @@ class WritePath:
             with self._mu:
                 self._write_cv.notify_all()
 
-    def _commit_native(self, q: NativeWriteQueue, cw: _ThreadWriter, group: list[_Writer],
+    def _commit_solo(self, cw: _ThreadWriter, w: _Writer) -> BaseException | None:
+        """The solo lane's commit of ``w`` (the commit section is held): make room, then
+        :meth:`_commit_native` of a group of one."""
+        try:
+            with self._mu:
+                self._make_room_for_write(force=False)
+        except OSError as e:
+            return IOFailure(e.errno, f"write failed: {e}")
+        except LsmError as e:
+            return e
+        return self._commit_native(None, cw, [w], False)
+
+    def _commit_native(self, q: NativeWriteQueue | None, cw: _ThreadWriter, group: list[_Writer],
                        need_sync: bool) -> BaseException | None:
-        """:meth:`_commit` with the write, fdatasync and memtable inserts in one C call (``lsm_cq_commit``:
-        the leader gives up the GIL once). Falls back to :meth:`_commit` for a pure memtable."""
+        """:meth:`_commit` with the write, fdatasync and memtable inserts in one C call (``lsm_cq_commit``
+        for a queue leader's group, ``lsm_wal_commit_one`` for a solo writer, ``q`` None): the leader
+        gives up the GIL once. Falls back to :meth:`_commit` for a pure memtable."""
         with self._mu:
             first_seq = self._last_seq + 1
             mem, log = self._mem, self._log
@@ -382,9 +426,14 @@ class WritePath:
         try:
             log.reserve()
             f = log.file
-            buf = framed if type(framed) is bytes else _ffi.from_buffer(framed)
-            rc = _lib.lsm_cq_commit(q.cq, f.fileno(), buf, len(framed), f.size(), need_sync, mem._m,
-                                    first_seq, len(group), out)
+            if q is None:
+                g = group[0]
+                rc = _lib.lsm_wal_commit_one(f.fileno(), framed, len(framed), f.size(), need_sync, mem._m,
+                                             g.rep, len(g.rep), first_seq, seq - first_seq, out)
+            else:
+                buf = framed if type(framed) is bytes else _ffi.from_buffer(framed)
+                rc = _lib.lsm_cq_commit(q.cq, f.fileno(), buf, len(framed), f.size(), need_sync, mem._m,
+                                        first_seq, len(group), out)
             f.advance(out[2])
             if rc < 0:
                 if out[3] == 3:

@@ -209,3 +209,31 @@ def test_close_waits_for_queued_native_writers(tmp_path: Path) -> None:
     assert len(db._writers) == 0
     with DB.open(d) as db2:
         db2.verify()
+
+
+@needs_native
+def test_failed_unsynced_write_in_the_solo_lane_refuses_writes(tmp_path: Path) -> None:
+    d = str(tmp_path / "db")
+    db = DB.open(d)
+    try:
+        q = db._writers
+        assert isinstance(q, NativeWriteQueue)
+        db.put(b"a", b"1")
+        assert not q.section.locked() and len(q) == 0
+        assert db._log is not None
+        fd = db._log.file.fileno()  # type: ignore[attr-defined]
+        ro = os.open(tmp_path / "ro", os.O_RDONLY | os.O_CREAT)
+        os.dup2(ro, fd)
+        os.close(ro)
+        with pytest.raises(IOFailure) as info:
+            db.put(b"b", b"2")  # unsynced, no one queued: the solo lane
+        assert info.value.errno == 9
+        with pytest.raises(ReadOnlyError):
+            db.put(b"c", b"3")
+        with pytest.raises(ReadOnlyError):
+            db.put(b"c", b"3", sync=True)
+        assert db.get(b"a") == b"1" and db.get(b"b") is None
+    finally:
+        db.close()
+    with DB.open(d) as db:
+        assert db.get(b"a") == b"1"

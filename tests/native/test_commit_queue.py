@@ -217,3 +217,44 @@ def test_writebatch_rep_is_what_commit_reads() -> None:
     rep = b.encoded_entries()
     seq, entries = decode_batch(encode_batch(7, list(b.entries)))
     assert seq == 7 and rep == _rep(list(b.entries)) and len(entries) == 2
+
+
+@settings(max_examples=60, deadline=None)
+@given(batch=st.lists(_ENTRY, min_size=1, max_size=8), seq=st.integers(1, 1 << 40))
+def test_commit_one_equals_add_batch(tmp_path_factory: pytest.TempPathFactory,
+                                     batch: list[tuple[int, bytes, bytes]], seq: int) -> None:
+    """The solo lane's lsm_wal_commit_one = the bytes written + add_batch of the one batch."""
+    fd = os.open(tmp_path_factory.mktemp("o") / "f", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        rep = _rep(batch)
+        got = NativeMemTable(1)
+        out = ffi.new("uint64_t[4]")
+        framed = b"F" * 9
+        assert lib.lsm_wal_commit_one(fd, framed, 9, 3, 0, got._m, rep, len(rep), seq, len(batch), out) == 0
+        assert (out[2], out[3]) == (9, 0)
+        assert os.pread(fd, 20, 0) == bytes(3) + framed
+        _account(got, seq, [_Writer(batch, False, 0, rep=rep)], out[1], out[0])
+        want = NativeMemTable(1)
+        want.add_batch(seq, batch, rep)
+        assert list(got.entries(None, None)) == list(want.entries(None, None))
+        assert got.range_tombstones == want.range_tombstones
+        assert (got.approximate_size, got.num_entries, got.largest_seq) == (
+            want.approximate_size, want.num_entries, want.largest_seq)
+    finally:
+        os.close(fd)
+
+
+def test_commit_one_reports_the_failed_step() -> None:
+    mem = NativeMemTable(1)
+    out = ffi.new("uint64_t[4]")
+    rep = _rep([(KIND_PUT, b"k", b"v")])
+    fd = os.open("/dev/null", os.O_WRONLY)
+    try:
+        assert lib.lsm_wal_commit_one(fd, b"abc", 3, 0, 1, mem._m, rep, len(rep), 1, 1, out) == -22
+        assert out[3] == 2 and len(list(mem.entries(None, None))) == 0
+        assert lib.lsm_wal_commit_one(fd, b"abc", 3, 0, 0, mem._m, b"\x01\xff", 2, 1, 1, out) == -1
+        assert out[3] == 3
+    finally:
+        os.close(fd)
+    assert lib.lsm_wal_commit_one(-1, b"abc", 3, 0, 0, mem._m, rep, len(rep), 1, 1, out) == -9
+    assert out[3] == 1

@@ -271,8 +271,8 @@ def run_store(name: str, base: str, cfg: MailConfig) -> dict:
         from lsmmail.mail.import_pool import auto_workers
 
         out["import_processes"] = auto_workers(len(bulk))
-        dt1 = st.bulk_one_process(path + "-1p", bulk)
-        res["import_1proc"] = {"n": len(bulk), "seconds": dt1, "ops_per_sec": len(bulk) / dt1}
+        dt1, held = st.bulk_one_process(path + "-1p", bulk)
+        res["import_1proc"] = {"n": len(bulk), "seconds": dt1, "ops_per_sec": len(bulk) / dt1, "stored": held}
     shutil.rmtree(path, ignore_errors=True)
     return out
 

@@ -39,8 +39,9 @@ class _Lsmmail:
         there is more than one CPU); 1: everything in this process."""
         return [r.id for r in self.s.import_messages(USER, raws, workers=workers)]
 
-    def bulk_one_process(self, path: str, raws: list[bytes]) -> float:
-        """Seconds to import ``raws`` into a fresh store at ``path`` with ``workers=1``."""
+    def bulk_one_process(self, path: str, raws: list[bytes]) -> tuple[float, int]:
+        """Seconds to import ``raws`` into a fresh store at ``path`` with ``workers=1``, and the number of
+        messages that store then holds (its folder totals: what the import really stored)."""
         other = type(self)(path)
         other.create_user()
         t0 = time.perf_counter()
@@ -48,9 +49,10 @@ class _Lsmmail:
         dt = time.perf_counter() - t0
         if len(stored) != len(raws):
             raise RuntimeError(f"one-process import stored {len(stored)} of {len(raws)} messages")
+        held = sum(f.total for f in other.s.folders(USER))
         other.close()
         shutil.rmtree(path, ignore_errors=True)
-        return dt
+        return dt, held
 
     def deliver(self, raw: bytes) -> Any:
         return self.s.deliver(USER, raw)

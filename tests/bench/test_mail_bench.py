@@ -32,8 +32,8 @@ def test_mail_bench_compares_stores_on_corpus(capsys, tmp_path) -> None:  # type
         # the one-process import row is lsmmail's (its default import may use worker processes)
         assert set(res) == {row for row, _ in ROWS} - ({"import_1proc"} if name == "sqlite" else set())
         assert res["import"]["n"] == 42 and res["deliver"]["n"] == 8
-        if name == "lsmmail":  # a real import, not a lazy generator left unconsumed
-            assert res["import_1proc"]["seconds"] > 0.2 * res["import"]["seconds"]
+        if name == "lsmmail":  # a real import, not a lazy generator left unconsumed: the store holds them
+            assert res["import_1proc"]["stored"] == 42
         assert res["mark_read"]["n"] == 10 and res["get"]["n"] == 20
         # the paired stage: both stores in one process, call by call, the same calls
         assert res["mark_read_paired"]["n"] == 10 and res["deliver_paired"]["n"] == 8

@@ -84,15 +84,16 @@ def _entries(fs: MemFileSystem, numbers: list[int]) -> list[list[Version]]:
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_runs(), st.sampled_from([64, 512, 4096]), st.sampled_from([float("inf"), 1, 3000, 20_000]),
-       st.booleans())
-def test_block_path_matches_entry_path(case, block_size, max_file_size, compression) -> None:  # type: ignore[no-untyped-def]
+       st.booleans(), st.sampled_from([None, None, 200, 900]))
+def test_block_path_matches_entry_path(case, block_size, max_file_size, compression, min_blob) -> None:  # type: ignore[no-untyped-def]
     runs, snaps, bottom, tombs, relocate = case
-    opts = Options(block_size=block_size, compression=compression, min_blob_size=None)
+    # min_blob: PUT values that reach it move to the blob file (a compaction after the option was lowered).
+    opts = Options(block_size=block_size, compression=compression, min_blob_size=min_blob)
     fs = MemFileSystem()
     fs.makedirs("db")
     want_sink = _sink(fs, opts, max_file_size, relocate)
-    # The block path takes its relocation file's number before any table's: so does this one.
-    reloc_number = want_sink.reserve_blob_number() if relocate else 0
+    # The block path takes its blob file's number before any table's: so does this one.
+    reloc_number = want_sink.reserve_blob_number() if relocate or min_blob else 0
     want_out = want_sink.out
 
     def on_drop(e: Version) -> None:
@@ -111,9 +112,9 @@ def test_block_path_matches_entry_path(case, block_size, max_file_size, compress
         fs2 = MemFileSystem()
         fs2.makedirs("db")
         sink = _sink(fs2, opts, max_file_size, relocate)
-        assert (sink.reserve_blob_number() if relocate else 0) == reloc_number
+        assert (sink.reserve_blob_number() if relocate or min_blob else 0) == reloc_number
         sink.add_compacted(fn([iter(_raw_blocks(r, 700)) for r in runs], snaps, bottom, block_size, 16,
-                              tombs, relocate, reloc_number, sink.out.garbage))
+                              tombs, relocate, reloc_number, sink.out.garbage, min_blob or 0))
         out = sink.finish()
         files = out.files
         got.append(([fs2.read_file(f"db/{f.number:06d}.sst") for f in files], files, fs2, out))

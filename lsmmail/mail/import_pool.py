@@ -14,8 +14,9 @@ Processes
     open the store. A chunk whose worker raised or died is prepared again in the main process, so a
     message is handled exactly as in-process (an exception ``prepare`` would raise in-process is raised
     here too); a broken pool ends worker use for the rest of the import. The pool is shut down (workers
-    joined, pending chunks cancelled) when the generator finishes, raises, or is closed, including on
-    KeyboardInterrupt.
+    stopped and joined, payload files removed) when the generator finishes, raises, or is closed,
+    including on KeyboardInterrupt. Chunks and results travel as files (``file_pool``: one write and
+    one read each, no thread of this process in between), not through ProcessPoolExecutor's pipes.
 
 Start-up
     A spawned worker imports lsmmail (~0.15-0.3 s here) before it returns its first chunk. Meanwhile the
@@ -26,17 +27,14 @@ Start-up
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import os
 import sys
-import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
 from . import mime, schema
+from .file_pool import FilePool, PoolBroken
 from .records import details_prefix, encode_body, summary_parts
 
 #: ``workers=None`` uses worker processes only from this many input messages on. A spawned worker costs
@@ -197,13 +195,12 @@ def prepared_chunks(
             yield start, chunk, prepare_chunk(chunk, max_size, search)
             start += len(chunk)
         return
-    # Chunks submitted ahead: enough to keep every worker busy while the main process stores one chunk,
-    # few enough to bound memory (each is ~64 messages, ~1-2 MB with the prepared fields).
+    # Chunks read ahead: enough to keep every worker busy while this process stores one chunk, few
+    # enough to bound memory (each is ~64 messages, ~1.5 MB raw + ~1.3 MB prepared).
     window = 2 * workers + 2
-    pool: ProcessPoolExecutor | None = ProcessPoolExecutor(
-        max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
-    inflight: deque[tuple[list[bytes], Future[list[Prepared | None]] | None]] = deque()
-    warm = threading.Event()  # set by the first chunk a worker prepared
+    pool: FilePool | None = FilePool(prepare_chunk, workers)
+    # [raws, worker index or None, task id or None] per chunk read ahead, in input order.
+    inflight: deque[list[Any]] = deque()
     try:
         exhausted = False
         while True:
@@ -212,48 +209,50 @@ def prepared_chunks(
                 if chunk is None:
                     exhausted = True
                     break
-                fut = None
-                if pool is not None:
-                    try:
-                        fut = pool.submit(prepare_chunk, chunk, max_size, search)
-                        fut.add_done_callback(_set_if_ok(warm))
-                    except (BrokenProcessPool, RuntimeError):
-                        pool = _drop(pool)
-                inflight.append((chunk, fut))
+                inflight.append([chunk, None, None])
             if not inflight:
                 return
-            chunk, fut = inflight.popleft()
-            prepared = None
-            # Before any worker has answered (they are starting up: ~0.2 s) this process prepares chunks
-            # itself rather than wait, cancelling those no worker has taken. Once one has answered, wait
-            # for the workers: they run ahead of the storing here (~190 vs ~300 µs per message).
-            if fut is not None and not fut.done() and not warm.is_set() and PREPARE_WHILE_STARTING:
-                fut.cancel()
-                fut = None
-            if fut is not None:
+            if pool is not None:
                 try:
-                    prepared = fut.result()
-                except BrokenProcessPool:
-                    pool = _drop(pool)
-                except (Exception, CancelledError):  # redone in-process below, which raises it the same way
-                    pass
-            if prepared is None:  # not started in a worker yet (start-up), or it failed there
+                    _assign(pool, inflight, max_size, search)
+                except PoolBroken:
+                    pool = _drop(pool, inflight)
+            chunk, worker, seq = inflight.popleft()
+            prepared = None
+            if pool is not None and worker is not None:
+                try:
+                    ok, value = pool.result(worker, seq)
+                    if ok:
+                        prepared = value
+                except PoolBroken:
+                    pool = _drop(pool, inflight)
+            if prepared is None:  # prepared here: before a worker started, or it failed there
                 prepared = prepare_chunk(chunk, max_size, search)
             yield start, chunk, prepared
             start += len(chunk)
     finally:
         if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.close()
 
 
-def _set_if_ok(event: threading.Event) -> Callable[[Future[Any]], None]:
-    def done(fut: Future[Any]) -> None:
-        if not fut.cancelled() and fut.exception() is None:
-            event.set()
-    return done
+def _assign(pool: FilePool, inflight: deque[list[Any]], max_size: int, search: bool) -> None:
+    """Send the chunks read ahead that no worker has yet to the least busy started worker. Until a worker
+    has started (~0.2-0.3 s of imports) the next chunk in order stays here to be prepared in this
+    process (``PREPARE_WHILE_STARTING``) rather than waited for; without it, wait for a worker."""
+    first = 1 if PREPARE_WHILE_STARTING and inflight[0][1] is None else 0
+    for entry in list(inflight)[first:]:
+        if entry[1] is not None:
+            continue
+        worker = pool.ready_worker(block=not PREPARE_WHILE_STARTING)
+        if worker is None:
+            return
+        entry[1] = worker
+        entry[2] = pool.submit(worker, (entry[0], max_size, search))
 
 
-def _drop(pool: ProcessPoolExecutor | None) -> None:
-    if pool is not None:
-        pool.shutdown(wait=True, cancel_futures=True)
+def _drop(pool: FilePool, inflight: deque[list[Any]]) -> None:
+    """Close a broken pool; every chunk it held is prepared in this process instead."""
+    pool.close()
+    for entry in inflight:
+        entry[1] = entry[2] = None
     return None

@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -43,6 +44,8 @@ struct lsm_cq {
     int leader_waits;
     lsm_cqw *head, *tail;
     int64_t len;
+    uint8_t *buf; /* the commit section's framing buffer (only its holder touches it) */
+    size_t cap;
 };
 
 lsm_cq *lsm_cq_new(void) {
@@ -66,6 +69,7 @@ fail:
 
 void lsm_cq_free(lsm_cq *q) {
     if (!q) return;
+    free(q->buf);
     pthread_cond_destroy(&q->grew);
     pthread_mutex_destroy(&q->mu);
     free(q);
@@ -192,6 +196,151 @@ static int64_t write_sync(int fd, const uint8_t *buf, size_t len, uint64_t offse
     if (do_sync && fdatasync(fd) != 0) {
         out[3] = 2;
         return -(int64_t)errno;
+    }
+    return 0;
+}
+
+/* XXH3-64 (seed 0), the log's checksum (docs/format.md "Conventions"): the xxhash package's own
+ * XXH3_64bits, handed over once by Python (lsm_cq_set_hash); NULL leaves framing to Python. */
+typedef uint64_t (*xxh3_fn)(const void *data, size_t len);
+static xxh3_fn g_xxh3;
+
+void lsm_cq_set_hash(void *xxh3_64bits) { g_xxh3 = (xxh3_fn)xxh3_64bits; }
+
+int lsm_cq_can_frame(void) { return g_xxh3 != NULL; }
+
+#define LOG_BLOCK 32768
+#define LOG_HEADER 7
+#define BATCH_HEADER 12
+
+/* Append one log record (payload = u64 seq, u32 count, rep) to out at out_pos, cut into fragments as
+ * docs/format.md "Log format" says (and wal.py's LogWriter.encode_record does): no fragment crosses a
+ * 32 KiB block; a block tail shorter than a header is zero-filled. *boff is the offset in the current
+ * block. out must have room for frame_bound(rep_len) bytes. Returns the new out_pos. */
+static size_t frame_record(uint8_t *out, size_t pos, uint64_t *boff, uint64_t seq, uint64_t count,
+                           const uint8_t *rep, size_t rep_len) {
+    uint8_t hdr[BATCH_HEADER];
+    for (int i = 0; i < 8; i++) hdr[i] = (uint8_t)(seq >> (8 * i));
+    for (int i = 0; i < 4; i++) hdr[8 + i] = (uint8_t)(count >> (8 * i));
+    size_t total = BATCH_HEADER + rep_len, done = 0;
+    int begin = 1;
+    do {
+        size_t room = LOG_BLOCK - (size_t)*boff;
+        if (room < LOG_HEADER) {
+            memset(out + pos, 0, room);
+            pos += room;
+            *boff = 0;
+            room = LOG_BLOCK;
+        }
+        size_t left = total - done, frag = left < room - LOG_HEADER ? left : room - LOG_HEADER;
+        int end = frag == left;
+        uint8_t type = begin && end ? 1 : begin ? 2 : end ? 4 : 3;
+        uint8_t *h = out + pos;
+        h[4] = (uint8_t)frag;
+        h[5] = (uint8_t)(frag >> 8);
+        h[6] = type;
+        /* The payload piece [done, done + frag) of hdr || rep. */
+        size_t p = done, o = pos + LOG_HEADER;
+        if (p < BATCH_HEADER) {
+            size_t k = BATCH_HEADER - p < frag ? BATCH_HEADER - p : frag;
+            memcpy(out + o, hdr + p, k);
+            o += k;
+            p += k;
+        }
+        if (done + frag > p) memcpy(out + o, rep + (p - BATCH_HEADER), done + frag - p);
+        uint32_t cks = (uint32_t)g_xxh3(h + 6, 1 + frag);
+        h[0] = (uint8_t)cks;
+        h[1] = (uint8_t)(cks >> 8);
+        h[2] = (uint8_t)(cks >> 16);
+        h[3] = (uint8_t)(cks >> 24);
+        pos += LOG_HEADER + frag;
+        *boff += LOG_HEADER + frag;
+        done += frag;
+        begin = 0;
+    } while (done < total);
+    return pos;
+}
+
+/* Bytes frame_record may produce for a rep of rep_len: the payload plus, per block it touches, a header
+ * and at most 6 bytes of padding. */
+static size_t frame_bound(size_t rep_len) {
+    size_t total = BATCH_HEADER + rep_len;
+    return total + (total / (LOG_BLOCK - LOG_HEADER - 6) + 2) * (LOG_HEADER + 6);
+}
+
+static int grow(lsm_cq *q, size_t need) {
+    if (need <= q->cap) return 0;
+    size_t cap = q->cap ? q->cap : 65536;
+    while (cap < need) cap *= 2;
+    uint8_t *b = realloc(q->buf, cap);
+    if (!b) return -1;
+    q->buf = b;
+    q->cap = cap;
+    return 0;
+}
+
+int64_t lsm_cq_frame_bound(size_t rep_bytes, size_t nrec) {
+    /* An upper bound of the framed size of nrec records whose reps total rep_bytes (for preallocation). */
+    return (int64_t)(frame_bound(rep_bytes) + nrec * (BATCH_HEADER + 2 * (LOG_HEADER + 6)));
+}
+
+int64_t lsm_cq_commit_framed(lsm_cq *q, int fd, uint64_t offset, uint64_t block_offset, int do_sync, void *mem,
+                             uint64_t first_seq, size_t n, const uint8_t *rep, size_t rep_len, uint64_t count,
+                             uint64_t *out) {
+    /* lsm_cq_commit (n > 0: the first n queued writers) or lsm_wal_commit_one (n == 0: the batch rep
+     * with count entries), framing the records here with their checksums instead of taking them framed.
+     * The caller holds the commit section (q->buf is its scratch). out[] as lsm_cq_commit; out[4] =
+     * the framed length (= out[2] on success). LSM_ESPACE if the buffer cannot grow, LSM_EINVAL without
+     * a hash function. */
+    out[0] = out[1] = out[2] = out[3] = out[4] = 0;
+    if (!g_xxh3) return LSM_EINVAL;
+    lsm_cqw *w = NULL;
+    size_t need = 0;
+    if (n > 0) {
+        pthread_mutex_lock(&q->mu);
+        w = q->head;
+        pthread_mutex_unlock(&q->mu);
+        lsm_cqw *x = w;
+        for (size_t i = 0; i < n && x; i++, x = i < n ? x->next : NULL) need += frame_bound(x->len);
+    } else {
+        need = frame_bound(rep_len);
+    }
+    if (grow(q, need)) return LSM_ESPACE;
+    size_t pos = 0;
+    uint64_t boff = block_offset % LOG_BLOCK, seq = first_seq;
+    if (n > 0) {
+        lsm_cqw *x = w;
+        for (size_t i = 0; i < n && x; i++, x = i < n ? x->next : NULL) {
+            pos = frame_record(q->buf, pos, &boff, seq, x->count, x->rep, x->len);
+            seq += x->count;
+        }
+    } else {
+        pos = frame_record(q->buf, pos, &boff, seq, count, rep, rep_len);
+    }
+    out[4] = pos;
+    int64_t r = write_sync(fd, q->buf, pos, offset, do_sync, out);
+    if (r < 0) return r;
+    uint64_t tmp[2];
+    seq = first_seq;
+    if (n == 0) {
+        r = lsm_mem_add_rep((lsm_memtable *)mem, rep, rep_len, seq, count, tmp);
+        if (r < 0) {
+            out[3] = 3;
+            return r;
+        }
+        out[0] = tmp[0];
+        out[1] = tmp[1];
+        return 0;
+    }
+    for (size_t i = 0; i < n && w; i++, w = i < n ? w->next : NULL) {
+        r = lsm_mem_add_rep((lsm_memtable *)mem, w->rep, w->len, seq, w->count, tmp);
+        if (r < 0) {
+            out[3] = 3;
+            return r;
+        }
+        out[0] += tmp[0];
+        out[1] += tmp[1];
+        seq += w->count;
     }
     return 0;
 }

@@ -24,6 +24,12 @@ int64_t lsm_cq_commit(lsm_cq *q, int fd, const uint8_t *buf, size_t len, uint64_
                       void *mem, uint64_t first_seq, size_t n, uint64_t *out);
 int64_t lsm_wal_commit_one(int fd, const uint8_t *buf, size_t len, uint64_t offset, int do_sync, void *mem,
                            const uint8_t *rep, size_t rep_len, uint64_t seq, uint64_t count, uint64_t *out);
+void lsm_cq_set_hash(void *xxh3_64bits);
+int lsm_cq_can_frame(void);
+int64_t lsm_cq_frame_bound(size_t rep_bytes, size_t nrec);
+int64_t lsm_cq_commit_framed(lsm_cq *q, int fd, uint64_t offset, uint64_t block_offset, int do_sync, void *mem,
+                             uint64_t first_seq, size_t n, const uint8_t *rep, size_t rep_len, uint64_t count,
+                             uint64_t *out);
 int64_t lsm_cq_finish(lsm_cq *q, size_t n, int64_t status);
 int64_t lsm_cq_len(lsm_cq *q);
 

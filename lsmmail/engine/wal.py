@@ -182,22 +182,34 @@ class LogWriter:
             self._failed = True
             raise
 
-    def reserve(self) -> None:
-        """Before appending what :meth:`encode_record` framed: check the writer is usable and extend a
-        preallocated file so the data lands inside it. A caller that writes the bytes itself (the C
-        commit) calls this first and :meth:`fail` if its write or sync fails."""
+    def reserve(self, extra: int = 0) -> None:
+        """Before appending what :meth:`encode_record` framed (or, with ``extra``, up to that many bytes
+        framed elsewhere): check the writer is usable and extend a preallocated file so the data lands
+        inside it. A caller that writes the bytes itself (the C commit) calls this first, then
+        :meth:`advance` by what it framed, or :meth:`fail` if its write or sync failed."""
         self._check_usable()
-        if self._size > self._allocated and self._chunk:
-            self._grow()
+        if self._size + extra > self._allocated and self._chunk:
+            self._grow(extra)
+
+    @property
+    def block_offset(self) -> int:
+        """Where the next fragment starts inside its block."""
+        return self._block_offset
+
+    def advance(self, n: int) -> None:
+        """Account ``n`` bytes of records framed and appended by the caller from :attr:`block_offset`."""
+        self._size += n
+        self._block_offset = (self._block_offset + n) % self._block_size
 
     def fail(self) -> None:
         """Record that an append or sync made outside :meth:`append_encoded` failed: later calls raise
         ``ReadOnlyError``."""
         self._failed = True
 
-    def _grow(self) -> None:
-        """Extend the file with zeros to the next chunk boundary past ``_size`` (before appending)."""
-        target = (self._size // self._chunk + 1) * self._chunk
+    def _grow(self, extra: int = 0) -> None:
+        """Extend the file with zeros to the next chunk boundary past ``_size + extra`` (before
+        appending)."""
+        target = ((self._size + extra) // self._chunk + 1) * self._chunk
         try:
             self.file.preallocate(target)
         except OSError:

@@ -91,6 +91,45 @@ def pick_group(writers: Iterable[_Writer], max_bytes: int = MAX_GROUP_BYTES) -> 
     return n
 
 
+def _setup_c_framing() -> bool:
+    """Hand the xxhash package's ``XXH3_64bits`` to native/commit.c so it frames WAL records itself, and
+    check one framing against :meth:`LogWriter.encode_record` (any doubt: False, Python frames)."""
+    if _lib is None or not native.AVAILABLE:
+        return False
+    try:
+        import ctypes
+
+        import xxhash._xxhash as xxh_ext  # type: ignore[import-not-found]
+
+        addr = ctypes.cast(ctypes.CDLL(xxh_ext.__file__).XXH3_64bits, ctypes.c_void_p).value
+    except (ImportError, OSError, AttributeError):
+        return False
+    if not addr:
+        return False
+    _lib.lsm_cq_set_hash(_ffi.cast("void *", addr))
+    cq = _ffi.gc(_lib.lsm_cq_new(), _lib.lsm_cq_free)
+    out = _ffi.new("uint64_t[5]")
+    mem = NativeMemTable(0)
+    # ~78 KB from 5 bytes before a block end: padding, then FIRST, MIDDLE and LAST fragments.
+    rep = b"".join(encode_single_put(b"k%03d" % i, bytes(range(256))) or b"" for i in range(300))
+    want = LogWriter(_NullFile(), 32768 - 5).encode_record(encode_header(7, 300) + rep)
+    try:
+        fd = os.memfd_create("lsmmail-frame-check")
+    except (AttributeError, OSError):
+        return False
+    try:
+        rc = _lib.lsm_cq_commit_framed(cq, fd, 0, 32768 - 5, 0, mem._m, 7, 0, rep, len(rep), 300, out)
+        got = os.pread(fd, len(want) + 1, 0)
+    finally:
+        os.close(fd)
+    return rc == 0 and out[4] == len(want) and got == want and out[1] == 300 * (4 + 256)
+
+
+class _NullFile:
+    def append(self, data: object) -> None:
+        pass
+
+
 class _ThreadWriter:
     """A thread's C writer slot (it is in the queue at most once: a thread commits one batch at a time)
     and the leader's scratch arrays."""
@@ -105,7 +144,7 @@ class _ThreadWriter:
         self.addr = int(_ffi.cast("uintptr_t", ptr))
         self.addrs = _ffi.new("uint64_t[]", _MAX_GROUP_WRITERS)
         self.need_sync = _ffi.new("int *")
-        self.out = _ffi.new("uint64_t[4]")
+        self.out = _ffi.new("uint64_t[5]")
 
 
 def _account(mem: NativeMemTable, first_seq: int, group: list[_Writer], kv_bytes: int,
@@ -395,13 +434,17 @@ class WritePath:
             return IOFailure(e.errno, f"write failed: {e}")
         except LsmError as e:
             return e
-        return self._commit_native(None, cw, [w], False)
+        q = self._writers
+        assert isinstance(q, NativeWriteQueue)
+        return self._commit_native(q, cw, [w], False, solo=True)
 
-    def _commit_native(self, q: NativeWriteQueue | None, cw: _ThreadWriter, group: list[_Writer],
-                       need_sync: bool) -> BaseException | None:
-        """:meth:`_commit` with the write, fdatasync and memtable inserts in one C call (``lsm_cq_commit``
-        for a queue leader's group, ``lsm_wal_commit_one`` for a solo writer, ``q`` None): the leader
-        gives up the GIL once. Falls back to :meth:`_commit` for a pure memtable."""
+    def _commit_native(self, q: NativeWriteQueue, cw: _ThreadWriter, group: list[_Writer], need_sync: bool,
+                       solo: bool = False) -> BaseException | None:
+        """:meth:`_commit` with the framing, write, fdatasync and memtable inserts in one C call
+        (``lsm_cq_commit_framed``; where XXH3 could not be handed to C, framed here and then
+        ``lsm_cq_commit`` for a queue leader's group or ``lsm_wal_commit_one`` for a ``solo`` writer,
+        which holds the commit section outside the queue): the leader gives up the GIL once. Falls back
+        to :meth:`_commit` for a pure memtable."""
         with self._mu:
             first_seq = self._last_seq + 1
             mem, log = self._mem, self._log
@@ -410,30 +453,46 @@ class WritePath:
             return self._commit(group, need_sync)
         seq = first_seq
         err: BaseException | None = None
-        framed: bytes | bytearray
-        if len(group) == 1:
-            g = group[0]
-            assert g.entries is not None
-            framed = log.encode_record(encode_header(seq, len(g.entries)) + g.rep)
-            seq += len(g.entries)
-        else:
-            framed = bytearray()
-            for g in group:
-                assert g.entries is not None
-                framed += log.encode_record(encode_header(seq, len(g.entries)) + g.rep)
-                seq += len(g.entries)
+        framed: bytes | bytearray = b""
         out = cw.out
         try:
-            log.reserve()
-            f = log.file
-            if q is None:
+            if _C_FRAMING:
+                # Framing and checksums in C too (XXH3 from the xxhash package): nothing per record here.
                 g = group[0]
-                rc = _lib.lsm_wal_commit_one(f.fileno(), framed, len(framed), f.size(), need_sync, mem._m,
-                                             g.rep, len(g.rep), first_seq, seq - first_seq, out)
+                rep_bytes = len(g.rep) if len(group) == 1 else sum(len(x.rep) for x in group)
+                log.reserve(_lib.lsm_cq_frame_bound(rep_bytes, len(group)))
+                f = log.file
+                for x in group:
+                    assert x.entries is not None
+                    seq += len(x.entries)
+                rc = _lib.lsm_cq_commit_framed(q.cq, f.fileno(), f.size(), log.block_offset, need_sync,
+                                               mem._m, first_seq, 0 if solo else len(group), g.rep,
+                                               len(g.rep), seq - first_seq, out)
+                log.advance(out[4])
+                framed_len = out[4]
             else:
-                buf = framed if type(framed) is bytes else _ffi.from_buffer(framed)
-                rc = _lib.lsm_cq_commit(q.cq, f.fileno(), buf, len(framed), f.size(), need_sync, mem._m,
-                                        first_seq, len(group), out)
+                if len(group) == 1:
+                    g = group[0]
+                    assert g.entries is not None
+                    framed = log.encode_record(encode_header(seq, len(g.entries)) + g.rep)
+                    seq += len(g.entries)
+                else:
+                    framed = bytearray()
+                    for g in group:
+                        assert g.entries is not None
+                        framed += log.encode_record(encode_header(seq, len(g.entries)) + g.rep)
+                        seq += len(g.entries)
+                framed_len = len(framed)
+                log.reserve()
+                f = log.file
+                if solo:
+                    g = group[0]
+                    rc = _lib.lsm_wal_commit_one(f.fileno(), framed, len(framed), f.size(), need_sync,
+                                                 mem._m, g.rep, len(g.rep), first_seq, seq - first_seq, out)
+                else:
+                    buf = framed if type(framed) is bytes else _ffi.from_buffer(framed)
+                    rc = _lib.lsm_cq_commit(q.cq, f.fileno(), buf, len(framed), f.size(), need_sync,
+                                            mem._m, first_seq, len(group), out)
             f.advance(out[2])
             if rc < 0:
                 if out[3] == 3:
@@ -453,7 +512,7 @@ class WritePath:
                 self._last_seq = seq - 1
                 st = self._stats
                 st["user_bytes_written"] += sum(g.size for g in group)
-                st["wal_bytes_written"] += len(framed)
+                st["wal_bytes_written"] += framed_len
                 st["group_commits"] += 1
                 st["grouped_writes"] += len(group)
                 self._last_group = len(group)
@@ -625,3 +684,7 @@ class WritePath:
         n = self._next_file
         self._next_file += 1
         return n
+
+
+#: Whether native/commit.c frames WAL records itself (checked once against the Python framing).
+_C_FRAMING = _setup_c_framing()

@@ -17,9 +17,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lsmmail import native
-from lsmmail.engine.batch import WriteBatch, decode_batch, encode_batch
+from lsmmail.engine import write_path
+from lsmmail.engine.batch import WriteBatch, decode_batch, encode_batch, encode_header
 from lsmmail.engine.keys import KIND_DELETE, KIND_PUT, KIND_RANGE_DEL
 from lsmmail.engine.memtable_native import NativeMemTable
+from lsmmail.engine.wal import LogWriter
 from lsmmail.engine.write_path import _account, _Writer, pick_group
 
 lib, ffi = native._lib, native._ffi
@@ -258,3 +260,50 @@ def test_commit_one_reports_the_failed_step() -> None:
         os.close(fd)
     assert lib.lsm_wal_commit_one(-1, b"abc", 3, 0, 0, mem._m, rep, len(rep), 1, 1, out) == -9
     assert out[3] == 1
+
+
+class _NoFile:
+    def append(self, data: object) -> None:
+        pass
+
+
+@pytest.mark.skipif(not write_path._C_FRAMING, reason="XXH3 could not be handed to C")
+@settings(max_examples=150, deadline=None)
+@given(batches=st.lists(st.lists(st.tuples(st.just(KIND_PUT), _KEY, st.one_of(
+           st.binary(max_size=40), st.integers(0, 70000).map(lambda n: b"v" * n))), min_size=1, max_size=3),
+           min_size=1, max_size=5),
+       block_offset=st.one_of(st.integers(0, 32767), st.integers(32760, 32768)),
+       first_seq=st.integers(1, 1 << 50), solo=st.booleans())
+def test_c_framing_equals_encode_record(batches: list[list[tuple[int, bytes, bytes]]], block_offset: int,
+                                        first_seq: int, solo: bool) -> None:
+    """lsm_cq_commit_framed frames exactly what LogWriter.encode_record frames (block padding, FULL and
+    FIRST/MIDDLE/LAST fragments, checksums), from any block offset, for a group or a solo batch."""
+    if solo:
+        batches = batches[:1]
+    reps = [_rep(b) for b in batches]
+    writer = LogWriter(_NoFile(), block_offset % 32768)
+    want = b""
+    seq = first_seq
+    for b, r in zip(batches, reps, strict=True):
+        want += writer.encode_record(encode_header(seq, len(b)) + r)
+        seq += len(b)
+    q = _q()
+    slots = [_w() for _ in batches]
+    if not solo:
+        for s, r, b in zip(slots, reps, batches, strict=True):
+            lib.lsm_cq_push(q, s, ffi.from_buffer("uint8_t[]", r), len(r), len(b), len(r) + 12, 0, 0)
+    mem = NativeMemTable(1)
+    out = ffi.new("uint64_t[5]")
+    fd = os.memfd_create("frame-test")
+    try:
+        bound = lib.lsm_cq_frame_bound(sum(len(r) for r in reps), len(reps))
+        rc = lib.lsm_cq_commit_framed(q, fd, 0, block_offset, 0, mem._m, first_seq, 0 if solo else len(reps),
+                                      reps[0], len(reps[0]), len(batches[0]), out)
+        got = os.pread(fd, len(want) + 1, 0)
+    finally:
+        os.close(fd)
+    assert rc == 0
+    assert got == want and out[4] == len(want) <= bound
+    assert (block_offset + len(want)) % 32768 == writer._block_offset % 32768
+    assert sorted(k for k, _, _, _ in mem.entries(None, None)) == sorted(
+        k for b in batches for _, k, _ in b)

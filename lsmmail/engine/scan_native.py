@@ -100,19 +100,30 @@ def raw_block(t: TableReader, bi: int) -> bytes:
 
 
 class _TableSource:
-    """Where one table source stands: its tables (key order), the current table and block."""
+    """Where one table source stands: its files (key order), the current file and block. Tables are
+    opened when the scan reaches them: a scan from a key to the open end has every later file of a
+    level in range, and opening (looking up) them all up front costs O(files) per scan. (No difference
+    measured on the bench's 8-file L1: 78.0 vs 78.7 us forward, 95.9 vs 94.4 reverse.)"""
 
-    __slots__ = ("tables", "fi", "bi", "hold")
+    __slots__ = ("files", "open", "tables", "fi", "bi", "hold")
 
-    def __init__(self, tables: list[TableReader]) -> None:
-        self.tables = tables
+    def __init__(self, files: list[FileMeta], open_table: Callable[[FileMeta], TableReader]) -> None:
+        self.files = files
+        self.open = open_table
+        self.tables: list[TableReader | None] = [None] * len(files)
         self.fi = 0
         self.bi = 0
         self.hold: Any = None  # the cffi view of the block the kernel points into (keeps it alive)
 
+    def table(self, fi: int) -> TableReader:
+        t = self.tables[fi]
+        if t is None:
+            t = self.tables[fi] = self.open(self.files[fi])
+        return t
+
 
 def _load(ctx: Any, j: int, src: _TableSource) -> None:
-    t = src.tables[src.fi]
+    t = src.table(src.fi)
     raw = raw_block(t, src.bi)
     view = _ffi.from_buffer(raw)
     rc = _lib.lsm_scan_set_block(ctx, j, view, len(raw))
@@ -128,17 +139,17 @@ def _load(ctx: Any, j: int, src: _TableSource) -> None:
 
 def _position(src: _TableSource, start: bytes | None, end: bytes | None, reverse: bool) -> bool:
     """Put ``src`` at its first block in scan order; False if it has none."""
-    tables = src.tables
+    n = len(src.files)
     if not reverse:
-        for fi, t in enumerate(tables):
-            idx = t.index_user_keys
+        for fi in range(n):
+            idx = src.table(fi).index_user_keys
             bi = 0 if start is None else bisect_left(idx, start)
             if bi < len(idx):
                 src.fi, src.bi = fi, bi
                 return True
         return False
-    for fi in range(len(tables) - 1, -1, -1):
-        idx = tables[fi].index_user_keys
+    for fi in range(n - 1, -1, -1):
+        idx = src.table(fi).index_user_keys
         if idx:
             src.fi = fi
             src.bi = len(idx) - 1 if end is None else min(bisect_left(idx, end), len(idx) - 1)
@@ -150,23 +161,23 @@ def _step(src: _TableSource, start: bytes | None, reverse: bool) -> bool:
     """Move ``src`` to its next block in scan order; False if the range has no more there."""
     if not reverse:
         src.bi += 1
-        while src.bi >= src.tables[src.fi].num_data_blocks:
+        while src.bi >= src.table(src.fi).num_data_blocks:
             src.fi += 1
-            if src.fi >= len(src.tables):
+            if src.fi >= len(src.files):
                 return False
             src.bi = 0
         return True
     while True:
         if src.bi > 0:
             # Block bi - 1 ends below start: nothing there or before it is in range.
-            if start is not None and src.tables[src.fi].index_user_keys[src.bi - 1] < start:
+            if start is not None and src.table(src.fi).index_user_keys[src.bi - 1] < start:
                 return False
             src.bi -= 1
             return True
         src.fi -= 1
         if src.fi < 0:
             return False
-        src.bi = src.tables[src.fi].num_data_blocks
+        src.bi = src.table(src.fi).num_data_blocks
 
 
 def _pages(
@@ -206,7 +217,7 @@ def _pages(
         srcs: list[_TableSource | None] = [None] * len(mems)
         for files in table_sources:
             j = len(srcs)
-            src = _TableSource([open_table(f) for f in files])
+            src = _TableSource(files, open_table)
             srcs.append(src)
             if _position(src, start, end, reverse):
                 _load(ctx, j, src)

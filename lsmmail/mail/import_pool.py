@@ -198,7 +198,7 @@ def prepared_chunks(
     # Chunks read ahead: enough to keep every worker busy while this process stores one chunk, few
     # enough to bound memory (each is ~64 messages, ~1.5 MB raw + ~1.3 MB prepared).
     window = 2 * workers + 2
-    pool: FilePool | None = FilePool(prepare_chunk, workers)
+    pool: FilePool | None = FilePool(prepare_chunk, workers, window)
     # [raws, worker index or None, task id or None] per chunk read ahead, in input order.
     inflight: deque[list[Any]] = deque()
     try:
@@ -247,7 +247,7 @@ def _assign(pool: FilePool, inflight: deque[list[Any]], max_size: int, search: b
         if worker is None:
             return
         entry[1] = worker
-        entry[2] = pool.submit(worker, (entry[0], max_size, search))
+        entry[2] = pool.submit(worker, entry[0], (max_size, search))
 
 
 def _drop(pool: FilePool, inflight: deque[list[Any]]) -> None:

@@ -1,37 +1,49 @@
-"""file_pool.FilePool: results in order per task, errors reported for an in-process redo, a dead worker
-reported as PoolBroken, and nothing left behind (processes, payload files) after close."""
+"""file_pool.FilePool: results per task (in any order of asking), errors reported for an in-process redo,
+a dead worker reported as PoolBroken, payload files reused, and nothing left behind (processes, files)
+after close."""
 
 from __future__ import annotations
 
 import multiprocessing
 import operator
 import os
+import sys
 
 import pytest
 
 from lsmmail.mail.file_pool import FilePool, PoolBroken
 
 
-def test_results_errors_and_cleanup() -> None:
-    pool = FilePool(operator.add, 2)
+def test_results_errors_slots_and_cleanup() -> None:
+    pool = FilePool(operator.add, 2, slots=4)  # fn(blobs, x) = blobs + x
     try:
         first = pool.ready_worker(block=True)
         assert first is not None
-        tasks = []
-        for i in range(6):
-            w = pool.ready_worker()
-            assert w is not None
-            tasks.append((w, pool.submit(w, (i, 100)), i))
-        bad = pool.submit(first, (b"x", 1))  # bytes + int raises TypeError in the worker
-        # Read out of submission order: answers of other tasks are kept until asked for.
-        for w, seq, i in reversed(tasks):
-            assert pool.result(w, seq) == (True, i + 100)
+        got = {}
+        for round_ in range(3):  # 12 tasks through 4 slots: every payload file is rewritten in place
+            tasks = []
+            for i in range(4):
+                w = pool.ready_worker()
+                assert w is not None
+                blobs = [bytes([i]) * (1000 * (4 - i + round_)), b"", b"end"]  # shorter than the last use
+                tasks.append((w, pool.submit(w, blobs, ([b"!"],)), blobs))
+            with pytest.raises(RuntimeError):
+                pool.submit(first, [b"x"], ([],))  # all 4 slots held
+            # Answers are kept until asked for, so results can be taken in any order.
+            for w, seq, blobs in reversed(tasks):
+                got[seq] = pool.result(w, seq)
+                assert got[seq] == (True, [*blobs, b"!"])
+        assert len(got) == 12
+        bad = pool.submit(first, [b"x"], (1,))  # list + int raises TypeError in the worker
         assert pool.result(first, bad) == (False, None)
         big = bytes(range(256)) * 8192  # 2 MiB: larger than a pipe buffer
-        seq = pool.submit(first, (big, b"!"))
-        assert pool.result(first, seq) == (True, big + b"!")
+        seq = pool.submit(first, [big] * 3, ([b"?"],))
+        assert pool.result(first, seq) == (True, [big, big, big, b"?"])
+        many = [bytes([i % 251]) for i in range(1500)]  # more buffers than one pwritev takes
+        seq = pool.submit(first, many, ([],))
+        assert pool.result(first, seq) == (True, many)
         payload_dir = pool._dir
-        assert os.listdir(payload_dir) == []  # every payload file is removed once read
+        assert len(os.listdir(payload_dir)) <= 8  # 4 slots x (in, out)
     finally:
         pool.close()
     pool.close()  # idempotent
@@ -40,11 +52,11 @@ def test_results_errors_and_cleanup() -> None:
 
 
 def test_dead_worker_is_pool_broken() -> None:
-    pool = FilePool(os._exit, 1)
+    pool = FilePool(sys.exit, 1, slots=2)  # SystemExit is not an error to redo: the worker process ends
     try:
         w = pool.ready_worker(block=True)
         assert w is not None
-        seq = pool.submit(w, (3,))  # the worker exits with status 3 inside the task
+        seq = pool.submit(w, [b"bye"], ())
         with pytest.raises(PoolBroken):
             pool.result(w, seq)
     finally:
@@ -53,10 +65,10 @@ def test_dead_worker_is_pool_broken() -> None:
 
 
 def test_close_with_tasks_outstanding() -> None:
-    pool = FilePool(operator.mul, 1)
+    pool = FilePool(operator.mul, 1, slots=4)
     w = pool.ready_worker(block=True)
     assert w is not None
     for _ in range(4):
-        pool.submit(w, (b"ab", 1 << 16))
+        pool.submit(w, [b"ab"], (1 << 12,))
     pool.close()  # abandoned: nothing waits for the answers
     assert multiprocessing.active_children() == []

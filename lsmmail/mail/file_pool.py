@@ -222,6 +222,21 @@ class FilePool:
     def _paths(self, slot: int) -> tuple[str, str]:
         return os.path.join(self._dir, f"{slot}.in"), os.path.join(self._dir, f"{slot}.out")
 
+    def done(self, worker: int, seq: int) -> bool:
+        """Whether :meth:`result` of task ``seq`` would return without waiting for the worker."""
+        w = self._workers[worker]
+        try:
+            while seq not in w.answers and w.conn.poll(0):
+                got, size = w.conn.recv()
+                w.answers[got] = size
+        except (EOFError, OSError):
+            return True  # result() reports it
+        return seq in w.answers
+
+    def outstanding(self, worker: int) -> int:
+        """Tasks of worker ``worker`` whose results have not been taken yet."""
+        return len(self._workers[worker].outstanding)
+
     def result(self, worker: int, seq: int) -> tuple[bool, Any]:
         """Wait for task ``seq`` of worker ``worker``: (True, value) or (False, None) if ``fn`` raised."""
         w = self._workers[worker]

@@ -11,20 +11,18 @@ the memtable, and then publishes the new last sequence number. The leader also f
 from __future__ import annotations
 
 import itertools
-import os
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .. import native
 from .batch import BATCH_HEADER_SIZE, WriteBatch, encode_header, encode_single_put
-from .errors import Corruption, DBClosed, InvalidArgument, IOFailure, LsmError, ReadOnlyError
-from .fs import OsFileSystem, _OsWritable
-from .keys import KIND_PUT, KIND_RANGE_DEL
-from .memtable import ENTRY_OVERHEAD
-from .memtable_native import NativeMemTable, new_memtable
+from .commit_queue import NativeCommit, NativeWriteQueue, _Writer, pick_group
+from .errors import DBClosed, InvalidArgument, IOFailure, LsmError, ReadOnlyError
+from .fs import OsFileSystem
+from .keys import KIND_PUT
+from .memtable_native import new_memtable
 from .wal import WAL_PREALLOCATE, LogWriter
 
 if TYPE_CHECKING:
@@ -33,180 +31,12 @@ if TYPE_CHECKING:
     from .options import Options
     from .version import Version
 
-#: A group commit takes queued batches up to this many bytes: 1 MiB amortises the write and fsync over
-#: many writers while keeping the leader's latency bounded (LevelDB uses the same limit).
-MAX_GROUP_BYTES = 1 << 20
-
 #: Whether a DB on the real file system commits through the C queue (tests switch it off to run the
 #: Python twin on the same file system).
 NATIVE_COMMIT = True
 
-#: The most writers one group takes on the C queue (its scratch array); with 1 KiB puts the byte limit
-#: binds first.
-_MAX_GROUP_WRITERS = 1024
 
-#: How long a synced leader on the C queue waits for writers the last commit woke to queue behind it
-#: (only while fewer than the last group are queued). See the A/B in the commit message.
-GROUP_WAIT_NS = 100_000
-
-_lib = native._lib
-_from_buffer = native._ffi.from_buffer if native._ffi is not None else None
-_ECORRUPT = -1
-_ffi = native._ffi
-
-
-class _Writer:
-    __slots__ = ("entries", "rep", "sync", "size", "done", "error", "force_flush", "signal")
-
-    def __init__(self, entries: list[tuple[int, bytes, bytes]] | None, sync: bool, size: int,
-                 force_flush: bool = False, rep: bytes = b"") -> None:
-        self.entries = entries
-        self.rep = rep  # the batch's encoded entries (WAL payload after the header)
-        self.sync = sync
-        self.size = size
-        self.done = False
-        self.error: BaseException | None = None
-        self.force_flush = force_flush
-        # Held (locked) while this writer sleeps waiting for its turn or its group's commit; whoever
-        # changes that releases it, so exactly one thread wakes per event instead of all queued writers.
-        self.signal: Any = None
-
-
-def pick_group(writers: Iterable[_Writer], max_bytes: int = MAX_GROUP_BYTES) -> int:
-    """How many writers from the head of the queue ``writers`` (non-empty) form the head's group: the
-    head, then each writer until one that must lead alone (a forced flush), one that wants a sync behind
-    a head that does not (its durability would ride on an unsynced commit), or one that would take the
-    group past ``max_bytes``. The pure twin of ``lsm_cq_group`` (native/commit.c)."""
-    it = iter(writers)
-    head = next(it)
-    if head.force_flush:
-        return 1
-    n = 1
-    size = head.size
-    for other in it:
-        if other.force_flush or (other.sync and not head.sync) or size + other.size > max_bytes:
-            break
-        size += other.size
-        n += 1
-    return n
-
-
-def _setup_c_framing() -> bool:
-    """Hand the xxhash package's ``XXH3_64bits`` to native/commit.c so it frames WAL records itself, and
-    check one framing against :meth:`LogWriter.encode_record` (any doubt: False, Python frames)."""
-    if _lib is None or not native.AVAILABLE:
-        return False
-    try:
-        import ctypes
-
-        import xxhash._xxhash as xxh_ext  # type: ignore[import-not-found]
-
-        addr = ctypes.cast(ctypes.CDLL(xxh_ext.__file__).XXH3_64bits, ctypes.c_void_p).value
-    except (ImportError, OSError, AttributeError):
-        return False
-    if not addr:
-        return False
-    _lib.lsm_cq_set_hash(_ffi.cast("void *", addr))
-    cq = _ffi.gc(_lib.lsm_cq_new(), _lib.lsm_cq_free)
-    out = _ffi.new("uint64_t[5]")
-    mem = NativeMemTable(0)
-    # ~78 KB from 5 bytes before a block end: padding, then FIRST, MIDDLE and LAST fragments.
-    rep = b"".join(encode_single_put(b"k%03d" % i, bytes(range(256))) or b"" for i in range(300))
-    want = LogWriter(_NullFile(), 32768 - 5).encode_record(encode_header(7, 300) + rep)
-    try:
-        fd = os.memfd_create("lsmmail-frame-check")
-    except (AttributeError, OSError):
-        return False
-    try:
-        rc = _lib.lsm_cq_commit_framed(cq, fd, 0, 32768 - 5, 0, mem._m, 7, 0, rep, len(rep), 300, out)
-        got = os.pread(fd, len(want) + 1, 0)
-    finally:
-        os.close(fd)
-    return rc == 0 and out[4] == len(want) and got == want and out[1] == 300 * (4 + 256)
-
-
-class _NullFile:
-    def append(self, data: object) -> None:
-        pass
-
-
-class _ThreadWriter:
-    """A thread's C writer slot (it is in the queue at most once: a thread commits one batch at a time)
-    and the leader's scratch arrays."""
-
-    __slots__ = ("ptr", "addr", "addrs", "need_sync", "out")
-
-    def __init__(self) -> None:
-        ptr = _lib.lsm_cqw_new()
-        if ptr == _ffi.NULL:
-            raise MemoryError("cannot allocate a commit queue slot")
-        self.ptr = _ffi.gc(ptr, _lib.lsm_cqw_free)
-        self.addr = int(_ffi.cast("uintptr_t", ptr))
-        self.addrs = _ffi.new("uint64_t[]", _MAX_GROUP_WRITERS)
-        self.need_sync = _ffi.new("int *")
-        self.out = _ffi.new("uint64_t[5]")
-
-
-def _account(mem: NativeMemTable, first_seq: int, group: list[_Writer], kv_bytes: int,
-             range_dels: int) -> None:
-    """After ``lsm_cq_commit`` inserted ``group``'s batches into ``mem``'s skiplist: the bookkeeping
-    ``NativeMemTable.add_batch`` does after its own C call (sizes, counts, range tombstones, which the
-    skiplist does not hold)."""
-    size = kv_bytes
-    seq = first_seq
-    n = 0
-    for g in group:
-        entries = g.entries
-        assert entries is not None
-        if range_dels:
-            s = seq
-            for kind, key, value in entries:
-                if kind == KIND_RANGE_DEL:
-                    mem.range_tombstones.append((s, key, value))
-                    size += len(key) + len(value)
-                s += 1
-        seq += len(entries)
-        n += len(entries)
-    mem.approximate_size += size + n * ENTRY_OVERHEAD
-    mem.num_entries += n
-    if seq - 1 > mem.largest_seq:
-        mem.largest_seq = seq - 1
-
-
-class NativeWriteQueue:
-    """The C group-commit queue of one DB, standing in for the Python deque of writers: ``len()`` and
-    truth are the number of queued writers, plus one while a solo writer commits (``DB.close`` waits for
-    it to drain)."""
-
-    def __init__(self) -> None:
-        cq = _lib.lsm_cq_new()
-        if cq == _ffi.NULL:
-            raise MemoryError("cannot allocate a commit queue")
-        self.cq = _ffi.gc(cq, _lib.lsm_cq_free)
-        # The Python writer behind each queued C slot, by slot address (set before joining).
-        self.by_writer: dict[int, _Writer] = {}
-        # Errors of failed groups; a follower gets -(index + 1) as its status.
-        self.errors: list[BaseException] = []
-        # One entry per thread inside lsm_cq_join (list append/pop are atomic under the GIL): the solo
-        # lane is open only while it is empty.
-        self.joined: list[None] = []
-        # The commit section: held by a queue leader while it commits and by a solo writer.
-        self.section = threading.Lock()
-        self._local = threading.local()
-
-    def local_writer(self) -> _ThreadWriter:
-        try:
-            return self._local.w  # type: ignore[no-any-return]
-        except AttributeError:
-            w = self._local.w = _ThreadWriter()
-            return w
-
-    def __len__(self) -> int:
-        # A solo writer (holding the section outside the queue) counts too: close waits for it.
-        return int(_lib.lsm_cq_len(self.cq)) + self.section.locked()
-
-
-class WritePath:
+class WritePath(NativeCommit):
     """The write-path methods of :class:`~lsmmail.engine.db.DB` (a mixin; ``_mu`` guards the state)."""
 
     # State owned by DB (declared for type checkers).
@@ -238,7 +68,7 @@ class WritePath:
         """The queue of writers for ``DB.__init__``: the C queue (and :meth:`_submit_native`) when the
         extension is there and the file system is the real one; else the Python deque (the pure twin,
         also what every test file system such as the fault-injecting one runs through)."""
-        if NATIVE_COMMIT and _lib is not None and native.AVAILABLE and type(self._fs) is OsFileSystem:
+        if NATIVE_COMMIT and native._lib is not None and native.AVAILABLE and type(self._fs) is OsFileSystem:
             self._submit = self._submit_native  # type: ignore[method-assign]
             return NativeWriteQueue()
         return deque()
@@ -337,190 +167,6 @@ class WritePath:
             self._wake_head()
         if err is not None:
             raise err
-
-    def _submit_native(self, w: _Writer) -> None:
-        """:meth:`_submit` on the C queue (native/commit.c): a follower sleeps in C with the GIL released
-        and returns to Python once, with its group's outcome; the leader gets its group from the same
-        call, frames it in Python and commits it with one C call (:meth:`_commit_native`)."""
-        if self._poisoned is not None or self._closing or self._closed:
-            with self._mu:
-                self._check_writable()
-        q = self._writers
-        assert isinstance(q, NativeWriteQueue)
-        cw = q.local_writer()
-        if not q.joined and not w.sync and not w.force_flush and q.section.acquire(False):
-            # The solo lane: no one queued, an unsynced batch; committed without the queue with one C
-            # call (the queue path gives the GIL up three times per put, each a chance for a flush or
-            # compaction thread to take it).
-            try:
-                err = self._commit_solo(cw, w)
-            finally:
-                q.section.release()
-                if self._closing:
-                    with self._mu:
-                        self._write_cv.notify_all()
-            if err is not None:
-                raise err
-            return
-        q.by_writer[cw.addr] = w
-        entries = w.entries
-        # Like the Python twin's yield: a synced leader waits (GIL released) for the last group's size.
-        wait_for = self._last_group if w.sync and self._last_group > 1 else 0
-        # from_buffer: a pointer into ``w.rep`` itself, alive until the group is committed (the leader
-        # reads its own batch after its join returned). A bytes argument may go through a temporary copy
-        # that is freed when the call returns.
-        q.joined.append(None)
-        try:
-            n = _lib.lsm_cq_join(q.cq, cw.ptr, _from_buffer("uint8_t[]", w.rep), len(w.rep),
-                                 len(entries) if entries else 0, w.size, w.sync, w.force_flush,
-                                 MAX_GROUP_BYTES, cw.addrs, _MAX_GROUP_WRITERS, cw.need_sync, wait_for,
-                                 GROUP_WAIT_NS)
-        finally:
-            q.joined.pop()
-        if n <= 0:
-            if n < 0:
-                raise q.errors[-n - 1]
-            return
-        # This thread leads a group of n (itself first); a solo writer may be finishing its commit.
-        q.section.acquire()
-        try:
-            with self._mu:
-                self._make_room_for_write(force=w.force_flush)
-        except BaseException as e:
-            # Only the leader fails: the rest of its group stays queued, and the next head leads.
-            q.section.release()
-            self._native_finish(q, 1, 0)
-            if isinstance(e, OSError):
-                raise IOFailure(e.errno, f"write failed: {e}") from e
-            raise
-        if w.force_flush:
-            q.section.release()
-            self._native_finish(q, 1, 0)
-            return
-        if n == 1:
-            group = [w]
-        else:
-            by_writer, addrs = q.by_writer, cw.addrs
-            group = [w] + [by_writer[addrs[i]] for i in range(1, n)]
-        try:
-            err = self._commit_native(q, cw, group, bool(cw.need_sync[0]))
-        except BaseException as e:  # noqa: BLE001 - a bug or KeyboardInterrupt: fail the group, never hang it
-            with self._mu:
-                self._poison(e)
-            err = e
-        finally:
-            q.section.release()
-        status = 0
-        if err is not None:
-            q.errors.append(err)
-            status = -len(q.errors)
-        self._native_finish(q, n, status)
-        if err is not None:
-            raise err
-
-    def _native_finish(self, q: NativeWriteQueue, n: int, status: int) -> None:
-        _lib.lsm_cq_finish(q.cq, n, status)
-        if self._closing:
-            with self._mu:
-                self._write_cv.notify_all()
-
-    def _commit_solo(self, cw: _ThreadWriter, w: _Writer) -> BaseException | None:
-        """The solo lane's commit of ``w`` (the commit section is held): make room, then
-        :meth:`_commit_native` of a group of one."""
-        try:
-            with self._mu:
-                self._make_room_for_write(force=False)
-        except OSError as e:
-            return IOFailure(e.errno, f"write failed: {e}")
-        except LsmError as e:
-            return e
-        q = self._writers
-        assert isinstance(q, NativeWriteQueue)
-        return self._commit_native(q, cw, [w], False, solo=True)
-
-    def _commit_native(self, q: NativeWriteQueue, cw: _ThreadWriter, group: list[_Writer], need_sync: bool,
-                       solo: bool = False) -> BaseException | None:
-        """:meth:`_commit` with the framing, write, fdatasync and memtable inserts in one C call
-        (``lsm_cq_commit_framed``; where XXH3 could not be handed to C, framed here and then
-        ``lsm_cq_commit`` for a queue leader's group or ``lsm_wal_commit_one`` for a ``solo`` writer,
-        which holds the commit section outside the queue): the leader gives up the GIL once. Falls back
-        to :meth:`_commit` for a pure memtable."""
-        with self._mu:
-            first_seq = self._last_seq + 1
-            mem, log = self._mem, self._log
-        assert log is not None
-        if type(mem) is not NativeMemTable or not isinstance(log.file, _OsWritable):
-            return self._commit(group, need_sync)
-        seq = first_seq
-        err: BaseException | None = None
-        framed: bytes | bytearray = b""
-        out = cw.out
-        try:
-            if _C_FRAMING:
-                # Framing and checksums in C too (XXH3 from the xxhash package): nothing per record here.
-                g = group[0]
-                rep_bytes = len(g.rep) if len(group) == 1 else sum(len(x.rep) for x in group)
-                log.reserve(_lib.lsm_cq_frame_bound(rep_bytes, len(group)))
-                f = log.file
-                for x in group:
-                    assert x.entries is not None
-                    seq += len(x.entries)
-                rc = _lib.lsm_cq_commit_framed(q.cq, f.fileno(), f.size(), log.block_offset, need_sync,
-                                               mem._m, first_seq, 0 if solo else len(group), g.rep,
-                                               len(g.rep), seq - first_seq, out)
-                log.advance(out[4])
-                framed_len = out[4]
-            else:
-                if len(group) == 1:
-                    g = group[0]
-                    assert g.entries is not None
-                    framed = log.encode_record(encode_header(seq, len(g.entries)) + g.rep)
-                    seq += len(g.entries)
-                else:
-                    framed = bytearray()
-                    for g in group:
-                        assert g.entries is not None
-                        framed += log.encode_record(encode_header(seq, len(g.entries)) + g.rep)
-                        seq += len(g.entries)
-                framed_len = len(framed)
-                log.reserve()
-                f = log.file
-                if solo:
-                    g = group[0]
-                    rc = _lib.lsm_wal_commit_one(f.fileno(), framed, len(framed), f.size(), need_sync,
-                                                 mem._m, g.rep, len(g.rep), first_seq, seq - first_seq, out)
-                else:
-                    buf = framed if type(framed) is bytes else _ffi.from_buffer(framed)
-                    rc = _lib.lsm_cq_commit(q.cq, f.fileno(), buf, len(framed), f.size(), need_sync,
-                                            mem._m, first_seq, len(group), out)
-            f.advance(out[2])
-            if rc < 0:
-                if out[3] == 3:
-                    raise Corruption("malformed write batch") if rc == _ECORRUPT else MemoryError(
-                        "memtable arena cannot grow")
-                log.fail()
-                code = -rc
-                raise OSError(code, f"{'fdatasync' if out[3] == 2 else 'write'}: {os.strerror(code)}")
-            _account(mem, first_seq, group, out[1], out[0])
-        except OSError as e:
-            err = IOFailure(e.errno, f"WAL write failed: {e}")
-            err.__cause__ = e
-        except (LsmError, MemoryError) as e:
-            err = e
-        with self._mu:
-            if err is None:
-                self._last_seq = seq - 1
-                st = self._stats
-                st["user_bytes_written"] += sum(g.size for g in group)
-                st["wal_bytes_written"] += framed_len
-                st["group_commits"] += 1
-                st["grouped_writes"] += len(group)
-                self._last_group = len(group)
-                if need_sync:
-                    st["wal_syncs"] += 1
-            else:
-                self._poison(err)
-        return err
 
     def _commit(self, group: list[_Writer], need_sync: bool) -> BaseException | None:
         """The leader's commit of ``group`` (its batches in order): sequence numbers, one WAL append, at
@@ -684,7 +330,3 @@ class WritePath:
         n = self._next_file
         self._next_file += 1
         return n
-
-
-#: Whether native/commit.c frames WAL records itself (checked once against the Python framing).
-_C_FRAMING = _setup_c_framing()

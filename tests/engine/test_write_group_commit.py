@@ -17,11 +17,11 @@ import pytest
 from lsmmail import native
 from lsmmail.engine import write_path
 from lsmmail.engine.batch import WriteBatch
+from lsmmail.engine.commit_queue import NativeWriteQueue
 from lsmmail.engine.db import DB
 from lsmmail.engine.errors import IOFailure, ReadOnlyError
 from lsmmail.engine.fs import FaultInjectingFileSystem, MemFileSystem, OsFileSystem
 from lsmmail.engine.options import Options
-from lsmmail.engine.write_path import NativeWriteQueue
 
 THREADS = 6
 OPS = 150

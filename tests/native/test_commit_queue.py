@@ -1,4 +1,4 @@
-"""The C group-commit queue (native/commit.c) against its pure twin in lsmmail/engine/write_path.py.
+"""The C group-commit queue (native/commit.c) against its pure twin in lsmmail/engine/commit_queue.py.
 
 Differential: the groups ``lsm_cq_join``/``lsm_cq_group`` pick equal ``pick_group`` on the same queue;
 ``lsm_cq_commit`` writes the bytes it is given and leaves the memtable as ``NativeMemTable.add_batch``
@@ -17,12 +17,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lsmmail import native
-from lsmmail.engine import write_path
+from lsmmail.engine import commit_queue
 from lsmmail.engine.batch import WriteBatch, decode_batch, encode_batch, encode_header
+from lsmmail.engine.commit_queue import _account, _Writer, pick_group
 from lsmmail.engine.keys import KIND_DELETE, KIND_PUT, KIND_RANGE_DEL
 from lsmmail.engine.memtable_native import NativeMemTable
 from lsmmail.engine.wal import LogWriter
-from lsmmail.engine.write_path import _account, _Writer, pick_group
 
 lib, ffi = native._lib, native._ffi
 pytestmark = pytest.mark.skipif(lib is None, reason="the C extension is not built")
@@ -267,7 +267,7 @@ class _NoFile:
         pass
 
 
-@pytest.mark.skipif(not write_path._C_FRAMING, reason="XXH3 could not be handed to C")
+@pytest.mark.skipif(not commit_queue._C_FRAMING, reason="XXH3 could not be handed to C")
 @settings(max_examples=150, deadline=None)
 @given(batches=st.lists(st.lists(st.tuples(st.just(KIND_PUT), _KEY, st.one_of(
            st.binary(max_size=40), st.integers(0, 70000).map(lambda n: b"v" * n))), min_size=1, max_size=3),

@@ -143,3 +143,14 @@ def test_auto_workers_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
     assert auto_workers(None) == 1
     monkeypatch.setattr(import_pool.os, "sched_getaffinity", lambda _pid: {0, 1})
     assert auto_workers(10_000) == 2
+
+
+def test_work_stealing_keeps_order_and_results(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With one chunk per worker at a time, this process prepares the chunks read ahead whenever the
+    worker is behind; whichever side prepares a chunk, the chunks come out in input order, identical."""
+    monkeypatch.setattr(import_pool, "WORKER_AHEAD", 1)
+    raws = [_message(i, "s", f"body {i} " * (i % 7), True, None, False) for i in range(120)]
+    got = list(prepared_chunks(iter(raws), 4, 1 << 20, True, 1))
+    assert [start for start, _, _ in got] == list(range(0, 120, 4))
+    assert [p for _, _, preps in got for p in preps] == [prepare(r, 1 << 20, True) for r in raws]
+    assert multiprocessing.active_children() == []

@@ -223,7 +223,7 @@ def summarise(runs: dict[str, list[dict]], wanted: list[str]) -> dict:
                     if isinstance(vals[0][k], (int, float))
                 }
         for k in ("write_amp", "disk_bytes", "logical_bytes", "peak_rss_kib", "space_ratio",
-                  "mailmix_write_amp", "fsync_p50_us"):
+                  "mailmix_write_amp", "fsync_p50_us", "settle_s"):
             vals = [r[k] for r in rs if r.get(k) is not None]
             if vals:
                 eng[k] = statistics.median(vals)
@@ -274,6 +274,7 @@ def format_table(summary: dict, engines: list[str], wanted: list[str]) -> str:
          lambda d: f"{d['mailmix_write_amp']:.2f}" if d.get("mailmix_write_amp") is not None else "-"),
         ("syncN ÷ sync1", lambda d: _sync_ratio(d)),
         ("fsync p50 µs", lambda d: f"{d['fsync_p50_us']:.0f}" if d.get("fsync_p50_us") is not None else "-"),
+        ("settle s", lambda d: f"{d['settle_s']:.1f}" if d.get("settle_s") is not None else "-"),
         ("peak RSS MiB", lambda d: f"{d['peak_rss_kib'] / 1024:.0f}" if "peak_rss_kib" in d else "-"),
     ]
     for name, fn in extra:

@@ -3,7 +3,8 @@
 Usage: ``python -m lsmmail.bench.worker ENGINE DIR CONFIG_JSON WORKLOADS`` -> one JSON object on stdout.
 
 Sequence (db_bench style, one database reused where the workloads need a filled one):
-fillseq (own db) | fillrandom -> readrandom, readmissing, seekscan, seekscanrev -> overwrite -> close
+fillseq (own db) | fillrandom -> settle (each engine's background work caught up) -> readrandom,
+readmissing, seekscan, seekscanrev -> overwrite -> close
 (write amplification, bytes on disk) -> reopen, compact everything, close (space) -> reopen ->
 deleterandom | fillrandom1 (own db, single puts) | fillsync1, fillsyncN (own dbs, synced single puts
 from 1 and N threads) | peak RSS | mailmix (own db: 1 KiB records + 20 KiB bodies, then half the records
@@ -112,6 +113,8 @@ def run(engine: str, base: str, cfg: Config, wanted: list[str]) -> dict:
             res["fillrandom"] = r
         nr = cfg.n_reads
         probe = [rnd.randrange(cfg.num) for _ in range(nr)]
+        if any(w in wanted for w in ("readrandom", "readmissing", "seekscan", "seekscanrev")):
+            out["settle_s"] = round(db.settle(), 3)  # reads on the settled database, in every engine
         if "readrandom" in wanted:
             get = db.get
             found = [0]

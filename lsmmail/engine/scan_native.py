@@ -28,17 +28,14 @@ from itertools import chain
 from struct import unpack_from
 from typing import Any
 
-from .. import native_lib, native_pointget
+from .. import native_lib
 from .errors import Corruption, IOFailure, LsmError
 from .keys import KIND_BLOB
-from .sstable import RAW_BLOCK_OVERHEAD, TableReader
+from .sstable import TableReader
 from .version import FileMeta
 
 _lib = native_lib._lib  # the kernel even under LSMMAIL_PURE=1 (differential tests); DB.scan checks AVAILABLE
 _ffi = native_lib._ffi
-#: A cache-missing block's read + checksum + LZ4 in one C call, or None (pure engine, or the codecs
-#: could not be taken from the lz4/xxhash modules): then ``TableReader._read_block``.
-_c_load = native_pointget.block_load_get_native if _lib is not None and native_pointget.READY else None
 
 #: Entries per kernel call at most. A call also ends whenever a source needs its next block (every ~15
 #: entries of 1 KiB values per source), so this bounds only scans over small values. (First pages of 16
@@ -73,32 +70,6 @@ class _Scratch(threading.local):
 _scratch: _Scratch | None = _Scratch() if _lib is not None else None
 
 
-def raw_block(t: TableReader, bi: int) -> bytes:
-    """The raw payload of data block ``bi`` of ``t``: from the block cache (raw, or a decoded block's
-    payload), else read, verified and decompressed, and cached raw. ``Corruption`` for a bad stored
-    block."""
-    offset = t._offsets[bi]
-    cache = t._cache
-    if cache is not None:
-        obj = cache.get((t.file_number, offset))
-        if obj is not None:
-            return obj if type(obj) is bytes else obj.payload  # type: ignore[attr-defined,return-value]
-    if _c_load is not None:
-        # Read, checksum and LZ4 in one C call (native_pointget, the point reads' loader).
-        f = t._file
-        try:
-            raw, _ = _c_load(f._fd if t._os_file else -1, f.read_at, offset,  # type: ignore[attr-defined]
-                             t._sizes[bi], t._verify, None, 0, True)
-        except Corruption as e:
-            raise t._corrupt(str(e), offset) from None
-        assert raw is not None
-    else:
-        raw = t._read_block(offset, t._sizes[bi], t._verify)
-    if cache is not None:
-        cache.put((t.file_number, offset), raw, len(raw) + RAW_BLOCK_OVERHEAD)
-    return raw
-
-
 class _TableSource:
     """Where one table source stands: its files (key order), the current file and block. Tables are
     opened when the scan reaches them: a scan from a key to the open end has every later file of a
@@ -124,7 +95,7 @@ class _TableSource:
 
 def _load(ctx: Any, j: int, src: _TableSource) -> None:
     t = src.table(src.fi)
-    raw = raw_block(t, src.bi)
+    raw = t.raw_block(src.bi)
     view = _ffi.from_buffer(raw)
     rc = _lib.lsm_scan_set_block(ctx, j, view, len(raw))
     if rc < 0:

@@ -377,6 +377,31 @@ class TableReader:
             self._cache.put((self.file_number, offset), raw, len(raw) + RAW_BLOCK_OVERHEAD)
         return r
 
+    def raw_block(self, bi: int) -> bytes:
+        """The raw (decompressed, verified) payload of data block ``bi``, for scans that iterate blocks in
+        C: from the block cache (raw, or a decoded block's payload), else read, checksummed and
+        decompressed (one C call when ``native_pointget`` is ready) and cached raw. ``Corruption`` for a
+        bad stored block."""
+        offset = self._offsets[bi]
+        cache = self._cache
+        if cache is not None:
+            obj = cache.get((self.file_number, offset))
+            if obj is not None:
+                return obj if type(obj) is bytes else obj.payload  # type: ignore[attr-defined,return-value]
+        if _load_get is not None:
+            f = self._file
+            try:
+                raw, _ = _load_get(f._fd if self._os_file else -1, f.read_at, offset,  # type: ignore[attr-defined]
+                                   self._sizes[bi], self._verify, None, 0, True)
+            except Corruption as e:
+                raise self._corrupt(str(e), offset) from None
+            assert raw is not None
+        else:
+            raw = self._read_block(offset, self._sizes[bi], self._verify)
+        if cache is not None:
+            cache.put((self.file_number, offset), raw, len(raw) + RAW_BLOCK_OVERHEAD)
+        return raw
+
     def entries(
         self, start: bytes | None = None, end: bytes | None = None, fill_cache: bool = True
     ) -> Iterator[tuple[bytes, int, int, bytes]]:

@@ -199,19 +199,24 @@ class FilePool:
             if ready or not block:
                 return min(ready, key=lambda i: len(self._workers[i].outstanding)) if ready else None
 
-    def submit(self, worker: int, blobs: list[bytes], args: tuple[Any, ...]) -> int:
+    def submit(self, worker: int, blobs: list[bytes], args: tuple[Any, ...]) -> int | None:
         """Have worker number ``worker`` (from :meth:`ready_worker`) run ``fn(blobs, *args)``; returns the
-        task's id. At most ``slots`` tasks may be outstanding (submitted, result not yet taken): a task's
-        payload files are reused by the task ``slots`` later."""
+        task's id, or None if its payload could not be written (e.g. a full tmpfs: the caller does the
+        task itself). At most ``slots`` tasks may be outstanding (submitted, result not yet taken); each
+        holds one pair of payload files, which later tasks rewrite."""
         if not self._free:
             raise RuntimeError("FilePool: more tasks outstanding than slots")
         w = self._workers[worker]
         seq = self._seq
         self._seq += 1
         slot = self._free.pop()
-        self._slot_of[seq] = slot
         in_path, out_path = self._paths(slot)
-        size = _write_file(in_path, _encode_task(blobs, args))
+        try:
+            size = _write_file(in_path, _encode_task(blobs, args))
+        except OSError:
+            self._free.append(slot)
+            return None
+        self._slot_of[seq] = slot
         try:
             w.conn.send((seq, in_path, size, out_path))
         except OSError as e:

@@ -264,8 +264,10 @@ def _assign(pool: FilePool, inflight: deque[list[Any]], max_size: int, search: b
         worker = pool.ready_worker(block=not PREPARE_WHILE_STARTING)
         if worker is None or pool.outstanding(worker) >= WORKER_AHEAD:
             return
-        entry[1] = worker
-        entry[2] = pool.submit(worker, entry[0], (max_size, search))
+        seq = pool.submit(worker, entry[0], (max_size, search))
+        if seq is None:  # the payload could not be written (a full tmpfs?): this process prepares it
+            continue
+        entry[1], entry[2] = worker, seq
 
 
 def _drop(pool: FilePool, inflight: deque[list[Any]]) -> None:

@@ -72,3 +72,24 @@ def test_close_with_tasks_outstanding() -> None:
         pool.submit(w, [b"ab"], (1 << 12,))
     pool.close()  # abandoned: nothing waits for the answers
     assert multiprocessing.active_children() == []
+
+
+def test_unwritable_payload_is_declined() -> None:
+    """A payload that cannot be written (here: its directory is gone) is declined, not raised: the caller
+    does that task itself, and the pool keeps working for later tasks once files can be written."""
+    import shutil
+
+    pool = FilePool(operator.add, 1, slots=2)
+    try:
+        w = pool.ready_worker(block=True)
+        assert w is not None
+        shutil.rmtree(pool._dir)
+        assert pool.submit(w, [b"a"], ([b"b"],)) is None
+        assert pool.submit(w, [b"a"], ([b"b"],)) is None  # the slot was given back
+        os.mkdir(pool._dir)
+        seq = pool.submit(w, [b"a"], ([b"b"],))
+        assert seq is not None
+        assert pool.result(w, seq) == (True, [b"a", b"b"])
+    finally:
+        pool.close()
+    assert multiprocessing.active_children() == []

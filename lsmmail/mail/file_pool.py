@@ -64,6 +64,36 @@ def _payload_dir() -> str:
 _IOV = 512
 
 
+#: Payload directories are named ``lsmmail-pool-<pid of the storing process>-<random>``.
+_PREFIX = "lsmmail-pool-"
+
+
+def _remove_stale(base: str) -> None:
+    """Remove payload directories left in ``base`` by storing processes that no longer run (killed
+    before ``close``: tmpfs keeps them until reboot otherwise)."""
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return
+    for name in names:
+        if not name.startswith(_PREFIX):
+            continue
+        pid_text = name[len(_PREFIX):].partition("-")[0]
+        if not pid_text.isdigit() or _alive(int(pid_text)):
+            continue
+        shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
 def _pwrite_all(fd: int, buffers: list[bytes], offset: int = 0) -> int:
     """Write ``buffers`` back to back at ``offset`` (few calls; no joined copy); returns the end offset."""
     for i in range(0, len(buffers), _IOV):
@@ -163,7 +193,9 @@ class FilePool:
 
     def __init__(self, fn: Callable[..., Any], workers: int, slots: int) -> None:
         ctx = multiprocessing.get_context("spawn")
-        self._dir = tempfile.mkdtemp(prefix="lsmmail-pool-", dir=_payload_dir())
+        base = _payload_dir()
+        _remove_stale(base)
+        self._dir = tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-", dir=base)
         self._workers: list[_Worker] = []
         self._seq = 0
         self._free = list(range(slots))  # payload file pairs not held by an outstanding task

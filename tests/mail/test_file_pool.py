@@ -93,3 +93,21 @@ def test_unwritable_payload_is_declined() -> None:
     finally:
         pool.close()
     assert multiprocessing.active_children() == []
+
+
+def test_stale_payload_dirs_of_dead_processes_are_removed(tmp_path: os.PathLike[str]) -> None:
+    from lsmmail.mail import file_pool
+
+    proc = multiprocessing.get_context("spawn").Process(target=operator.add, args=(1, 2))
+    proc.start()
+    proc.join()
+    dead = os.path.join(tmp_path, f"{file_pool._PREFIX}{proc.pid}-abc")
+    live = os.path.join(tmp_path, f"{file_pool._PREFIX}{os.getpid()}-abc")
+    other = os.path.join(tmp_path, "lsmmail-poolish")
+    for d in (dead, live, other):
+        os.mkdir(d)
+        with open(os.path.join(d, "0.in"), "wb") as f:
+            f.write(b"x")
+    file_pool._remove_stale(str(tmp_path))
+    assert not os.path.exists(dead)
+    assert os.path.exists(live) and os.path.exists(other)

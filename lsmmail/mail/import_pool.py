@@ -18,10 +18,12 @@ Processes
     including on KeyboardInterrupt. Chunks and results travel as files (``file_pool``: one write and
     one read each, no thread of this process in between), not through ProcessPoolExecutor's pipes.
 
-Start-up
+Start-up and balance
     A spawned worker imports lsmmail (~0.15-0.3 s here) before it returns its first chunk. Meanwhile the
-    main process prepares chunks itself when the next one in order has not started in a worker, so a
-    small import never waits for a worker, and the pool only takes over once it is ahead.
+    main process prepares the next chunk in order itself, so a small import never waits for a worker.
+    Later, whenever the worker holding the next chunk is still at it, the main process prepares the
+    furthest chunk read ahead that no worker holds (work stealing) instead of waiting: the two processes
+    share the preparing however the machine's cores happen to be shared.
 """
 
 from __future__ import annotations

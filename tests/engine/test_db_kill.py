@@ -44,6 +44,34 @@ def apply_op(model: dict[bytes, bytes], cycle: int, i: int) -> None:
             del model[k]
 
 
+def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Start a writer with its stdout and stderr on pipes.
+
+    ``bufsize=0``: stdout must be unbuffered. ``kill_after`` reads the first lines with ``readline`` and
+    the rest with ``communicate()``, which reads the pipe's file descriptor directly: with a buffered
+    stdout, whatever ``readline`` had read ahead into its buffer (up to 8 KiB: hundreds of
+    acknowledgements) would be skipped, and if the writer printed nothing more before the kill, the last
+    index seen would be hundreds of operations short of the DB's legitimate state.
+    """
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, bufsize=0)
+
+
+def kill_after(proc: subprocess.Popen[bytes], want: int, pause: float) -> tuple[list[str], bytes]:
+    """Read ``want`` lines of ``proc``'s stdout (fewer if it exits), sleep ``pause`` s, SIGKILL it and
+    return every complete line it printed (a partial last line is dropped) and its stderr."""
+    assert proc.stdout is not None
+    head: list[bytes] = []
+    while len(head) < want:
+        line = proc.stdout.readline()
+        if not line:  # the writer died by itself: the caller reports it
+            break
+        head.append(line)
+    time.sleep(pause)
+    proc.send_signal(signal.SIGKILL)
+    out, err = proc.communicate()
+    return (b"".join(head) + out).decode().split("\n")[:-1], err
+
+
 def run_kill_cycles(tmp_path: Path, cycles: int, seed: int) -> None:
     rng = random.Random(seed)
     dbdir = tmp_path / "db"
@@ -52,28 +80,16 @@ def run_kill_cycles(tmp_path: Path, cycles: int, seed: int) -> None:
     model: dict[bytes, bytes] = {}
     total_acked = 0
     for cycle in range(cycles):
-        proc = subprocess.Popen([sys.executable, str(WRITER), str(dbdir), str(cycle)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        proc = spawn([sys.executable, str(WRITER), str(dbdir), str(cycle)], env)
         # Mostly while writing; sometimes during start-up and recovery. "While writing" waits for a random
         # number of acknowledgements rather than a fixed time, so the kills land among writes however slow
         # the machine (or its fsyncs) is at the moment; then a little more random time.
-        head: list[bytes] = []
         if rng.random() < 0.2:
-            time.sleep(rng.uniform(0.0, 0.12))
+            want, pause = 0, rng.uniform(0.0, 0.12)
         else:
-            assert proc.stdout is not None
-            want = 1 + rng.randint(20, 400)  # "ready" + that many acknowledged operations
-            while len(head) < want:
-                line = proc.stdout.readline()
-                if not line:  # the writer died by itself: reported below
-                    break
-                head.append(line)
-            time.sleep(rng.uniform(0.0, 0.05))
-        proc.send_signal(signal.SIGKILL)
-        out, err = proc.communicate()
-        out = b"".join(head) + out
+            want, pause = 1 + rng.randint(20, 400), rng.uniform(0.0, 0.05)  # "ready" + that many acks
+        lines, err = kill_after(proc, want, pause)
         assert proc.returncode == -signal.SIGKILL, f"writer exited by itself: {err.decode()[-2000:]}"
-        lines = out.decode().split("\n")[:-1]  # complete lines only
         ready = bool(lines) and lines[0] == "ready"
         last = int(lines[-1]) if ready and len(lines) > 1 else -1
         total_acked += last + 1
@@ -96,6 +112,20 @@ def run_kill_cycles(tmp_path: Path, cycles: int, seed: int) -> None:
                                  f"from the model: wrong/missing {missing}, invented {extra}")
     # The kills must have landed among writes most of the time, or this test tests little.
     assert total_acked > cycles * 20
+
+
+def test_kill_after_sees_every_line() -> None:
+    """Regression: lines that reached the parent before the kill are all counted, even when they arrived
+    in one burst with the lines ``kill_after`` waits for (a buffered stdout lost the read-ahead, and
+    ``test_sigkill_writer`` then blamed the DB for holding acknowledged writes). One ``os.write`` of
+    ~3.9 KB (under PIPE_BUF, so the pipe holds it whole) and then silence until the kill."""
+    script = ("import os, time; "
+              "os.write(1, ('ready\\n' + ''.join(f'{i}\\n' for i in range(1000))).encode()); "
+              "time.sleep(60)")
+    proc = spawn([sys.executable, "-c", script], dict(os.environ))
+    lines, _ = kill_after(proc, 11, 0.0)
+    assert proc.returncode == -signal.SIGKILL
+    assert lines == ["ready"] + [str(i) for i in range(1000)]
 
 
 def test_sigkill_writer(tmp_path: Path) -> None:

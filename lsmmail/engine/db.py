@@ -35,7 +35,6 @@ from .batch import BATCH_HEADER_SIZE, decode_batch
 from .blob import BlobFileReader
 from .cache import BlockCache
 from .errors import Corruption, DBClosed, InvalidArgument, IOFailure, Locked, LsmError
-from .keys import MAX_KEY_SIZE
 from .maintenance import Maintenance
 from .manifest import (
     ManifestWriter,
@@ -88,17 +87,6 @@ class Snapshot:
         if not self._released:
             self._released = True
             self._db._released_by_gc.append(self.seq)
-
-
-def _check_key(key: object) -> bytes:
-    if type(key) is not bytes:
-        if isinstance(key, (bytearray, memoryview)):
-            key = bytes(key)
-        else:
-            raise InvalidArgument(f"keys must be bytes, not {type(key).__name__}")
-    if not key or len(key) > MAX_KEY_SIZE:
-        raise InvalidArgument(f"keys must be 1 to {MAX_KEY_SIZE} bytes, got {len(key)}")
-    return key
 
 
 class DB(PointReads, WritePath, Maintenance, Scans):

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import struct
 
+from .errors import InvalidArgument
+
 KIND_DELETE = 0
 KIND_PUT = 1
 KIND_BLOB = 2
@@ -45,3 +47,16 @@ def prefix_end(prefix: bytes) -> bytes | None:
         return None
     p[-1] += 1
     return bytes(p)
+
+
+def check_key(key: object) -> bytes:
+    """``key`` as ``bytes`` (a bytearray or memoryview is copied) for a read or a scan bound;
+    ``InvalidArgument`` unless it is bytes-like and 1 to ``MAX_KEY_SIZE`` bytes long."""
+    if type(key) is not bytes:
+        if isinstance(key, (bytearray, memoryview)):
+            key = bytes(key)
+        else:
+            raise InvalidArgument(f"keys must be bytes, not {type(key).__name__}")
+    if not key or len(key) > MAX_KEY_SIZE:
+        raise InvalidArgument(f"keys must be 1 to {MAX_KEY_SIZE} bytes, got {len(key)}")
+    return key

@@ -25,7 +25,7 @@ from .blob import BlobFileReader, decode_blob_ref
 from .coding import hash64
 from .errors import Corruption, DBClosed, InvalidArgument, IOFailure, LsmError
 from .iterators import covering_tombstone_seq
-from .keys import KIND_BLOB, KIND_DELETE, MAX_KEY_SIZE
+from .keys import KIND_BLOB, KIND_DELETE, MAX_KEY_SIZE, check_key
 from .sstable import TableReader
 
 if TYPE_CHECKING:
@@ -42,19 +42,6 @@ if TYPE_CHECKING:
 _VERSION_PROBE = _lib is not None and _pointget.READY
 _MEM_HIT = _pointget.MEM_HIT
 _tls = _pointget._tls
-
-
-def check_key(key: object) -> bytes:
-    """``key`` as ``bytes`` (a bytearray or memoryview is copied); ``InvalidArgument`` unless it is
-    bytes-like and 1 to ``MAX_KEY_SIZE`` bytes long."""
-    if type(key) is not bytes:
-        if isinstance(key, (bytearray, memoryview)):
-            key = bytes(key)
-        else:
-            raise InvalidArgument(f"keys must be bytes, not {type(key).__name__}")
-    if not key or len(key) > MAX_KEY_SIZE:
-        raise InvalidArgument(f"keys must be 1 to {MAX_KEY_SIZE} bytes, got {len(key)}")
-    return key
 
 
 class PointReads:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .. import native_lib
 from .errors import InvalidArgument, IOFailure, LsmError
 from .iterators import concat, merge_entries, prime_sources, visible_entries
-from .keys import MAX_KEY_SIZE, prefix_end
+from .keys import check_key, prefix_end
 from .memtable import MemTable
 from .memtable_native import NativeMemTable
 from .scan_native import native_scan
@@ -48,19 +48,6 @@ def _lazy(fn: Any, start: bytes | None, end: bytes | None) -> Iterator[tuple[byt
     yield from fn(start, end)
 
 
-def _check_bound(key: object) -> bytes:
-    """A scan bound as ``bytes``: the same rule as a key (1 to ``MAX_KEY_SIZE`` bytes), else
-    ``InvalidArgument``."""
-    if type(key) is not bytes:
-        if isinstance(key, (bytearray, memoryview)):
-            key = bytes(key)
-        else:
-            raise InvalidArgument(f"keys must be bytes, not {type(key).__name__}")
-    if not key or len(key) > MAX_KEY_SIZE:
-        raise InvalidArgument(f"keys must be 1 to {MAX_KEY_SIZE} bytes, got {len(key)}")
-    return key
-
-
 class Scans:
     """Mixin of DB: range scans."""
 
@@ -86,9 +73,9 @@ class Scans:
         snapshot, or the state when ``scan`` was called) however long it lives; files it reads are kept
         until it is exhausted or dropped."""
         if start is not None:
-            start = _check_bound(start)
+            start = check_key(start)
         if end is not None:
-            end = _check_bound(end)
+            end = check_key(end)
         if prefix is not None:
             if not isinstance(prefix, (bytes, bytearray, memoryview)):
                 raise InvalidArgument("prefix must be bytes")

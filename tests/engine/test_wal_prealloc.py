@@ -156,6 +156,11 @@ def test_torn_last_record_followed_by_zeros_is_a_torn_tail(records: list[bytes],
     keep = data.draw(st.integers(start, end - 1))
     torn = raw[:keep] + bytes(len(raw) - keep)
     got, good_end = read_log(torn, block_size=bs)
+    if not any(raw[keep:end]):
+        # The bytes that did not reach the file were zeros anyway (e.g. a record of b"\x00" torn right
+        # after its header): the file holds the whole record, and it must be read.
+        assert got == records
+        return
     assert got == records[:-1]
     assert good_end == (extents[-2][1] if len(records) > 1 else 0)
 

@@ -84,6 +84,22 @@ def pick_group(writers: Iterable[_Writer], max_bytes: int = MAX_GROUP_BYTES) -> 
     return n
 
 
+def frame_group(log: LogWriter, group: list[_Writer], seq: int) -> tuple[bytes | bytearray, int]:
+    """The WAL records of ``group`` (one per writer, its batch header carrying the writer's first
+    sequence number from ``seq`` on), framed for appending at the log's position, and the next free
+    sequence number. A lone writer (every single put without concurrency) is framed without a join."""
+    if len(group) == 1:
+        w = group[0]
+        assert w.entries is not None
+        return log.encode_record(encode_header(seq, len(w.entries)) + w.rep), seq + len(w.entries)
+    framed = bytearray()
+    for g in group:
+        assert g.entries is not None
+        framed += log.encode_record(encode_header(seq, len(g.entries)) + g.rep)
+        seq += len(g.entries)
+    return framed, seq
+
+
 def _setup_c_framing() -> bool:
     """Hand the xxhash package's ``XXH3_64bits`` to native/commit.c so it frames WAL records itself, and
     check one framing against :meth:`LogWriter.encode_record` (any doubt: False, Python frames)."""
@@ -353,17 +369,7 @@ class NativeCommit:
                 log.advance(out[4])
                 framed_len = out[4]
             else:
-                if len(group) == 1:
-                    g = group[0]
-                    assert g.entries is not None
-                    framed = log.encode_record(encode_header(seq, len(g.entries)) + g.rep)
-                    seq += len(g.entries)
-                else:
-                    framed = bytearray()
-                    for g in group:
-                        assert g.entries is not None
-                        framed += log.encode_record(encode_header(seq, len(g.entries)) + g.rep)
-                        seq += len(g.entries)
+                framed, seq = frame_group(log, group, seq)
                 framed_len = len(framed)
                 log.reserve()
                 f = log.file

@@ -17,8 +17,8 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from .. import native
-from .batch import BATCH_HEADER_SIZE, WriteBatch, encode_header, encode_single_put
-from .commit_queue import NativeCommit, NativeWriteQueue, _Writer, pick_group
+from .batch import BATCH_HEADER_SIZE, WriteBatch, encode_single_put
+from .commit_queue import NativeCommit, NativeWriteQueue, _Writer, frame_group, pick_group
 from .errors import DBClosed, InvalidArgument, IOFailure, LsmError, ReadOnlyError
 from .fs import OsFileSystem
 from .keys import KIND_PUT
@@ -180,18 +180,7 @@ class WritePath(NativeCommit):
         seq = first_seq
         framed: bytes | bytearray = b""
         try:
-            if len(group) == 1:
-                # A lone writer (every single put without concurrency): its record framed directly.
-                w = group[0]
-                assert w.entries is not None
-                framed = log.encode_record(encode_header(seq, len(w.entries)) + w.rep)
-                seq += len(w.entries)
-            else:
-                framed = bytearray()
-                for g in group:
-                    assert g.entries is not None
-                    framed += log.encode_record(encode_header(seq, len(g.entries)) + g.rep)
-                    seq += len(g.entries)
+            framed, seq = frame_group(log, group, seq)
             log.append_encoded(framed)
             if need_sync:
                 log.sync()

@@ -319,6 +319,30 @@ static const node *seek_back(const lsm_memtable *m, const uint8_t *key, size_t k
  * of this many node pointers on the stack (2 KiB); the Python side asks for at most 256 per call. */
 #define BACK_MAX 256
 
+/* The run scan_back and lsm_mem_cursor_back emit: from the node on the lowest level of prev[] expected to
+ * lie at least `need` versions before hi, walk level 0 forward to hi, keeping the last `cap` nodes in
+ * ring (index i % cap). Returns how many nodes were walked (the newest min(count, cap) are in ring); *from
+ * = the level's node the walk started at (the head when it started at the first node). */
+static size_t back_run(const lsm_memtable *m, const node *const *prev, int height, const node *hi,
+                       size_t need, const node **ring, size_t cap, const node **from) {
+    size_t reach = 1;
+    int lv = 0;
+    while (lv + 1 < height && (reach < need || prev[lv] == hi)) {
+        lv++;
+        reach *= 4;
+    }
+    const node *lo = prev[lv];
+    const node *y = lo == m->head ? load(&lo->next[0]) : lo;
+    size_t cnt = 0;
+    *from = lo;
+    for (;;) {
+        ring[cnt++ % cap] = y;
+        if (y == hi) break;
+        y = load(&y->next[0]);
+    }
+    return cnt;
+}
+
 /* The reverse half of lsm_mem_scan without a skiplist search per version: one search for the last node
  * below the target also yields, on level L, a node expected 4^L versions further back; walking level 0
  * forward from it to the found node collects that run, which is emitted back to front. The next search
@@ -342,20 +366,8 @@ static int64_t scan_back(const lsm_memtable *m, const void *after, const uint8_t
     while (n < want) {
         if (hi == m->head) goto exhausted;
         /* The lowest level whose predecessor is expected to lie at least the remaining count back. */
-        size_t need = want - n, reach = 1;
-        int lv = 0;
-        while (lv + 1 < height && (reach < need || prev[lv] == hi)) {
-            lv++;
-            reach *= 4;
-        }
-        const node *lo = prev[lv];
-        const node *y = lo == m->head ? load(&lo->next[0]) : lo;
-        size_t cnt = 0;
-        for (;;) {
-            ring[cnt++ % BACK_MAX] = y;
-            if (y == hi) break;
-            y = load(&y->next[0]);
-        }
+        const node *lo;
+        size_t cnt = back_run(m, prev, height, hi, want - n, ring, BACK_MAX, &lo);
         size_t k = cnt < BACK_MAX ? cnt : BACK_MAX;
         for (size_t i = 0; i < k && n < want; i++) {
             const node *x = ring[(cnt - 1 - i) % BACK_MAX];
@@ -610,20 +622,8 @@ size_t lsm_mem_cursor_back(const lsm_memtable *m, const uint8_t *key, size_t kle
     if (max == 0) return 0;
     const node *hi = seek_back(m, key, klen, trailer, prev, &height);
     if (hi == m->head) return 0;
-    size_t reach = 1;
-    int lv = 0;
-    while (lv + 1 < height && (reach < max || prev[lv] == hi)) {
-        lv++;
-        reach *= 4;
-    }
-    const node *lo = prev[lv];
-    const node *y = lo == m->head ? load(&lo->next[0]) : lo;
-    size_t cnt = 0;
-    for (;;) {
-        ring[cnt++ % max] = y;
-        if (y == hi) break;
-        y = load(&y->next[0]);
-    }
+    const node *lo;
+    size_t cnt = back_run(m, prev, height, hi, max, ring, max, &lo);
     size_t k = cnt < max ? cnt : max;
     for (size_t i = 0; i < k; i++) out[i] = ring[(cnt - 1 - i) % max];
     return k;

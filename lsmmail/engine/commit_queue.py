@@ -236,6 +236,17 @@ class NativeCommit:
         def _make_room_for_write(self, force: bool) -> None: ...
         def _commit(self, group: list[_Writer], need_sync: bool) -> BaseException | None: ...
 
+    def _count_group(self, group: list[_Writer], framed_len: int, synced: bool) -> None:
+        """Statistics of one committed group (caller holds ``_mu``); both queues count the same way."""
+        st = self._stats
+        st["user_bytes_written"] += sum(g.size for g in group)
+        st["wal_bytes_written"] += framed_len
+        st["group_commits"] += 1
+        st["grouped_writes"] += len(group)
+        self._last_group = len(group)
+        if synced:
+            st["wal_syncs"] += 1
+
     def _submit_native(self, w: _Writer) -> None:
         """:meth:`_submit` on the C queue (native/commit.c): a follower sleeps in C with the GIL released
         and returns to Python once, with its group's outcome; the leader gets its group from the same
@@ -398,14 +409,7 @@ class NativeCommit:
         with self._mu:
             if err is None:
                 self._last_seq = seq - 1
-                st = self._stats
-                st["user_bytes_written"] += sum(g.size for g in group)
-                st["wal_bytes_written"] += framed_len
-                st["group_commits"] += 1
-                st["grouped_writes"] += len(group)
-                self._last_group = len(group)
-                if need_sync:
-                    st["wal_syncs"] += 1
+                self._count_group(group, framed_len, need_sync)
             else:
                 self._poison(err)
         return err

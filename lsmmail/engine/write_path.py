@@ -196,14 +196,7 @@ class WritePath(NativeCommit):
         with self._mu:
             if err is None:
                 self._last_seq = seq - 1
-                st = self._stats
-                st["user_bytes_written"] += sum(g.size for g in group)
-                st["wal_bytes_written"] += len(framed)
-                st["group_commits"] += 1
-                st["grouped_writes"] += len(group)
-                self._last_group = len(group)
-                if need_sync:
-                    st["wal_syncs"] += 1
+                self._count_group(group, len(framed), need_sync)
             else:
                 self._poison(err)
         return err

@@ -44,6 +44,21 @@ _MEM_HIT = _pointget.MEM_HIT
 _tls = _pointget._tls
 
 
+
+def _memtables_get(key: bytes, seq: int, mem: MemTable,
+                   imms: tuple[MemTable, ...]) -> tuple[int, int, bytes] | None:
+    """The newest version of ``key`` at or below ``seq`` in the active memtable, then the immutable ones
+    newest first; None if none holds one."""
+    found = mem.get(key, seq)
+    if found is not None:
+        return found
+    for imm in reversed(imms):
+        found = imm.get(key, seq)
+        if found is not None:
+            return found
+    return None
+
+
 class PointReads:
     """Mixin of DB: point reads, and the readers of table and blob files."""
 
@@ -140,13 +155,9 @@ class PointReads:
     def _lookup_py(self, key: bytes, seq: int, mem: MemTable, imms: tuple[MemTable, ...],
                    v: Version) -> tuple[int, int, bytes] | None:
         """:meth:`_lookup_native` in Python: each memtable, then ``_get_from_version``."""
-        found = mem.get(key, seq)
+        found = _memtables_get(key, seq, mem, imms)
         if found is not None:
             return found
-        for imm in reversed(imms):
-            found = imm.get(key, seq)
-            if found is not None:
-                return found
         return self._get_from_version(v, key, seq)
 
     def _lookup_native(self, key: bytes, seq: int, mem: MemTable, imms: tuple[MemTable, ...],
@@ -174,13 +185,9 @@ class PointReads:
                 mems[nmem] = m._m  # type: ignore[attr-defined]
                 nmem += 1
         except AttributeError:  # a pure-Python memtable: made only without the extension; kept correct
-            found = mem.get(key, seq)
+            found = _memtables_get(key, seq, mem, imms)
             if found is not None:
                 return found
-            for imm in reversed(imms):
-                found = imm.get(key, seq)
-                if found is not None:
-                    return found
             nmem = 0
         out, value = s.out, s.value
         arr, ends, srt, ng = probe.arr, probe.group_end, probe.group_sorted, probe.ngroups

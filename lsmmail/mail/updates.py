@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from . import schema
-from .ids import ID_LEN
+from .errors import UnknownMessage
+from .ids import ID_LEN, id_to_str
 from .listeners import _notifies
 from .records import (
     MESSAGE_HEAD_LEN,
@@ -11,11 +12,15 @@ from .records import (
     decode_message_details,
     decode_message_head,
     message_with_read,
+    pack_user_state,
     summary_is_read,
     summary_thread,
 )
 from .store_core import StoreCore
-from .txn import Txn, UserState
+from .txn import FolderState, Txn, UserState
+
+#: The value prefix of an "updated" change-log entry (kind byte; the id follows).
+_UPDATED = bytes([schema.CHANGE_UPDATED])
 
 
 class MessageUpdates(StoreCore):
@@ -23,29 +28,61 @@ class MessageUpdates(StoreCore):
 
     @_notifies
     def mark_read(self, user_id: str, message_id: str, read: bool = True) -> None:
-        """Set the read flag (updates the unread index and counter in one durable batch; no-op if same)."""
+        """Set the read flag: one durable batch of the message record, its listing summary, its unread
+        index entry (put or delete), the folder counter, a change-log entry and the user state. No-op
+        (nothing written, no notification) if the flag already has that value.
+
+        Raises UnknownUser / UnknownMessage; Corruption for a damaged record; the engine's write errors
+        (IOFailure, ReadOnlyError), after which memory still equals disk (nothing is installed).
+
+        The batch is built here directly instead of through :class:`Txn` (the general transaction of a
+        move or delivery): a durable mark is one fdatasync plus this code, and after the fdatasync's
+        sleep the code runs with cold caches, where every object and module it touches costs a few
+        hundred ns. In-process A/B, sync off, 3 runs interleaved with SQLite's mark: 28.0 -> 23.9 us
+        back to back, 42-60 -> 32-46 us right after an fdatasync (SQLite's: 45-65 us). The entries are
+        the ones Txn would write (tests/mail/test_updates_mark.py compares both)."""
         u = self._user(user_id)
         mid = self._mid(message_id)
+        uk = u.uk
         with u.lock:
-            rec = self._message_record(u, mid)
-            folder, sm = decode_message_head(rec)
+            mkey = schema.message_key(uk, mid)
+            rec = self._db.get(mkey)
+            if rec is None:
+                raise UnknownMessage(id_to_str(mid))
+            folder, sm = decode_message_head(rec)  # checks the record's format and lengths
             if summary_is_read(sm) == read:
                 return
-            txn = self._txn()
-            ut = txn.user(u)
             rec = message_with_read(rec, read)
             sm = rec[MESSAGE_HEAD_LEN:MESSAGE_HEAD_LEN + len(sm)]  # the same flag flipped in the copy
-            txn.put(schema.message_key(u.uk, mid), rec)
-            lkey = schema.listing_key(u.uk, folder, mid)
-            txn.put(lkey, sm)
+            lkey = schema.listing_key(uk, folder, mid)
+            batch = self._batch_factory()
+            put = batch.put
+            put(mkey, rec)
+            put(lkey, sm)
             ukey = schema.UNREAD + lkey[1:]  # same fields as the listing key, other tag (docs/schema.md)
             if read:
-                txn.delete(ukey)
+                batch.delete(ukey)
             else:
-                txn.put(ukey, sm)
-            ut.count(folder, 0, -1 if read else 1)
-            txn.log_change(ut, schema.CHANGE_UPDATED, mid)
-            self._commit(txn)
+                put(ukey, sm)
+            # The change-log entry and the counters: what Txn.log_change / UserTxn.count / Txn.finish
+            # write, from local copies installed only after the write succeeded.
+            seq, oldest = u.next_seq, u.oldest_seq
+            put(schema.change_key(uk, seq), _UPDATED + mid)
+            seq += 1
+            retention = self._opts.change_log_retention
+            while seq - oldest > retention:
+                batch.delete(schema.change_key(uk, oldest))
+                oldest += 1
+            f = u.folders[folder]
+            nf = FolderState(f.name, f.total, f.unread - 1 if read else f.unread + 1)
+            put(schema.folder_key(uk, folder), nf.record())
+            put(schema.user_state_key(uk), pack_user_state(seq, oldest, u.next_folder))
+            self._db.write(batch, sync=self._opts.sync)
+            # Installed under the user's lock; a FolderState is never changed once installed (readers
+            # take the lock too), so replacing the one entry is the whole install.
+            u.folders[folder] = nf
+            u.next_seq, u.oldest_seq = seq, oldest
+            self._announce(u.user_id, str(seq))
 
     @_notifies
     def move(self, user_id: str, message_id: str, folder_id: str) -> None:

@@ -1,6 +1,7 @@
 """mark_read against a plain model: random read/unread flips over messages in two folders keep the
 list and unread indexes, counters, message records and change log equal to a recount, a flip to the
-same value writes nothing, and the state survives a reopen. Plus the one-byte record rewrite itself."""
+same value writes nothing, and the state survives a reopen. Plus the one-byte record rewrite itself, the
+direct batch of mark_read against the general transaction's, and a failed write."""
 
 from __future__ import annotations
 
@@ -10,7 +11,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lsmmail.mail import MailStore, records
+from lsmmail import DB, WriteBatch
+from lsmmail.engine.errors import LsmError
+from lsmmail.engine.fs import OsFileSystem
+from lsmmail.engine.fs_fault import FaultInjectingFileSystem
+from lsmmail.engine.options import Options
+from lsmmail.mail import MailOptions, MailStore, records, schema
+from lsmmail.mail.errors import StateTooOld
 from lsmmail.mail.txn import FolderState
 
 from .helpers import check_user
@@ -80,3 +87,94 @@ def test_folder_record_is_the_json_of_dumps(name: str, total: int, unread: int) 
         return
     assert f.record() == expected
     assert records.loads(f.record()) == {"n": name, "t": total, "u": unread}
+
+
+class _Recorder:
+    """A WriteBatch factory that keeps every batch it made (MailStore's ``batch_factory`` seam)."""
+
+    def __init__(self) -> None:
+        self.batches: list[WriteBatch] = []
+
+    def __call__(self) -> WriteBatch:
+        b = WriteBatch()
+        self.batches.append(b)
+        return b
+
+
+def _txn_mark_batch(store: MailStore, user_id: str, mid: str, read: bool) -> list[tuple[int, bytes, bytes]]:
+    """The batch the general transaction (Txn) makes for a mark, from the store's current state: the
+    reference the direct batch of mark_read must equal (built, not written)."""
+    u = store._user(user_id)
+    m = store._mid(mid)
+    rec = store._message_record(u, m)
+    folder, sm = records.decode_message_head(rec)
+    txn = store._txn()
+    ut = txn.user(u)
+    new_sm = records.summary_with_read(sm, read)
+    txn.put(schema.message_key(u.uk, m), records.message_with(rec, folder, new_sm))
+    txn.put(schema.listing_key(u.uk, folder, m), new_sm)
+    if read:
+        txn.delete(schema.unread_key(u.uk, folder, m))
+    else:
+        txn.put(schema.unread_key(u.uk, folder, m), new_sm)
+    ut.count(folder, 0, -1 if read else 1)
+    txn.log_change(ut, schema.CHANGE_UPDATED, m)
+    txn.finish()
+    return list(txn.batch.entries)  # type: ignore[attr-defined]
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(0, 4), st.booleans()), min_size=1, max_size=20), st.integers(1, 4))
+def test_mark_read_batch_equals_the_transaction_batch(tmp_path_factory: object, ops: list[tuple[int, bool]],
+                                                      retention: int) -> None:
+    """Entry for entry, the batch mark_read writes is the one a Txn makes (message, listing, unread,
+    change log with the retention's trimming, folder counter, user state), and a same-value mark writes
+    no batch; counters still equal a recount and StateTooOld follows the retention."""
+    path: Path = tmp_path_factory.mktemp("markb")  # type: ignore[attr-defined]
+    rec = _Recorder()
+    db = DB.open(path / "m")
+    store = MailStore(db, MailOptions(change_log_retention=retention), batch_factory=rec)
+    try:
+        store.create_user("u", addresses=["u@example.com"])
+        ids = [store.deliver("u", _msg(i)) for i in range(5)]
+        store.move("u", ids[4], "Archive")
+        for i, read in ops:
+            mid = ids[i]
+            same = store.get_summary("u", mid).is_read is read
+            expected = None if same else _txn_mark_batch(store, "u", mid, read)
+            before = len(rec.batches)
+            store.mark_read("u", mid, read)
+            if same:
+                assert len(rec.batches) == before
+            else:
+                assert rec.batches[-1].entries == expected
+            check_user(store, "u")
+        state = int(store.state("u"))
+        assert store.changes("u", str(state - retention)).new_state == str(state)
+        if state - retention - 1 >= 0:
+            with pytest.raises(StateTooOld):
+                store.changes("u", str(state - retention - 1))
+    finally:
+        store.close()
+
+
+def test_failed_mark_read_installs_nothing(tmp_path: Path) -> None:
+    """A mark whose WAL write fails raises, and leaves the in-memory counters and state as they were
+    (equal to what is on disk); after a reopen the counters equal a recount."""
+    fs = FaultInjectingFileSystem(OsFileSystem())
+    store = MailStore.open(tmp_path / "m", MailOptions(db_options=Options(fs=fs)))
+    store.create_user("u", addresses=["u@example.com"])
+    mid = store.deliver("u", _msg(1))
+    folders, state = store.folders("u"), store.state("u")
+    fs.fail_always(("write", "sync"))
+    with pytest.raises(LsmError):
+        store.mark_read("u", mid)
+    assert store.folders("u") == folders and store.state("u") == state
+    assert store.get_summary("u", mid).is_read is False
+    fs.heal()
+    # The database now refuses writes until reopened, so close's persisting of the search segment fails
+    # too (the database itself is closed all the same).
+    with pytest.raises(LsmError):
+        store.close()
+    with MailStore.open(tmp_path / "m") as store:
+        check_user(store, "u")

@@ -13,6 +13,8 @@
  * outside the BMP, a surrogate, or malformed UTF-8 (Python then tokenizes the text itself). */
 #include "tokenize.h"
 
+#include <string.h>
+
 #define LSM_TOK_DECLINE -4
 
 /* 0 for a separator, else the lower-cased byte */
@@ -82,4 +84,41 @@ int64_t lsm_tokenize(const uint8_t *in, size_t len, const uint8_t *bmp_alnum, ui
     if (in_tok && o - tok_start > max_tok_bytes) o = tok_start;
     *out_len = o;
     return ntok;
+}
+
+/* Lines holding a non-ASCII byte (search/tokenizer.py `_fold_utf8` uses them to normalise only those).
+ *
+ * Writes the byte ranges [start, end) of `in` that consist of whole lines (a line ends at "\n", which is
+ * not part of a range) and hold a byte >= 0x80, ranges less than `gap` bytes apart merged into one, as
+ * spans[2k], spans[2k+1]. Returns the number of ranges, or LSM_TOK_SPACE (-2) when there are more than
+ * max_spans (the caller then normalises the whole text). */
+#define LSM_TOK_SPACE -2
+
+static int has_high(const uint8_t *p) {
+    uint64_t w;
+    memcpy(&w, p, 8);
+    return (w & 0x8080808080808080ULL) != 0;
+}
+
+int64_t lsm_nonascii_lines(const uint8_t *in, size_t len, size_t gap, uint64_t *spans, size_t max_spans) {
+    size_t n = 0, i = 0, lo = 0; /* bytes before lo are covered by earlier ranges or ASCII lines */
+    while (i < len) {
+        while (i + 8 <= len && !has_high(in + i)) i += 8;
+        while (i < len && in[i] < 0x80) i++;
+        if (i >= len) break;
+        size_t start = i;
+        while (start > lo && in[start - 1] != '\n') start--;
+        const uint8_t *nl = memchr(in + i, '\n', len - i);
+        size_t end = nl ? (size_t)(nl - in) : len;
+        if (n && start - spans[2 * n - 1] < gap) {
+            spans[2 * n - 1] = end;
+        } else {
+            if (n >= max_spans) return LSM_TOK_SPACE;
+            spans[2 * n] = start;
+            spans[2 * n + 1] = end;
+            n++;
+        }
+        lo = i = end;
+    }
+    return (int64_t)n;
 }

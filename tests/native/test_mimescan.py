@@ -5,7 +5,9 @@ scanner hands back to the pure twin."""
 
 from __future__ import annotations
 
+import base64
 import itertools
+from email._encoded_words import decode_b
 from pathlib import Path
 
 import pytest
@@ -128,3 +130,41 @@ def test_special_cases_same_tree(raw: bytes) -> None:
 def test_build_uses_the_scanner_unless_pure() -> None:
     expected = mime_fast.build_native if native.lib is not None else mime_fast.build_pure
     assert mime_fast._build is expected
+
+
+# --- base64 bodies ------------------------------------------------------------------------------------
+
+def _stdlib_b64(body: bytes) -> bytes:
+    return decode_b(b"".join(body.splitlines()))[0]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=300), st.integers(1, 80), st.sampled_from([b"\n", b"\r\n", b"\r"]),
+       st.lists(st.tuples(st.integers(0, 10**6), st.sampled_from(
+           [b"=", b"==", b"\n", b" ", b"A", b"-", b"\x00", b"\xff", b"\r", b"===", b"_", b"Q=", b"\t"])),
+           max_size=3))
+def test_b64_native_equals_stdlib_or_declines(data: bytes, width: int, nl: bytes,
+                                              edits: list[tuple[int, bytes]]) -> None:
+    enc = base64.b64encode(data)
+    body = bytearray(nl.join(enc[i : i + width] for i in range(0, len(enc), width)) + nl)
+    for pos, piece in edits:
+        pos %= len(body) + 1
+        body[pos:pos] = piece
+    got = mime_fast.b64_native(bytes(body))
+    if not edits:
+        assert got == data  # the common form always takes the fast path
+    assert got is None or got == _stdlib_b64(bytes(body))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=60))
+def test_b64_native_on_random_bytes(body: bytes) -> None:
+    got = mime_fast.b64_native(body)
+    assert got is None or got == _stdlib_b64(body)
+
+
+@pytest.mark.parametrize("body", [b"", b"\n", b"QQ==", b"QR==", b"QUI=", b"QUJD", b"Q===", b"QQ", b"====",
+                                  b"QQ==QQ==", b"QQ=\n=\n", b"QUJD\r\nREVG\r\n", b"QUJ\nD", b"QU JD"])
+def test_b64_native_edge_cases(body: bytes) -> None:
+    got = mime_fast.b64_native(body)
+    assert got is None or got == _stdlib_b64(body)

@@ -302,6 +302,43 @@ def _join(pieces: list[tuple[bytes, int]]) -> tuple[bytes, int]:
 _GAP = (b"", 1)  # one "" token: a position holding no term
 
 
+def _address_stream_of(pairs: list[tuple[str, str]]) -> RawStream:
+    """The stream of one address field: each address's name words, then its address words, then a gap (no
+    phrase spans two addresses); the specials of every address."""
+    pieces: list[tuple[bytes, int]] = []
+    specials: list[str] = []
+    for name, addr in pairs:
+        if name:
+            pieces.append(_words_raw(name))
+        if addr:
+            pieces.append(_words_raw(addr))
+            specials += address_terms(addr)
+        pieces.append(_GAP)
+    return (*_join(pieces), specials)
+
+
+#: Address field streams by the field's exact (name, address) pairs: a pure function of them, and a
+#: mailbox sees the same From/To/Cc again and again (in the 3,011-message bench import 8,080 fields, ~7 us
+#: of a ~40 us analysis; the mail layer memoises the address parsing for the same reason). Cleared when full.
+_ADDRESS_STREAMS: dict[tuple[tuple[str, str], ...], RawStream] = {}
+_ADDRESS_STREAMS_MAX = 4096
+
+
+def _address_stream(pairs: list[tuple[str, str]]) -> RawStream:
+    """:func:`_address_stream_of`, memoised; every call gets its own specials list."""
+    try:
+        key = tuple(pairs)
+        hit = _ADDRESS_STREAMS.get(key)
+    except TypeError:  # unhashable pairs (lists): not memoised
+        return _address_stream_of(pairs)
+    if hit is None:
+        hit = _address_stream_of(pairs)
+        if len(_ADDRESS_STREAMS) >= _ADDRESS_STREAMS_MAX:
+            _ADDRESS_STREAMS.clear()
+        _ADDRESS_STREAMS[key] = hit
+    return hit[0], hit[1], list(hit[2])
+
+
 def analyze_raw(doc: object) -> dict[str, RawStream]:
     """The per-field token streams of an :class:`~lsmmail.search.IndexedDocument` in stored form
     (:data:`RawStream`); :func:`analyze_streams` is the same as lists of tokens."""
@@ -312,20 +349,11 @@ def analyze_raw(doc: object) -> dict[str, RawStream]:
     if body:
         out[BODY] = (*_words_raw(body), [])
     for code, pairs in ((FROM, doc.from_), (TO, doc.to), (CC, doc.cc)):  # type: ignore[attr-defined]
-        if not pairs:
-            continue
+        if pairs:
+            out[code] = _address_stream(pairs)
+    if doc.attachment_names:  # type: ignore[attr-defined]
         pieces: list[tuple[bytes, int]] = []
         specials: list[str] = []
-        for name, addr in pairs:
-            if name:
-                pieces.append(_words_raw(name))
-            if addr:
-                pieces.append(_words_raw(addr))
-                specials += address_terms(addr)
-            pieces.append(_GAP)  # gap: no phrase spans two addresses
-        out[code] = (*_join(pieces), specials)
-    if doc.attachment_names:  # type: ignore[attr-defined]
-        pieces, specials = [], []
         for name in doc.attachment_names:  # type: ignore[attr-defined]
             pieces.append(_words_raw(name))
             pieces.append(_GAP)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
+import weakref
 from collections.abc import Callable
 
 from .engine.errors import Corruption
@@ -180,8 +181,22 @@ if BUILT:
 
 
 #: One table as :class:`VersionProbe` takes it: bloom filter, index (``native_block.TableIndex``, or
-#: ``(index_user_keys, index_seqs)`` for the twin), smallest and largest user key.
-ProbeTable = tuple[bytes, object, bytes, bytes]
+#: ``(index_user_keys, index_seqs)`` for the twin), smallest and largest user key; optionally followed by
+#: what ``lsm_point_get_cached`` reads its blocks with: the fd to pread (-1: the caller reads), the table
+#: number (block cache key) and the :class:`BlockLayout` of its data blocks.
+ProbeTable = tuple
+
+
+class BlockLayout:
+    """A table's data block offsets and stored sizes as C arrays (``lsm_probe_table.boff/bsize``, and a
+    scan source's blocks), built once per table reader."""
+
+    __slots__ = ("offs", "sizes", "n", "__weakref__")
+
+    def __init__(self, offsets: list[int], sizes: list[int]) -> None:
+        self.n = len(offsets)
+        self.offs = _ffi.new("uint64_t[]", offsets or [0])
+        self.sizes = _ffi.new("uint64_t[]", sizes or [0])
 
 
 class VersionProbe:
@@ -209,11 +224,18 @@ class VersionProbe:
         self.group_end = _ffi.new("uint32_t[]", ends or [0])
         self.group_sorted = _ffi.new("uint8_t[]", [int(srt) for srt, _ in groups] or [0])
         keep: list[object] = []
-        for i, (_, (filt, index, lo, hi)) in enumerate(flat):
+        for i, (_, pt) in enumerate(flat):
+            filt, index, lo, hi = pt[:4]
             e = self.arr[i]
             fb, lb, hb = _ffi.from_buffer(filt), _ffi.from_buffer(lo), _ffi.from_buffer(hi)
             keep += (fb, lb, hb, index)
             e.filter, e.flen, e.lo, e.lolen, e.hi, e.hilen = fb, len(filt), lb, len(lo), hb, len(hi)
+            if len(pt) > 4:
+                e.fd, e.table, layout = pt[4], pt[5], pt[6]
+                keep.append(layout)
+                e.boff, e.bsize = layout.offs, layout.sizes
+            else:
+                e.fd = -1
             ix = index
             e.n = ix.n  # type: ignore[attr-defined]
             if ix.n:  # type: ignore[attr-defined]
@@ -269,18 +291,43 @@ class PointScratch:
     """Per-thread buffers of ``lsm_point_get``: the result words, the value pointer and the memtable
     pointer array (grown when a read state has more memtables than it holds)."""
 
-    __slots__ = ("out", "value", "mems", "cap")
+    __slots__ = ("out", "value", "mems", "cap", "vbuf", "vcap")
 
-    def __init__(self, cap: int = 8) -> None:
-        self.out = _ffi.new("uint64_t[2]")
+    def __init__(self, cap: int = 8, vcap: int = 1 << 16) -> None:
+        self.out = _ffi.new("uint64_t[8]")
         self.value = _ffi.new("uint8_t **")
         self.mems = _ffi.new("struct lsm_memtable *[]", cap)
         self.cap = cap
+        #: Where ``lsm_point_get_cached`` copies a table's value (64 KiB; grown for a larger value).
+        self.vbuf = _ffi.new("uint8_t[]", vcap)
+        self.vcap = vcap
 
 
-def point_scratch(cap: int = 0) -> PointScratch:
-    """This thread's :class:`PointScratch`, holding at least ``cap`` memtable pointers."""
+def point_scratch(cap: int = 0, vcap: int = 0) -> PointScratch:
+    """This thread's :class:`PointScratch`, holding at least ``cap`` memtable pointers and a value
+    buffer of at least ``vcap`` bytes."""
     s: PointScratch | None = getattr(_tls, "p", None)
-    if s is None or s.cap < cap:
-        s = _tls.p = PointScratch(max(cap, 8))
+    if s is None or s.cap < cap or s.vcap < vcap:
+        s = _tls.p = PointScratch(max(cap, 8, s.cap if s else 0), max(vcap, 1 << 16, s.vcap if s else 0))
     return s
+
+
+#: Why ``lsm_point_get_cached`` reports a table's block corrupt (out[2]): the load's reasons, and 6 for a
+#: block ``lsm_block_get`` found malformed (worded as ``TableReader._block_get`` words it).
+POINT_WHY = {**_WHY, 6: "bad data block (malformed block)"}
+
+
+_layouts: weakref.WeakKeyDictionary[object, BlockLayout] = weakref.WeakKeyDictionary()
+
+
+def table_layout(t: object) -> BlockLayout:
+    """The :class:`BlockLayout` of table reader ``t`` (``sstable.TableReader``), built on first use."""
+    lay = _layouts.get(t)
+    if lay is None:
+        lay = _layouts[t] = BlockLayout(t._offsets, t._sizes)  # type: ignore[attr-defined]
+    return lay
+
+
+def table_fd(t: object) -> int:
+    """The OS file descriptor C may pread ``t``'s blocks from, or -1 (not an OS file, or closed)."""
+    return t._file._fd if t._os_file else -1  # type: ignore[attr-defined]

@@ -9,6 +9,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -181,4 +182,132 @@ int64_t lsm_point_get(struct lsm_memtable *const *mems, size_t nmem, const lsm_p
         }
     }
     return lsm_version_find(t, group_end, group_sorted, ngroups, from, ukey, ulen, snap, out);
+}
+
+/* Stored blocks up to this size (a 16 KiB block's LZ4 payload, or one stored raw, plus its trailer) are
+ * read into a buffer on the stack instead of a malloc'd one. */
+#define STACK_IO (24 * 1024)
+
+int64_t lsm_block_fetch(lsm_block_cache *c, uint64_t table, int fd, uint64_t offset, uint64_t size, int verify,
+                        lsm_bc_entry **ent, uint64_t *out) {
+    /* Data block (offset, size) of `table` (fd >= 0: read with pread) as a block-cache entry the caller
+     * holds a reference to (*ent): 1 if it came from the cache c (checked when it was published), 0 if it
+     * was read now (a private entry: the caller checks the block, then lsm_bc_publish'es it, or releases
+     * it if it is malformed). Errors as lsm_block_load: LSM_ECORRUPT (out[2] = why), LSM_EIO (out[1] =
+     * errno), LSM_ESPACE (out of memory), LSM_EINVAL (no codecs). c may be NULL (no cache). */
+    if (c) {
+        lsm_bc_entry *e = lsm_bc_lookup(c, table, offset);
+        if (e) {
+            *ent = e;
+            return 1;
+        }
+    }
+    if (!lsm_pointget_ready()) return LSM_EINVAL;
+    uint64_t n = size + 5;
+    uint8_t stack[STACK_IO];
+    uint8_t *io = n <= STACK_IO ? stack : malloc((size_t)n);
+    if (!io) return LSM_ESPACE;
+    int64_t rc;
+    /* First the read and checks, into io (raw = NULL: an LZ4 block answers LSM_ESPACE with its raw
+     * length, after its checksum was verified). */
+    rc = lsm_block_load(fd, offset, NULL, size, verify, io, (size_t)n, NULL, 0, out);
+    lsm_bc_entry *e = NULL;
+    if (rc >= 0) {
+        /* stored raw: the payload is io[0:rc) */
+        e = lsm_bc_entry_new((size_t)rc);
+        if (!e) rc = LSM_ESPACE;
+        else memcpy(e->data, io, (size_t)rc);
+    } else if (rc == LSM_ESPACE && io[size] == 1) {
+        uint64_t rlen = out[1];
+        if (size - 4 > 0x7FFFFFFF || rlen > 0x7FFFFFFF) {
+            out[2] = WHY_LZ4_LENGTH;
+            rc = LSM_ECORRUPT;
+        } else if (!(e = lsm_bc_entry_new((size_t)rlen))) {
+            rc = LSM_ESPACE;
+        } else {
+            int d = g_lz4((const char *)io + 4, (char *)e->data, (int)(size - 4), (int)rlen);
+            if (d < 0 || (uint64_t)d != rlen) {
+                out[2] = WHY_LZ4_DATA;
+                rc = LSM_ECORRUPT;
+            } else {
+                rc = (int64_t)rlen;
+            }
+        }
+    }
+    if (io != stack) free(io);
+    if (rc < 0) {
+        lsm_bc_release(NULL, e);
+        return rc;
+    }
+    *ent = e;
+    return 0;
+}
+
+/* Why a cached point read failed beyond lsm_block_load's reasons: lsm_block_get found the block malformed. */
+enum { WHY_MALFORMED = 6 };
+
+int64_t lsm_point_get_cached(struct lsm_memtable *const *mems, size_t nmem, const lsm_probe_table *t,
+                             const uint32_t *group_end, const uint8_t *group_sorted, size_t ngroups,
+                             size_t from, const uint8_t *ukey, size_t ulen, uint64_t snap, lsm_block_cache *c,
+                             int verify, uint8_t *vbuf, size_t vcap, uint64_t *out, const uint8_t **value) {
+    /* A whole point read in one call: lsm_point_get, then each data block it names is taken from the
+     * block cache c (or read, checked, searched and then cached: lsm_block_fetch + lsm_block_get), and
+     * the next table probed while none answers. Returns LSM_MEM_HIT with out[0] = trailer, out[1] = value
+     * length and *value = its bytes (a memtable's, or vbuf, where a table's value is copied); the table
+     * count when no table holds the key; a table position ti (out[0] = its block) when that table's
+     * fd < 0 (the caller reads it, then calls again from ti + 1); LSM_ESPACE with out[1] = the bytes
+     * needed when the value does not fit vcap (call again with a larger vbuf); LSM_ECORRUPT (out[2] = why,
+     * 6 = malformed block) or LSM_EIO (out[1] = errno) with out[3] = the table position and out[4] = the
+     * block offset. A malformed block is never cached (a cached one found malformed is dropped). */
+    size_t total = ngroups ? group_end[ngroups - 1] : 0;
+    int64_t ti = lsm_point_get(mems, nmem, t, group_end, group_sorted, ngroups, from, ukey, ulen, snap, out,
+                               value);
+    uint8_t kstack[1024];
+    for (;;) {
+        if (ti == LSM_MEM_HIT || ti < 0 || (uint64_t)ti >= total) return ti;
+        const lsm_probe_table *p = &t[ti];
+        if (p->fd < 0 || !p->boff) return ti;
+        for (uint64_t bi = out[0]; bi < p->n; bi++) {
+            lsm_bc_entry *e = NULL;
+            uint64_t off = p->boff[bi];
+            int64_t got = lsm_block_fetch(c, p->table, (int)p->fd, off, p->bsize[bi], verify, &e, out);
+            if (got < 0) {
+                out[3] = (uint64_t)ti;
+                out[4] = off;
+                return got;
+            }
+            uint64_t o[4];
+            uint8_t *kb = e->len <= sizeof(kstack) ? kstack : malloc(e->len ? e->len : 1);
+            int64_t rc = kb ? lsm_block_get(e->data, e->len, ukey, ulen, snap, kb, e->len > sizeof(kstack) ?
+                                            e->len : sizeof(kstack), o) : LSM_ESPACE;
+            if (kb != kstack) free(kb);
+            if (rc < 0) {
+                if (got == 1 && rc == LSM_ECORRUPT) lsm_bc_erase(c, p->table, off);
+                lsm_bc_release(got == 1 ? c : NULL, e);
+                if (rc != LSM_ECORRUPT) return rc;
+                out[2] = WHY_MALFORMED;
+                out[3] = (uint64_t)ti;
+                out[4] = off;
+                return LSM_ECORRUPT;
+            }
+            if (got == 0) lsm_bc_publish(c, e, p->table, off, e->len + LSM_BC_OVERHEAD);
+            if (rc == 1) {
+                if (o[3] > vcap) {
+                    lsm_bc_release(c, e);
+                    out[1] = o[3];
+                    return LSM_ESPACE;
+                }
+                if (o[3]) memcpy(vbuf, e->data + o[2], (size_t)o[3]);
+                lsm_bc_release(c, e);
+                out[0] = o[0] << 8 | o[1];
+                out[1] = o[3];
+                *value = vbuf;
+                return LSM_MEM_HIT;
+            }
+            lsm_bc_release(c, e);
+            if (rc == 2) break;
+        }
+        ti = lsm_point_get(mems, 0, t, group_end, group_sorted, ngroups, (size_t)ti + 1, ukey, ulen, snap, out,
+                           value);
+    }
 }

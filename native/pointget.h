@@ -28,6 +28,12 @@ typedef struct {
     uint64_t lolen;
     const uint8_t *hi;
     uint64_t hilen;
+    /* For lsm_point_get_cached: the file to pread (-1: not an OS file, the caller reads its blocks), the
+     * table's number (block cache key) and each data block's offset and stored size (no trailer). */
+    int64_t fd;
+    uint64_t table;
+    const uint64_t *boff;
+    const uint64_t *bsize;
 } lsm_probe_table;
 
 int64_t lsm_version_find(const lsm_probe_table *t, const uint32_t *group_end, const uint8_t *group_sorted,
@@ -39,5 +45,15 @@ struct lsm_memtable;
 int64_t lsm_point_get(struct lsm_memtable *const *mems, size_t nmem, const lsm_probe_table *t,
                       const uint32_t *group_end, const uint8_t *group_sorted, size_t ngroups, size_t from,
                       const uint8_t *ukey, size_t ulen, uint64_t snap, uint64_t *out, const uint8_t **value);
+
+#include "blockcache.h"
+/* Block-cache charge of a raw payload beyond its bytes (sstable.py RAW_BLOCK_OVERHEAD, the same). */
+#define LSM_BC_OVERHEAD 128
+int64_t lsm_block_fetch(lsm_block_cache *c, uint64_t table, int fd, uint64_t offset, uint64_t size, int verify,
+                        lsm_bc_entry **ent, uint64_t *out);
+int64_t lsm_point_get_cached(struct lsm_memtable *const *mems, size_t nmem, const lsm_probe_table *t,
+                             const uint32_t *group_end, const uint8_t *group_sorted, size_t ngroups,
+                             size_t from, const uint8_t *ukey, size_t ulen, uint64_t snap, lsm_block_cache *c,
+                             int verify, uint8_t *vbuf, size_t vcap, uint64_t *out, const uint8_t **value);
 
 #endif

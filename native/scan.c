@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "lsm_native.h"
+#include "pointget.h"
 #include "scan.h"
 
 enum { SRC_DONE = 0, SRC_READY = 1, SRC_NEED = 2 };
@@ -47,6 +48,14 @@ typedef struct {
     uint64_t *key_end, *seqs, *voff, *vlen_;
     uint8_t *kinds;
     const uint8_t *blk;
+    /* table mode (lsm_scan_set_table): the source reads its table's blocks itself, through the block
+     * cache, holding the entry of the current block (ent) until it moves on */
+    int tbl, fd, verify;
+    lsm_block_cache *cache;
+    lsm_bc_entry *ent;
+    uint64_t table, nblocks;
+    int64_t bi;
+    const uint64_t *boff, *bsize;
 } src;
 
 typedef struct {
@@ -108,6 +117,8 @@ void lsm_scan_free(lsm_scan *s) {
     if (!s) return;
     for (size_t i = 0; s->srcs && i < s->nsrc; i++) {
         src *r = &s->srcs[i];
+        lsm_bc_release(r->cache, r->ent);
+        lsm_bc_free(r->cache); /* the reference lsm_scan_set_table took */
         free(r->keybuf);
         free(r->key_end);
         free(r->seqs);
@@ -257,14 +268,8 @@ static int grow_src(src *r, size_t n, size_t keybytes) {
     return 0;
 }
 
-int64_t lsm_scan_set_block(lsm_scan *s, size_t i, const uint8_t *blk, size_t len) {
-    /* Source i now reads the raw data block blk[0:len) (kept alive by the caller until the next
-     * set_block/set_done of this source or the end of the scan), positioned at the block's first version
-     * in scan order within the bounds. Returns the block's entry count, or LSM_ECORRUPT (a malformed
-     * block), LSM_ESPACE (out of memory), LSM_EINVAL (no such source). */
-    if (i >= s->nsrc) return LSM_EINVAL;
-    src *r = &s->srcs[i];
-    r->is_mem = 0;
+/* Decode blk[0:len) into source r and position it at its first version in scan order within the bounds. */
+static int64_t decode_block(lsm_scan *s, src *r, const uint8_t *blk, size_t len) {
     if (r->cap_n == 0 && grow_src(r, 64, 2048)) return LSM_ESPACE;
     uint64_t need[2];
     int64_t n;
@@ -286,9 +291,92 @@ int64_t lsm_scan_set_block(lsm_scan *s, size_t i, const uint8_t *blk, size_t len
     return n;
 }
 
+int64_t lsm_scan_set_block(lsm_scan *s, size_t i, const uint8_t *blk, size_t len) {
+    /* Source i now reads the raw data block blk[0:len) (kept alive by the caller until the next
+     * set_block/set_done of this source or the end of the scan), positioned at the block's first version
+     * in scan order within the bounds. Returns the block's entry count, or LSM_ECORRUPT (a malformed
+     * block), LSM_ESPACE (out of memory), LSM_EINVAL (no such source). */
+    if (i >= s->nsrc) return LSM_EINVAL;
+    src *r = &s->srcs[i];
+    r->is_mem = 0;
+    r->tbl = 0;
+    lsm_bc_release(r->cache, r->ent);
+    r->ent = NULL;
+    return decode_block(s, r, blk, len);
+}
+
+/* Why a table-mode block failed beyond lsm_block_load's reasons (pointget.c): it does not decode. */
+#define WHY_MALFORMED 6
+
+/* Table mode: make block bi of r's table the current one (from the cache, or read, checked, decoded and
+ * then cached). Errors as lsm_scan_set_table, err[0..1] = why or errno, block offset. */
+static int64_t table_load(lsm_scan *s, src *r, int64_t bi, uint64_t *err) {
+    lsm_bc_release(r->cache, r->ent);
+    r->ent = NULL;
+    r->blk = NULL;
+    r->bi = bi;
+    uint64_t off = r->boff[bi], out[4] = {0, 0, 0, 0};
+    lsm_bc_entry *e = NULL;
+    int64_t got = lsm_block_fetch(r->cache, r->table, r->fd, off, r->bsize[bi], r->verify, &e, out);
+    err[1] = off;
+    if (got < 0) {
+        r->state = SRC_NEED;
+        err[0] = got == LSM_ECORRUPT ? out[2] : out[1];
+        return got;
+    }
+    int64_t n = decode_block(s, r, e->data, e->len);
+    if (n < 0) {
+        if (got == 1 && n == LSM_ECORRUPT) lsm_bc_erase(r->cache, r->table, off);
+        lsm_bc_release(got == 1 ? r->cache : NULL, e);
+        r->state = SRC_NEED;
+        err[0] = WHY_MALFORMED;
+        return n;
+    }
+    if (got == 0) lsm_bc_publish(r->cache, e, r->table, off, e->len + LSM_BC_OVERHEAD);
+    r->ent = e;
+    return n;
+}
+
+int64_t lsm_scan_set_table(lsm_scan *s, size_t i, lsm_block_cache *c, uint64_t table, int fd, int verify,
+                           const uint64_t *boff, const uint64_t *bsize, uint64_t nblocks, uint64_t bi,
+                           uint64_t *err) {
+    /* Source i now reads data block bi of a table itself: its blocks are (boff[k], bsize[k]) for
+     * k < nblocks (the arrays outlive the source's use of this table), read with pread from fd and
+     * checked (checksums if verify), through the block cache c (may be NULL). When the source runs out
+     * of a block it takes the next one in scan order without returning; only past the table's first or
+     * last block does lsm_scan_next stop with LSM_SCAN_NEED (the caller then sets the next table, or
+     * lsm_scan_set_done). Returns the entry count of block bi, or LSM_ECORRUPT (err[0] = why: pointget's
+     * reasons, 6 = malformed block; err[1] = block offset), LSM_EIO (err[0] = errno), LSM_ESPACE,
+     * LSM_EINVAL. A block that fails is never cached. */
+    if (i >= s->nsrc || bi >= nblocks || fd < 0) return LSM_EINVAL;
+    src *r = &s->srcs[i];
+    r->is_mem = 0;
+    lsm_bc_release(r->cache, r->ent);
+    r->ent = NULL;
+    r->tbl = 1;
+    if (r->cache != c) {
+        lsm_bc_ref(c);
+        lsm_bc_free(r->cache);
+        r->cache = c;
+    }
+    r->table = table;
+    r->fd = fd;
+    r->verify = verify;
+    r->boff = boff;
+    r->bsize = bsize;
+    r->nblocks = nblocks;
+    return table_load(s, r, (int64_t)bi, err);
+}
+
 void lsm_scan_set_done(lsm_scan *s, size_t i) {
     /* Source i has nothing more in range. */
-    if (i < s->nsrc) s->srcs[i].state = SRC_DONE;
+    if (i < s->nsrc) {
+        src *r = &s->srcs[i];
+        r->state = SRC_DONE;
+        lsm_bc_release(r->cache, r->ent);
+        r->ent = NULL;
+        r->tbl = 0;
+    }
 }
 
 static void advance(const lsm_scan *s, src *r) {
@@ -385,7 +473,10 @@ int64_t lsm_scan_next(lsm_scan *s, size_t max_n, uint8_t *buf, size_t cap, uint6
      * the bytes one entry needs when not even that fit); state[3] = how many of the entries are BLOBs.
      * fmt[0:state[4]] receives the Python struct format that cuts buf into key, value, key, value, ...
      * ("<klen>s<vlen>s" per entry: one struct.unpack_from makes every bytes object); fmtcap >= 44 per
-     * entry always suffices. */
+     * entry always suffices. A table-mode source (lsm_scan_set_table) moves to its next block here; if
+     * that fails (and no entry was copied yet), returns LSM_ECORRUPT (state[2] = why), LSM_SCAN_EIO
+     * (state[2] = errno) or LSM_ESPACE, with state[1] = the source and state[5] = the block offset (state
+     * holds 6 words). */
     size_t n = 0, ns = s->nsrc;
     src *srcs = s->srcs;
     page pg = {buf, cap, offs, kinds, fmt, fmtcap, 0};
@@ -400,6 +491,24 @@ int64_t lsm_scan_next(lsm_scan *s, size_t max_n, uint8_t *buf, size_t cap, uint6
         for (size_t j = 0; j < ns; j++) {
             src *r = &srcs[j];
             if (r->state == SRC_DONE) continue;
+            if (r->state == SRC_NEED && r->tbl) {
+                int64_t nb = r->bi + (rev ? -1 : 1);
+                if (nb >= 0 && (uint64_t)nb < r->nblocks) {
+                    /* A page ends where a source needs its next block, so a block is read only when
+                     * the caller asks for more (a seek + 50 takes ~3 pages; a page of 256 read ~16
+                     * blocks per seek where 4 were needed). */
+                    if (n) return (int64_t)n;
+                    uint64_t err[2];
+                    int64_t rc = table_load(s, r, nb, err);
+                    if (rc < 0) {
+                        r->bi = nb - (rev ? -1 : 1); /* the next call tries this block again */
+                        state[1] = j;
+                        state[2] = err[0];
+                        state[5] = err[1];
+                        return rc == LSM_ESPACE ? LSM_ESPACE : (rc == LSM_ECORRUPT ? LSM_ECORRUPT : LSM_SCAN_EIO);
+                    }
+                }
+            }
             if (r->state == SRC_NEED) {
                 state[0] = LSM_SCAN_NEED;
                 state[1] = j;

@@ -21,6 +21,8 @@ typedef struct lsm_scan lsm_scan;
 #define LSM_SCAN_MORE 0
 #define LSM_SCAN_END 1
 #define LSM_SCAN_NEED 2
+/* lsm_scan_next: a table-mode source's block read failed (pointget.h's LSM_EIO) */
+#define LSM_SCAN_EIO (-4)
 
 lsm_scan *lsm_scan_new(size_t nsrc, int reverse, uint64_t snap, const uint8_t *start, size_t slen,
                        const uint8_t *end, size_t elen);
@@ -30,6 +32,10 @@ int lsm_scan_add_tombstone(lsm_scan *s, uint64_t seq, const uint8_t *start, size
 int lsm_scan_set_mem(lsm_scan *s, size_t i, const struct lsm_memtable *m);
 int64_t lsm_scan_set_block(lsm_scan *s, size_t i, const uint8_t *blk, size_t len);
 void lsm_scan_set_done(lsm_scan *s, size_t i);
+struct lsm_block_cache;
+int64_t lsm_scan_set_table(lsm_scan *s, size_t i, struct lsm_block_cache *c, uint64_t table, int fd, int verify,
+                           const uint64_t *boff, const uint64_t *bsize, uint64_t nblocks, uint64_t bi,
+                           uint64_t *err);
 int64_t lsm_scan_next(lsm_scan *s, size_t max_n, uint8_t *buf, size_t cap, uint64_t *offs, uint8_t *kinds,
                       char *fmt, size_t fmtcap, uint64_t *state);
 

@@ -33,7 +33,7 @@ from sortedcontainers import SortedList
 
 from .batch import BATCH_HEADER_SIZE, decode_batch
 from .blob import BlobFileReader
-from .cache import BlockCache
+from .cache import new_block_cache
 from .errors import Corruption, DBClosed, InvalidArgument, IOFailure, Locked, LsmError
 from .maintenance import Maintenance
 from .manifest import (
@@ -110,7 +110,7 @@ class DB(PointReads, WritePath, Maintenance, Scans):
         self._released_by_gc: list[int] = []  # snapshots dropped unreleased; drained under _mu
         self._tables: dict[int, TableReader] = {}
         self._blob_readers: dict[int, BlobFileReader] = {}
-        self._cache = BlockCache(options.block_cache_size) if options.block_cache_size > 0 else None
+        self._cache = new_block_cache(options.block_cache_size)
         self._live_versions: weakref.WeakSet[Version] = weakref.WeakSet()
         self._obsolete: set[str] = set()
         self._closed = False

@@ -13,6 +13,7 @@ data that fails its checks (never wrong data), ``IOFailure`` for a read error.
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 from collections.abc import Iterable
@@ -22,6 +23,7 @@ from .. import native_pointget as _pointget
 from ..native_lib import ffi as _ffi
 from ..native_lib import lib as _lib
 from .blob import BlobFileReader, decode_blob_ref
+from .cache import NativeBlockCache
 from .coding import hash64
 from .errors import Corruption, DBClosed, InvalidArgument, IOFailure, LsmError
 from .iterators import covering_tombstone_seq
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
 _VERSION_PROBE = _lib is not None and _pointget.READY
 _MEM_HIT = _pointget.MEM_HIT
 _tls = _pointget._tls
+_ECORRUPT, _ESPACE = -1, -2  # lsm_native.h
 
 
 
@@ -66,6 +69,8 @@ class PointReads:
     #: whole (one assignment), so threads may race to rebuild it but never see a torn one; a weak
     #: reference, so it never keeps an old version (and its files) alive.
     _probe: tuple[weakref.ref[Version], _pointget.VersionProbe, list[TableReader]] | None = None
+    #: ``_cache_ptr``, looked up once.
+    _bcp: object = None
 
     # State owned by DB (declared for type checkers).
     if TYPE_CHECKING:
@@ -163,10 +168,12 @@ class PointReads:
     def _lookup_native(self, key: bytes, seq: int, mem: MemTable, imms: tuple[MemTable, ...],
                        v: Version) -> tuple[int, int, bytes] | None:
         """The newest ``(seq, kind, value)`` of ``key`` at or below ``seq`` in the memtables (newest first)
-        and ``v``'s tables, or None. One C call (``lsm_point_get``) checks the memtables, then the range,
-        bloom filter and index of every table a read must consult, up to the first data block to read
-        (instead of ~1 us of Python per memtable and per table: ~5 per get); one more call per block read
-        (``TableReader.get_from``), and a further ``lsm_point_get`` only if that table did not answer."""
+        and ``v``'s tables, or None. One C call (``lsm_point_get_cached``) checks the memtables, then the
+        range, bloom filter and index of every table a read must consult, and reads the data blocks they
+        name through the C block cache (read, verified, decompressed and cached on a miss) until one
+        answers: a whole get is one crossing (it was one per memtable and table in Python: ~1 us each, and
+        then one more per block). Tables that are not OS files (``fs_mem``, ``fs_fault``) come back here
+        and are read by ``TableReader.get_from``."""
         vp = self._probe
         if vp is None or vp[0]() is not v:
             vp = self._probe = (weakref.ref(v), *self._version_probe(v))
@@ -192,7 +199,12 @@ class PointReads:
         out, value = s.out, s.value
         arr, ends, srt, ng = probe.arr, probe.group_end, probe.group_sorted, probe.ngroups
         total = probe.total
-        ti = _lib.lsm_point_get(mems, nmem, arr, ends, srt, ng, 0, key, len(key), seq, out, value)
+        cache = self._bcp
+        if cache is None:
+            cache = self._bcp = self._cache_ptr
+        verify = self.options.verify_checksums
+        ti = _lib.lsm_point_get_cached(mems, nmem, arr, ends, srt, ng, 0, key, len(key), seq, cache, verify,
+                                       s.vbuf, s.vcap, out, value)
         while True:
             if ti == _MEM_HIT:
                 t = out[0]
@@ -200,11 +212,34 @@ class PointReads:
             if ti >= total:
                 return None
             if ti < 0:
-                raise RuntimeError(f"lsm_point_get returned {ti}")  # pragma: no cover - codecs are set
+                if ti == _ESPACE:  # a value larger than this thread's buffer: grow it, read again
+                    s = _pointget.point_scratch(0, int(out[1]))
+                    return self._lookup_native(key, seq, mem, imms, v)
+                raise self._point_error(ti, out, tables)
             r = tables[ti].get_from(key, seq, out[0])
             if r is not None:
                 return r
-            ti = _lib.lsm_point_get(mems, 0, arr, ends, srt, ng, ti + 1, key, len(key), seq, out, value)
+            ti = _lib.lsm_point_get_cached(mems, 0, arr, ends, srt, ng, ti + 1, key, len(key), seq, cache,
+                                           verify, s.vbuf, s.vcap, out, value)
+
+    @staticmethod
+    def _point_error(rc: int, out: object, tables: list[TableReader]) -> Exception:
+        """The exception for ``lsm_point_get_cached``'s error ``rc``: ``Corruption`` naming the table and
+        block offset, or ``OSError`` for a read error."""
+        if rc == _ECORRUPT:
+            t = tables[out[3]]  # type: ignore[index]
+            return t._corrupt(_pointget.POINT_WHY.get(int(out[2]), "malformed block"),  # type: ignore[index]
+                              int(out[4]))  # type: ignore[index]
+        if rc == _pointget._EIO:
+            err = int(out[1])  # type: ignore[index]
+            return OSError(err, os.strerror(err))
+        return RuntimeError(f"lsm_point_get_cached returned {rc}")
+
+    @property
+    def _cache_ptr(self) -> object:
+        """The C block cache for C readers, or NULL (no cache, or the pure one)."""
+        c = self._cache
+        return c.ptr if isinstance(c, NativeBlockCache) else _ffi.NULL
 
     def _get_from_version(self, v: Version, key: bytes, seq: int) -> tuple[int, int, bytes] | None:
         # One XXH3 of the key for every table's bloom probe (TableReader.get's ``h``).
@@ -244,7 +279,8 @@ class PointReads:
             for f in files:
                 t = self._table(f)
                 filt, index = t.probe_parts
-                group.append((filt, index, f.smallest_user, f.largest_user))
+                group.append((filt, index, f.smallest_user, f.largest_user, _pointget.table_fd(t), f.number,
+                              _pointget.table_layout(t)))
                 tables.append(t)
             groups.append((level > 0, group))
         return _pointget.VersionProbe(groups), tables

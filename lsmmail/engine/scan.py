@@ -14,6 +14,7 @@ from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 from .. import native_lib
+from .cache import NativeBlockCache
 from .errors import InvalidArgument, IOFailure, LsmError
 from .iterators import concat, merge_entries, prime_sources, visible_entries
 from .keys import check_key, prefix_end
@@ -58,6 +59,7 @@ class Scans:
     # State owned by DB (declared for type checkers).
     if TYPE_CHECKING:
         _mem: MemTable
+        _cache: Any
 
         def _read_state(self, snapshot: Snapshot | None) -> tuple[int, MemTable, tuple[MemTable, ...],
                                                                     Version]: ...
@@ -105,8 +107,9 @@ class Scans:
                 elif chosen:
                     table_sources.append(chosen)
             # One generator (native_scan translates read errors itself): a layer less per entry.
+            cache = self._cache if isinstance(self._cache, NativeBlockCache) else None
             return native_scan(mems, table_sources, self._table, start, end, reverse, seq, tombs,
-                               self._read_blob, version)
+                               self._read_blob, version, cache)
         cut = self._memtable_cut(version, start, end, reverse) if mems else None
         sources: list[Iterator[tuple[bytes, int, int, bytes]]] = [
             _memtable_entries(m, start, end, cut, reverse) for m in mems

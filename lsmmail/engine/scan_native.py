@@ -21,6 +21,7 @@ translates them); ``MemoryError`` if the kernel cannot allocate.
 
 from __future__ import annotations
 
+import os
 import threading
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
@@ -29,6 +30,7 @@ from struct import unpack_from
 from typing import Any
 
 from .. import native_lib
+from .. import native_pointget as _pointget
 from .errors import Corruption, IOFailure, LsmError
 from .keys import KIND_BLOB
 from .sstable import TableReader
@@ -51,6 +53,7 @@ _FMT_CAP = 44 * _PAGE
 _LSM_SCAN_END = 1
 _LSM_SCAN_NEED = 2
 _ECORRUPT, _ESPACE = -1, -2
+_SCAN_EIO = -4  # scan.h LSM_SCAN_EIO
 
 
 class _Scratch(threading.local):
@@ -62,7 +65,8 @@ class _Scratch(threading.local):
         self.buf = native_lib._new("uint8_t[]", _BUF)
         self.offs = native_lib._new("uint64_t[]", 2 * _PAGE + 1)
         self.kinds = native_lib._new("uint8_t[]", _PAGE)
-        self.state = native_lib._new("uint64_t[]", 5)
+        self.state = native_lib._new("uint64_t[]", 6)
+        self.err = native_lib._new("uint64_t[]", 2)
         self.fmt = native_lib._new("char[]", _FMT_CAP)
         self.view = _ffi.buffer(self.buf, _BUF)  # what struct.unpack_from cuts the page out of
 
@@ -76,7 +80,7 @@ class _TableSource:
     level in range, and opening (looking up) them all up front costs O(files) per scan. (No difference
     measured on the bench's 8-file L1: 78.0 vs 78.7 us forward, 95.9 vs 94.4 reverse.)"""
 
-    __slots__ = ("files", "open", "tables", "fi", "bi", "hold")
+    __slots__ = ("files", "open", "tables", "fi", "bi", "hold", "tmode")
 
     def __init__(self, files: list[FileMeta], open_table: Callable[[FileMeta], TableReader]) -> None:
         self.files = files
@@ -85,6 +89,9 @@ class _TableSource:
         self.fi = 0
         self.bi = 0
         self.hold: Any = None  # the cffi view of the block the kernel points into (keeps it alive)
+        #: The kernel reads this table's blocks itself (lsm_scan_set_table): Python sees the source
+        #: again only past the table's last block in scan order.
+        self.tmode = False
 
     def table(self, fi: int) -> TableReader:
         t = self.tables[fi]
@@ -93,8 +100,22 @@ class _TableSource:
         return t
 
 
-def _load(ctx: Any, j: int, src: _TableSource) -> None:
+def _load(ctx: Any, j: int, src: _TableSource, cache: Any, err: Any) -> None:
+    """Hand source ``j`` its current block: for a table on an OS file, the table itself (the kernel reads
+    the block and the ones after it through the C block cache ``cache``, or uncached when it is NULL);
+    else the block's raw payload read here (``TableReader.raw_block``)."""
     t = src.table(src.fi)
+    fd = _pointget.table_fd(t)
+    if fd >= 0:
+        lay = _pointget.table_layout(t)
+        rc = _lib.lsm_scan_set_table(ctx, j, cache, t.file_number, fd, t._verify, lay.offs, lay.sizes, lay.n,
+                                     src.bi, err)
+        src.hold = None
+        if rc < 0:
+            raise _block_error(t, rc, int(err[0]), int(err[1]))
+        src.tmode = True
+        return
+    src.tmode = False
     raw = t.raw_block(src.bi)
     view = _ffi.from_buffer(raw)
     rc = _lib.lsm_scan_set_block(ctx, j, view, len(raw))
@@ -106,6 +127,20 @@ def _load(ctx: Any, j: int, src: _TableSource) -> None:
             raise t._corrupt("bad data block (malformed block in a scan)", offset)
         raise MemoryError("scan kernel cannot allocate")
     src.hold = view
+
+
+def _block_error(t: TableReader, rc: int, why: int, offset: int) -> Exception:
+    """The exception for a table-mode block the kernel could not read (``rc``): ``Corruption`` naming the
+    table and offset, ``OSError`` for a read error, ``MemoryError``."""
+    if rc == _ECORRUPT:
+        what = "bad data block (malformed block in a scan)" if why == 6 else _pointget.POINT_WHY.get(
+            why, "malformed block")
+        return t._corrupt(what, offset)
+    if rc in (_SCAN_EIO, _pointget._EIO):
+        return OSError(why, os.strerror(why))
+    if rc == _ESPACE:
+        return MemoryError("scan kernel cannot allocate")
+    return RuntimeError(f"scan kernel block read returned {rc}")
 
 
 def _position(src: _TableSource, start: bytes | None, end: bytes | None, reverse: bool) -> bool:
@@ -162,6 +197,7 @@ def _pages(
     tombs: list[tuple[int, bytes, bytes]],
     read_blob: Callable[[bytes], bytes],
     pin: object = None,
+    cache: Any = None,
 ) -> Iterator[Iterable[tuple[bytes, bytes]]]:
     """The pages of :func:`native_scan`: iterables of the visible ``(key, value)`` pairs of
     ``start <= key < end`` at ``snapshot_seq``, in key order or reverse. ``mems`` are native
@@ -179,28 +215,35 @@ def _pages(
                                0 if end is None else len(end))
         if ctx == ffi.NULL:
             raise MemoryError("scan kernel cannot allocate")
-        ctx = ffi.gc(ctx, lib.lsm_scan_free)
+        # The kernel holds block-cache entries until it is freed, so the cache must outlive it: the
+        # destructor keeps the cache object alive.
+        cptr = ffi.NULL if cache is None else cache.ptr
+        ctx = ffi.gc(ctx, lambda p, _c=cache: lib.lsm_scan_free(p))
         for seq, ts, te in tombs:
             if lib.lsm_scan_add_tombstone(ctx, seq, ts, len(ts), te, len(te)) < 0:
                 raise MemoryError("scan kernel cannot allocate")
         for j, m in enumerate(mems):
             lib.lsm_scan_set_mem(ctx, j, m._m)
+        sc = _scratch
+        assert sc is not None
+        state, err = sc.state, sc.err
         srcs: list[_TableSource | None] = [None] * len(mems)
         for files in table_sources:
             j = len(srcs)
             src = _TableSource(files, open_table)
             srcs.append(src)
             if _position(src, start, end, reverse):
-                _load(ctx, j, src)
+                _load(ctx, j, src, cptr, err)
             else:
                 lib.lsm_scan_set_done(ctx, j)
-        sc = _scratch
-        assert sc is not None
-        state = sc.state
         while True:
             n = lib.lsm_scan_next(ctx, _PAGE, sc.buf, sc.cap, sc.offs, sc.kinds, sc.fmt, _FMT_CAP, state)
             if n < 0:
-                raise MemoryError("scan kernel cannot allocate")
+                if n == _ESPACE:
+                    raise MemoryError("scan kernel cannot allocate")
+                bad = srcs[int(state[1])]
+                assert bad is not None
+                raise _block_error(bad.table(bad.fi), int(n), int(state[2]), int(state[5]))
             # Read the whole state now: another scan on this thread may reuse it while this one yields.
             status, j, need, blobs = state[0], int(state[1]), int(state[2]), state[3]
             if n:
@@ -220,8 +263,10 @@ def _pages(
                 src = srcs[j]
                 if src is None:
                     raise Corruption("scan kernel asked a memtable for a block")  # pragma: no cover
+                if src.tmode:  # the kernel went through this table's blocks: on to the next table
+                    src.bi = 0 if reverse else src.table(src.fi).num_data_blocks - 1
                 if _step(src, start, reverse):
-                    _load(ctx, j, src)
+                    _load(ctx, j, src, cptr, err)
                 else:
                     src.hold = None
                     lib.lsm_scan_set_done(ctx, j)
@@ -248,9 +293,10 @@ def native_scan(
     tombs: list[tuple[int, bytes, bytes]],
     read_blob: Callable[[bytes], bytes],
     pin: object = None,
+    cache: Any = None,
 ) -> Iterator[tuple[bytes, bytes]]:
     """Visible ``(key, value)`` pairs of ``start <= key < end`` at ``snapshot_seq``, in key order or
     reverse: :func:`_pages` flattened by ``chain``, so taking an entry runs no Python frame (a page's
     generator resumes only when the page is used up, and reads the next block only then)."""
     return chain.from_iterable(_pages(mems, table_sources, open_table, start, end, reverse, snapshot_seq,
-                                      tombs, read_blob, pin))
+                                      tombs, read_blob, pin, cache))

@@ -1,0 +1,288 @@
+/* A block cache in C (docs/format.md "SSTable": the raw payload of a data block, verified and
+ * decompressed), so a point read that hits it and a scan moving to its next block never come back to
+ * Python. lsmmail/engine/cache.py's BlockCache is the pure twin (same contract with one shard).
+ *
+ * Keys are (table number, block offset); an entry is charged its `charge` (the caller's: payload bytes
+ * plus an overhead) against the capacity. The cache is split into shards by key hash, each with its own
+ * mutex (cffi releases the GIL, so gets and scans on several threads enter at once) and its own LRU list
+ * and capacity (capacity / nshards). Entries are reference counted: the cache holds one reference while
+ * an entry is in it, and every lsm_bc_lookup / lsm_bc_insert / lsm_bc_publish hands the caller one more,
+ * given back with lsm_bc_release. An entry evicted or erased while a scan still reads it leaves the
+ * cache at once (its charge no longer counts) and is freed by the last release, never under a reader.
+ *
+ * Entries that a caller allocates (lsm_bc_entry_new) and never publishes -- no cache, or a block that
+ * failed its checks -- are private: one reference, no lock needed, freed by lsm_bc_release.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "blockcache.h"
+
+typedef struct {
+    pthread_mutex_t mu;
+    lsm_bc_entry **buckets;
+    size_t nbuckets, count;
+    uint64_t usage, capacity, hits, misses;
+    lsm_bc_entry lru; /* sentinel: lru.next is the least recently used, lru.prev the most */
+} shard;
+
+struct lsm_block_cache {
+    uint32_t refs; /* the owner's (lsm_bc_new) plus one per holder that may outlive it (lsm_bc_ref) */
+    uint32_t nshards;
+    uint64_t capacity;
+    shard *shards;
+};
+
+/* Marks an entry that went through lsm_bc_publish, so its references are counted under its shard's lock. */
+#define SHARED_FLAG 0x80000000u
+
+static inline uint64_t mix(uint64_t table, uint64_t offset) {
+    uint64_t h = table * 0x9E3779B97F4A7C15ull ^ (offset + 0x632BE59BD9B4E019ull) * 0xC2B2AE3D27D4EB4Full;
+    h ^= h >> 31;
+    h *= 0xBF58476D1CE4E5B9ull;
+    h ^= h >> 29;
+    return h;
+}
+
+lsm_block_cache *lsm_bc_new(uint64_t capacity, uint32_t nshards) {
+    /* A cache of `capacity` bytes of charge in `nshards` shards (>= 1). NULL if out of memory. */
+    if (nshards == 0) nshards = 1;
+    lsm_block_cache *c = calloc(1, sizeof(*c));
+    if (!c) return NULL;
+    c->shards = calloc(nshards, sizeof(shard));
+    if (!c->shards) {
+        free(c);
+        return NULL;
+    }
+    c->refs = 1;
+    c->nshards = nshards;
+    c->capacity = capacity;
+    for (uint32_t i = 0; i < nshards; i++) {
+        shard *s = &c->shards[i];
+        pthread_mutex_init(&s->mu, NULL);
+        s->capacity = capacity / nshards + (i < capacity % nshards ? 1 : 0);
+        s->lru.next = s->lru.prev = &s->lru;
+    }
+    return c;
+}
+
+static void unref(lsm_bc_entry *e) {
+    if (--e->refs == 0) free(e);
+}
+
+/* Take e out of its shard's map and LRU list (the lock is held) and drop the cache's reference. */
+static void remove_entry(shard *s, lsm_bc_entry *e, lsm_bc_entry **link) {
+    *link = e->hnext;
+    e->prev->next = e->next;
+    e->next->prev = e->prev;
+    e->in_cache = 0;
+    s->count--;
+    s->usage -= e->charge;
+    unref(e);
+}
+
+static lsm_bc_entry **find(shard *s, uint64_t table, uint64_t offset, uint64_t h) {
+    if (!s->nbuckets) return NULL;
+    lsm_bc_entry **link = &s->buckets[h & (s->nbuckets - 1)];
+    while (*link && ((*link)->table != table || (*link)->offset != offset)) link = &(*link)->hnext;
+    return link;
+}
+
+void lsm_bc_ref(lsm_block_cache *c) {
+    /* One more holder of c (a scan that holds entries): lsm_bc_free then only drops a reference, so
+     * entries can be released in any order against the owner's free (Python's garbage collector may
+     * free the cache before a scan that still holds its blocks). */
+    if (c) __sync_add_and_fetch(&c->refs, 1);
+}
+
+void lsm_bc_free(lsm_block_cache *c) {
+    /* Drop a reference to the cache (the owner's, or one from lsm_bc_ref); the last one frees it and
+     * its entries. Callers release their entries before their reference. */
+    if (!c || __sync_sub_and_fetch(&c->refs, 1) != 0) return;
+    lsm_bc_clear(c);
+    for (uint32_t i = 0; i < c->nshards; i++) {
+        pthread_mutex_destroy(&c->shards[i].mu);
+        free(c->shards[i].buckets);
+    }
+    free(c->shards);
+    free(c);
+}
+
+lsm_bc_entry *lsm_bc_entry_new(size_t len) {
+    /* A private entry with room for len payload bytes (e->data), holding one reference. NULL if out of
+     * memory. */
+    lsm_bc_entry *e = malloc(sizeof(lsm_bc_entry) + (len ? len : 1));
+    if (!e) return NULL;
+    memset(e, 0, sizeof(*e));
+    e->refs = 1;
+    e->len = len;
+    e->data = (uint8_t *)(e + 1);
+    return e;
+}
+
+static shard *shard_of(lsm_block_cache *c, uint64_t h) { return &c->shards[(h >> 40) % c->nshards]; }
+
+lsm_bc_entry *lsm_bc_lookup(lsm_block_cache *c, uint64_t table, uint64_t offset) {
+    /* The entry under (table, offset), now the most recently used of its shard, with a reference for
+     * the caller; or NULL. Counts a hit or a miss. */
+    uint64_t h = mix(table, offset);
+    shard *s = shard_of(c, h);
+    pthread_mutex_lock(&s->mu);
+    lsm_bc_entry **link = find(s, table, offset, h);
+    lsm_bc_entry *e = link ? *link : NULL;
+    if (e) {
+        e->refs++;
+        e->prev->next = e->next;
+        e->next->prev = e->prev;
+        e->next = &s->lru;
+        e->prev = s->lru.prev;
+        s->lru.prev->next = e;
+        s->lru.prev = e;
+        s->hits++;
+    } else {
+        s->misses++;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return e;
+}
+
+static int grow(shard *s) {
+    size_t nb = s->nbuckets ? s->nbuckets * 2 : 64;
+    lsm_bc_entry **b = calloc(nb, sizeof(*b));
+    if (!b) return -1;
+    for (size_t i = 0; i < s->nbuckets; i++) {
+        lsm_bc_entry *e = s->buckets[i];
+        while (e) {
+            lsm_bc_entry *nx = e->hnext;
+            uint64_t h = mix(e->table, e->offset);
+            e->hnext = b[h & (nb - 1)];
+            b[h & (nb - 1)] = e;
+            e = nx;
+        }
+    }
+    free(s->buckets);
+    s->buckets = b;
+    s->nbuckets = nb;
+    return 0;
+}
+
+lsm_bc_entry *lsm_bc_publish(lsm_block_cache *c, lsm_bc_entry *e, uint64_t table, uint64_t offset,
+                             uint64_t charge) {
+    /* Put the private entry e (from lsm_bc_entry_new, holding the caller's one reference, which it
+     * keeps) under (table, offset) with `charge`, replacing what was there, then evict the least
+     * recently used entries of its shard until the shard's charges fit its capacity. An entry whose
+     * charge exceeds the shard's capacity is not stored (what was under the key is still dropped).
+     * With c NULL, nothing happens. Returns e. */
+    e->table = table;
+    e->offset = offset;
+    e->charge = charge;
+    if (!c) return e;
+    uint64_t h = mix(table, offset);
+    uint32_t si = (uint32_t)((h >> 40) % c->nshards);
+    shard *s = &c->shards[si];
+    pthread_mutex_lock(&s->mu);
+    e->shard = si | SHARED_FLAG;
+    lsm_bc_entry **link = find(s, table, offset, h);
+    if (link && *link) remove_entry(s, *link, link);
+    if (charge <= s->capacity && (s->count < s->nbuckets || grow(s) == 0)) {
+        link = &s->buckets[h & (s->nbuckets - 1)];
+        e->hnext = *link;
+        *link = e;
+        e->next = &s->lru;
+        e->prev = s->lru.prev;
+        s->lru.prev->next = e;
+        s->lru.prev = e;
+        e->in_cache = 1;
+        e->refs++;
+        s->count++;
+        s->usage += charge;
+        while (s->usage > s->capacity) {
+            lsm_bc_entry *old = s->lru.next;
+            uint64_t oh = mix(old->table, old->offset);
+            remove_entry(s, old, find(s, old->table, old->offset, oh));
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    return e;
+}
+
+lsm_bc_entry *lsm_bc_insert(lsm_block_cache *c, uint64_t table, uint64_t offset, const uint8_t *data,
+                            size_t len, uint64_t charge) {
+    /* lsm_bc_publish of a copy of data[0:len]; the caller holds a reference to the result. NULL if out
+     * of memory. */
+    lsm_bc_entry *e = lsm_bc_entry_new(len);
+    if (!e) return NULL;
+    if (len) memcpy(e->data, data, len);
+    return lsm_bc_publish(c, e, table, offset, charge);
+}
+
+void lsm_bc_release(lsm_block_cache *c, lsm_bc_entry *e) {
+    /* Give back one reference to e (NULL: nothing); the last one frees it. */
+    if (!e) return;
+    if (c && (e->shard & SHARED_FLAG)) {
+        shard *s = &c->shards[e->shard & ~SHARED_FLAG];
+        pthread_mutex_lock(&s->mu);
+        unref(e);
+        pthread_mutex_unlock(&s->mu);
+    } else {
+        unref(e);
+    }
+}
+
+const uint8_t *lsm_bc_data(const lsm_bc_entry *e) { return e->data; }
+size_t lsm_bc_len(const lsm_bc_entry *e) { return e->len; }
+
+void lsm_bc_erase(lsm_block_cache *c, uint64_t table, uint64_t offset) {
+    /* Drop the entry under (table, offset), if any (readers holding it keep it until they release). */
+    uint64_t h = mix(table, offset);
+    shard *s = shard_of(c, h);
+    pthread_mutex_lock(&s->mu);
+    lsm_bc_entry **link = find(s, table, offset, h);
+    if (link && *link) remove_entry(s, *link, link);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static uint64_t erase_where(lsm_block_cache *c, int all, uint64_t table) {
+    uint64_t n = 0;
+    for (uint32_t i = 0; i < c->nshards; i++) {
+        shard *s = &c->shards[i];
+        pthread_mutex_lock(&s->mu);
+        for (size_t b = 0; b < s->nbuckets; b++) {
+            lsm_bc_entry **link = &s->buckets[b];
+            while (*link) {
+                if (all || (*link)->table == table) {
+                    remove_entry(s, *link, link);
+                    n++;
+                } else {
+                    link = &(*link)->hnext;
+                }
+            }
+        }
+        pthread_mutex_unlock(&s->mu);
+    }
+    return n;
+}
+
+uint64_t lsm_bc_erase_table(lsm_block_cache *c, uint64_t table) {
+    /* Drop every entry of `table` (its file is closed or deleted); returns how many. O(entries). */
+    return erase_where(c, 0, table);
+}
+
+void lsm_bc_clear(lsm_block_cache *c) { erase_where(c, 1, 0); }
+
+void lsm_bc_stats(lsm_block_cache *c, uint64_t *out) {
+    /* out[0..4] = hits, misses, usage (sum of charges held), capacity, entries. */
+    memset(out, 0, 5 * sizeof(uint64_t));
+    out[3] = c->capacity;
+    for (uint32_t i = 0; i < c->nshards; i++) {
+        shard *s = &c->shards[i];
+        pthread_mutex_lock(&s->mu);
+        out[0] += s->hits;
+        out[1] += s->misses;
+        out[2] += s->usage;
+        out[4] += s->count;
+        pthread_mutex_unlock(&s->mu);
+    }
+}

@@ -1,0 +1,161 @@
+"""The C block cache (native/blockcache.c via ``engine.cache.NativeBlockCache``) against its pure twin
+(``engine.cache.BlockCache``): with one shard the same LRU order, charges, statistics and results for any
+sequence of operations; with several shards the capacity invariants; and the reference counts that keep a
+block valid under the reader holding it through eviction, erasure, clearing and the cache's own free."""
+
+from __future__ import annotations
+
+import gc
+import random
+import threading
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lsmmail import native_lib
+from lsmmail.engine.cache import BlockCache
+
+pytestmark = pytest.mark.skipif(not native_lib.BUILT, reason="the C extension is not built")
+
+if native_lib.BUILT:
+    from lsmmail.engine.cache import NativeBlockCache
+
+    lib, ffi = native_lib._lib, native_lib._ffi
+
+KEYS = st.tuples(st.integers(0, 3), st.sampled_from([0, 1, 4096, 1 << 40]))
+OPS = st.one_of(
+    st.tuples(st.just("get"), KEYS),
+    st.tuples(st.just("put"), KEYS, st.binary(max_size=40), st.integers(0, 120)),
+    st.tuples(st.just("erase"), KEYS),
+    st.tuples(st.just("erase_table"), st.integers(0, 3)),
+    st.tuples(st.just("clear")),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 300), st.lists(OPS, max_size=60))
+def test_one_shard_matches_twin(capacity: int, ops: list[tuple]) -> None:  # type: ignore[type-arg]
+    c, py = NativeBlockCache(capacity, shards=1), BlockCache(capacity)
+    for op in ops:
+        if op[0] == "put":
+            c.put(op[1], op[2], op[3])
+            py.put(op[1], op[2], op[3])
+        elif op[0] == "get":
+            assert c.get(op[1]) == py.get(op[1])
+        elif op[0] == "erase":
+            c.erase(op[1])
+            py.erase(op[1])
+        elif op[0] == "erase_table":
+            assert c.erase_table(op[1]) == py.erase_table(op[1])
+        else:
+            c.clear()
+            py.clear()
+        assert c.stats == py.stats
+        assert c.usage == py.usage <= capacity and len(c) == len(py)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 16), st.integers(0, 5000), st.lists(OPS, max_size=80))
+def test_sharded_invariants(shards: int, capacity: int, ops: list[tuple]) -> None:  # type: ignore[type-arg]
+    """Each shard is an LRU of capacity / shards: the total never exceeds the capacity, what a get
+    returns is the last value put under the key, and an entry small enough is there right after its put."""
+    c = NativeBlockCache(capacity, shards=shards)
+    last: dict[tuple[int, int], bytes] = {}
+    for op in ops:
+        if op[0] == "put":
+            c.put(op[1], op[2], op[3])
+            last[op[1]] = op[2]
+            if op[3] <= capacity // shards:
+                assert c.get(op[1]) == op[2]
+        elif op[0] == "get":
+            got = c.get(op[1])
+            assert got is None or got == last.get(op[1])
+        elif op[0] == "erase":
+            c.erase(op[1])
+            assert c.get(op[1]) is None
+        elif op[0] == "erase_table":
+            c.erase_table(op[1])
+            assert all(c.get(k) is None for k in last if k[0] == op[1])
+        else:
+            c.clear()
+            assert len(c) == 0
+        s = c.stats
+        assert 0 <= s.usage <= capacity and s.capacity == capacity
+
+
+def test_put_of_a_decoded_block_stores_its_payload_and_bad_arguments() -> None:
+    class Decoded:
+        payload = b"raw payload"
+
+    c = NativeBlockCache(1 << 20)
+    c.put((1, 0), Decoded(), 500)
+    assert c.get((1, 0)) == b"raw payload"
+    with pytest.raises(ValueError):
+        c.put((1, 0), b"x", -1)
+    with pytest.raises(ValueError):
+        NativeBlockCache(-1)
+
+
+def _held(c: NativeBlockCache, key: tuple[int, int]):  # type: ignore[no-untyped-def]
+    e = lib.lsm_bc_lookup(c.ptr, *key)
+    assert e != ffi.NULL
+    return e
+
+
+def test_a_held_entry_outlives_eviction_erase_clear_and_the_cache() -> None:
+    c = NativeBlockCache(1000, shards=1)
+    c.put((1, 0), b"a" * 100, 400)
+    c.put((1, 1), b"b" * 100, 400)
+    held = [_held(c, (1, 0)), _held(c, (1, 1))]
+    c.put((2, 0), b"c" * 100, 400)  # evicts (1, 0)
+    assert c.get((1, 0)) is None and c.usage == 800
+    c.erase((1, 1))
+    c.clear()
+    assert c.usage == 0 and len(c) == 0
+    # A scan's reference to the cache (lsm_bc_ref) keeps it alive after its owner frees it.
+    lib.lsm_bc_ref(c.ptr)
+    raw = ffi.cast("lsm_block_cache *", c.ptr)  # not owning: no destructor
+    del c  # the owner's reference goes (NativeBlockCache's ffi.gc destructor calls lsm_bc_free)
+    gc.collect()
+    for e, want in zip(held, (b"a" * 100, b"b" * 100), strict=True):
+        assert ffi.buffer(lib.lsm_bc_data(e), lib.lsm_bc_len(e))[:] == want
+        lib.lsm_bc_release(raw, e)
+    lib.lsm_bc_free(raw)  # the last reference
+
+
+def test_threads_hammering_one_cache() -> None:
+    """Gets, puts and erases from several threads (cffi releases the GIL): every get returns one of the
+    values ever put under that key, and the charges add up afterwards."""
+    c = NativeBlockCache(64 * 1024, shards=4)
+    values = {(t, o): [bytes([t, o % 251]) * (50 + o % 7), bytes([o % 251, t]) * 70]
+              for t in range(4) for o in range(64)}
+    errors: list[str] = []
+
+    def work(seed: int) -> None:
+        rnd = random.Random(seed)
+        keys = list(values)
+        for _ in range(3000):
+            k = rnd.choice(keys)
+            r = rnd.random()
+            if r < 0.5:
+                got = c.get(k)
+                if got is not None and got not in values[k]:
+                    errors.append(f"{k}: {got!r}")
+            elif r < 0.9:
+                v = rnd.choice(values[k])
+                c.put(k, v, len(v) + 128)
+            elif r < 0.97:
+                c.erase(k)
+            else:
+                c.erase_table(k[0])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    s = c.stats
+    held = [k for k in values if c.get(k) is not None]
+    assert s.usage <= 64 * 1024 and s.entries == len(held)

@@ -76,12 +76,19 @@ static int contains(const uint8_t *raw, size_t i, size_t end, const char *pat, s
 static const char *const KEPT[] = {"subject", "from", "to", "cc", "bcc", "date", "message-id", "in-reply-to",
                                    "references", "content-type", "content-disposition",
                                    "content-transfer-encoding"};
+static const uint8_t KEPT_LEN[] = {7, 4, 2, 2, 3, 4, 10, 11, 10, 12, 19, 25};
+#define KEPT_MAX 25
 
-/* Length of the kept field name followed by ':' at raw[i..end), 0 if none. */
+/* Length of the kept field name followed by ':' at raw[i..end), 0 if none. The names hold no ':', so
+ * the first ':' of the line decides which length to compare (most lines, Received/DKIM/X-..., fail on
+ * the length alone). */
 static size_t kept_name(const uint8_t *raw, size_t i, size_t end) {
+    size_t lim = end - i < KEPT_MAX + 1 ? end - i : KEPT_MAX + 1;
+    const uint8_t *colon = memchr(raw + i, ':', lim);
+    if (!colon) return 0;
+    size_t n = (size_t)(colon - (raw + i));
     for (size_t k = 0; k < sizeof KEPT / sizeof KEPT[0]; k++) {
-        size_t n = strlen(KEPT[k]);
-        if (i + n >= end || raw[i + n] != ':') continue;
+        if (KEPT_LEN[k] != n) continue;
         size_t j = 0;
         while (j < n && lower(raw[i + j]) == (uint8_t)KEPT[k][j]) j++;
         if (j == n) return n;

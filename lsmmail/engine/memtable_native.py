@@ -270,6 +270,13 @@ class NativeMemTable:
         return self._scan(start, end, True)
 
 
+def pooled_chunk_bytes() -> int:
+    """Bytes of freed arena chunks native/memtable.c keeps for the next memtables (process-wide, at
+    most 32 chunks of 1 MiB; see POOL_MAX there). Arena chunks are mapped and unmapped directly, not
+    taken from malloc, so a dropped memtable's memory beyond this goes back to the OS at once."""
+    return int(_lib.lsm_mem_pooled_bytes()) if _lib is not None else 0
+
+
 def new_memtable(log_number: int) -> NativeMemTable | MemTable:
     """The memtable the DB uses: the C skiplist when the extension is loaded, else the pure twin
     (``LSMMAIL_PURE=1`` or no compiler at install)."""

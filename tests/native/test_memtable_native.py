@@ -248,6 +248,77 @@ def test_chunks_grow_across_boundaries_beside_a_writer(
     assert all((lo is None or k >= lo) and (hi is None or k < hi) for k, _, _, _ in got)
 
 
+def test_dropped_memtables_lend_their_chunks_to_new_ones() -> None:
+    """Chunks of a freed memtable go to a bounded pool and come back dirty to the next memtables,
+    which must read exactly what they were given (nothing may rely on fresh zeroed memory)."""
+    import gc
+    import random
+
+    rng = random.Random(7)
+    for _ in range(3):  # ~3.5 MiB each: several 1 MiB chunks, plus nodes with chunks of their own
+        a = NativeMemTable(1)
+        wb = WriteBatch()
+        for i in range(3000):
+            wb.put(b"old%05d" % i, rng.randbytes(1000 if i % 500 else 300_000))
+        a.add_batch(1, wb.entries, wb.encoded_entries())
+        del a
+        gc.collect()
+    pooled = memtable_native.pooled_chunk_bytes()
+    assert 0 < pooled <= 32 << 20
+    a, b = NativeMemTable(2), MemTable(2)
+    seq = 1
+    for _ in range(4):
+        wb = WriteBatch()
+        for _ in range(700):
+            wb.put(b"k%04d" % rng.randrange(2000), rng.randbytes(rng.choice((0, 7, 1000, 2000))))
+            if rng.random() < 0.1:
+                wb.delete(b"k%04d" % rng.randrange(2000))
+        a.add_batch(seq, wb.entries, wb.encoded_entries())
+        b.add_batch(seq, wb.entries)
+        seq += len(wb)
+    assert memtable_native.pooled_chunk_bytes() < pooled  # the new memtable took chunks from the pool
+    _same(a, b, [(b"k0100", b"k0900"), (None, b"k05"), (b"k15", None)], 0)
+    flat = [[(k, v) for ks, vs in m.flush_runs() for k, v in zip(ks, vs, strict=True)] for m in (a, b)]
+    assert flat[0] == flat[1]
+
+
+def test_a_forked_child_can_build_memtables() -> None:
+    """The chunk pool's lock is held across fork (pthread_atfork): a child forked while memtables are
+    built and dropped beside it starts with the lock free and can build its own."""
+    import os
+    import threading
+
+    stop = threading.Event()
+
+    def churn() -> None:
+        wb = WriteBatch()
+        for i in range(1500):
+            wb.put(b"%05d" % i, b"v" * 1000)
+        while not stop.is_set():
+            m = NativeMemTable(1)
+            m.add_batch(1, wb.entries, wb.encoded_entries())
+            del m
+
+    t = threading.Thread(target=churn)
+    t.start()
+    try:
+        for _ in range(5):
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child
+                ok = False
+                try:
+                    m = NativeMemTable(1)
+                    m.add(1, 1, b"k", b"v" * 2_000_000)
+                    ok = m.get(b"k", 1) == (1, 1, b"v" * 2_000_000)
+                finally:
+                    os._exit(0 if ok else 1)
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        stop.set()
+        t.join()
+
+
 def test_factory_follows_native_availability() -> None:
     m = new_memtable(3)
     assert m.log_number == 3

@@ -168,3 +168,14 @@ def test_b64_native_on_random_bytes(body: bytes) -> None:
 def test_b64_native_edge_cases(body: bytes) -> None:
     got = mime_fast.b64_native(body)
     assert got is None or got == _stdlib_b64(body)
+
+
+def test_threads_build_the_same_trees() -> None:
+    """The scanner's output arrays are per thread (the C call runs without the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    msgs = [_multipart(f"b{i}", i % 7 + 1) for i in range(200)]
+    expected = [_tree(mime_fast.build_pure(raw)) for raw in msgs]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(3):
+            assert list(pool.map(lambda raw: _tree(mime_fast.build_native(raw)), msgs)) == expected

@@ -56,6 +56,10 @@ typedef struct {
     const uint8_t *val;
     size_t vlen;
     uint32_t run;
+    /* Flat input (lsm_cmp_feed_flat): entries laid out as lsm_mem_flush_scan lays them out; NULL ends
+     * for a data block. */
+    const uint64_t *ends;
+    size_t ei, en;
 } cursor;
 
 struct lsm_compactor {
@@ -81,6 +85,7 @@ struct lsm_compactor {
     size_t nreloc_set;
     uint64_t reloc_number, reloc_off;
     uint64_t spill_min; /* PUT values of at least this many bytes move to the blob file (0: none) */
+    int frame;          /* spilled values go out as whole blob records (lsm_cmp_frame_spill) */
     /* Garbage per blob file, sorted by file number. */
     uint64_t *g_num, *g_count, *g_bytes;
     size_t gn, gcap;
@@ -115,8 +120,29 @@ static uint32_t rd32(const uint8_t *p) {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
+/* The next entry of a flat input into c's current key and value; 1 = taken, 0 = input exhausted. */
+static int flat_next(cursor *c) {
+    if (c->ei >= c->en) return 0;
+    size_t a = c->ei ? (size_t)c->ends[2 * c->ei - 1] : 0;
+    size_t b = (size_t)c->ends[2 * c->ei], e = (size_t)c->ends[2 * c->ei + 1];
+    if (b < a || e < b || b - a < 8 || e > c->limit) return LSM_EINVAL;
+    c->key.len = 0;
+    if (vec_reserve(&c->key, b - a)) return LSM_ESPACE;
+    memcpy(c->key.p, c->blk + a, b - a);
+    c->key.len = b - a;
+    c->val = c->blk + b;
+    c->vlen = e - b;
+    uint64_t t = 0;
+    for (int j = 7; j >= 0; j--) t = (t << 8) | c->key.p[c->key.len - 8 + (size_t)j];
+    c->trailer = t;
+    if ((t & 0xFF) > 2) return LSM_EINVAL;
+    c->ei++;
+    return 1;
+}
+
 /* Parse the entry at c->pos into c's current key and value; 1 = parsed, 0 = block exhausted. */
 static int parse_next(cursor *c) {
+    if (c->ends) return flat_next(c);
     /* The checks of block.decode_block_spans_py, so a block one twin rejects the other rejects too. */
     if (c->pos >= c->limit) return c->ri == c->nr ? 0 : LSM_ECORRUPT;
     int at_restart = 0;
@@ -392,10 +418,40 @@ int lsm_cmp_feed(lsm_compactor *m, uint32_t run, const uint8_t *blk, size_t len)
     c->next_restart = 0;
     c->key.len = 0;
     c->run = run;
+    c->ends = NULL;
     int r = parse_next(c);
     if (r < 0) return r;
     if (r == 0) {
         m->need = run; /* an empty block: this run needs its next one */
+        return 1;
+    }
+    m->heap[m->hn] = run;
+    sift_up(m, m->hn++);
+    return 0;
+}
+
+int lsm_cmp_feed_flat(lsm_compactor *m, uint32_t run, const uint8_t *buf, size_t len, const uint64_t *ends,
+                      size_t n) {
+    /* Give run ``run`` its next n entries as one flat buffer: internal key and value of entry i at
+     * buf[ends[2i-1]:ends[2i]] and buf[ends[2i]:ends[2i+1]] (ends[-1] = 0), as lsm_mem_flush_scan lays
+     * them out; the entries must follow the run's previous ones in internal order. buf and ends must stay
+     * alive until the compactor asks for this run's next input. 0; 1 when n == 0 (feed this run again,
+     * or lsm_cmp_feed it NULL to end it); LSM_EINVAL for ends out of order or past len, an internal key
+     * shorter than its 8-byte trailer, or a kind other than DELETE, PUT, BLOB. */
+    if (run >= m->k) return LSM_EINVAL;
+    if (m->need >= 0 && (uint32_t)m->need != run) return LSM_EINVAL;
+    m->need = -1;
+    cursor *c = &m->cur[run];
+    c->blk = buf;
+    c->limit = len;
+    c->ends = ends;
+    c->ei = 0;
+    c->en = n;
+    c->run = run;
+    int r = parse_next(c);
+    if (r < 0) return r;
+    if (r == 0) {
+        m->need = run;
         return 1;
     }
     m->heap[m->hn] = run;
@@ -473,6 +529,26 @@ static int emit(lsm_compactor *m, const cursor *c, const uint8_t *val, size_t vl
     return 0;
 }
 
+/* XXH3-64 (seed 0), the blob records' checksum: the xxhash package's own XXH3_64bits, handed over once
+ * by Python (lsm_cmp_set_hash), as native/commit.c takes it. */
+typedef uint64_t (*cmp_xxh3_fn)(const void *data, size_t len);
+static cmp_xxh3_fn g_cmp_xxh3;
+
+void lsm_cmp_set_hash(void *xxh3_64bits) { g_cmp_xxh3 = (cmp_xxh3_fn)xxh3_64bits; }
+
+int lsm_cmp_frame_spill(lsm_compactor *m) {
+    /* From now on a spilled value goes to the spill output as a whole blob record (u32 length, u32
+     * checksum, value) and its relocs row's first word is the record's offset there: the caller appends
+     * the spill output to the blob file as it is. LSM_EINVAL when no hash was set. */
+    if (!g_cmp_xxh3) return LSM_EINVAL;
+    m->frame = 1;
+    return 0;
+}
+
+static void put32(uint8_t *p, uint32_t v) {
+    for (int j = 0; j < 4; j++) p[j] = (uint8_t)(v >> (8 * j));
+}
+
 /* A reference to the next record of the blob file, which will hold a value of vlen bytes; rec = the
  * record's (a, b, vlen, offset). */
 static size_t next_record(lsm_compactor *m, uint64_t vlen, uint64_t a, uint64_t b, uint8_t *ref, uint64_t *rec) {
@@ -491,12 +567,19 @@ static size_t next_record(lsm_compactor *m, uint64_t vlen, uint64_t a, uint64_t 
  * and trailer) and the value goes to the block's spill buffer; its record has b = 0 (a relocation's
  * offset is at least 16) and a = the value's offset in the spill output. */
 static int spill(lsm_compactor *m, cursor *c) {
-    if (vec_reserve(&m->bspill, c->vlen)) return LSM_ESPACE;
+    size_t hdr = m->frame ? 8 : 0;
+    if (m->frame && c->vlen > 0xFFFFFFFFull) return LSM_EINVAL;
+    if (vec_reserve(&m->bspill, hdr + c->vlen)) return LSM_ESPACE;
     uint64_t rec[4];
     uint8_t ref[30];
     size_t n = next_record(m, c->vlen, m->bspill.len, 0, ref, rec);
-    memcpy(m->bspill.p + m->bspill.len, c->val, c->vlen);
-    m->bspill.len += c->vlen;
+    uint8_t *d = m->bspill.p + m->bspill.len;
+    if (hdr) { /* blob.py's record header: u32 value length, u32 low half of XXH3-64 of the value */
+        put32(d, (uint32_t)c->vlen);
+        put32(d + 4, (uint32_t)g_cmp_xxh3(c->val, c->vlen));
+    }
+    memcpy(d + hdr, c->val, c->vlen);
+    m->bspill.len += hdr + c->vlen;
     uint8_t *kind = c->key.p + c->key.len - 8;
     uint64_t t = c->trailer;
     *kind = 2;

@@ -32,6 +32,10 @@ lsm_compactor *lsm_cmp_new(size_t k, const uint64_t *snaps, size_t nsnap, int bo
                            size_t nrelocate, uint64_t reloc_number, uint64_t spill_min);
 void lsm_cmp_free(lsm_compactor *m);
 int lsm_cmp_feed(lsm_compactor *m, uint32_t run, const uint8_t *blk, size_t len);
+int lsm_cmp_feed_flat(lsm_compactor *m, uint32_t run, const uint8_t *buf, size_t len, const uint64_t *ends,
+                      size_t n);
+void lsm_cmp_set_hash(void *xxh3_64bits);
+int lsm_cmp_frame_spill(lsm_compactor *m);
 int64_t lsm_cmp_step(lsm_compactor *m, lsm_cmp_out *o, uint64_t *state);
 int64_t lsm_cmp_garbage(const lsm_compactor *m, uint64_t *nums, uint64_t *counts, uint64_t *bytes, size_t cap);
 

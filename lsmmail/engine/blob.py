@@ -133,6 +133,19 @@ class BlobFileWriter:
         self._value_bytes += n
         return encode_blob_ref(self.file_number, offset, n)
 
+    def add_records(self, records: bytes | bytearray | memoryview, count: int, value_bytes: int) -> None:
+        """Append ``count`` whole records holding ``value_bytes`` value bytes, framed by the caller
+        exactly as :meth:`add` frames each (a flush's spill from native/compact.c); the caller computed
+        their references from :attr:`size`. The bytes are written before this returns (``records`` may
+        be a view of a buffer the caller reuses)."""
+        if self._finished:
+            raise InvalidArgument("blob file writer already finished")
+        self._flush()
+        self.file.append(records)
+        self._size += len(records)
+        self._record_count += count
+        self._value_bytes += value_bytes
+
     def _flush(self) -> None:
         if self._buf:
             self.file.append(self._buf)

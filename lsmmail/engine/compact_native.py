@@ -25,15 +25,21 @@ flush of large values can run here too. A malformed input block raises ``Corrupt
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from .. import native
 from ..native_lib import split_at
 from .blob import HEADER_SIZE, RECORD_HEADER_SIZE, decode_blob_ref, encode_blob_ref
+from .blob import _record_header as RECORD_HEADER
 from .block import BlockBuilder, decode_data_block_py
-from .errors import Corruption
+from .coding import checksum
+from .errors import Corruption, InvalidArgument
 from .iterators import merge_entries
 from .keys import KIND_BLOB, KIND_PUT
+
+if TYPE_CHECKING:
+    from .memtable_native import NativeMemTable
 
 #: (data blocks, entries per block, user keys, trailers, value bytes per block, largest PUT value so far,
 #: distinct blob files referenced per block (a count per block), those blob file numbers (flat),
@@ -174,8 +180,9 @@ class _Out:
         o = self.o
         o.pos = o.nb = o.kpos = o.ne = o.nblobs = o.nrelocs = o.spos = 0
 
-    def take(self, max_put: int) -> CompactRun:
-        """The blocks in the buffers as a chunk (the caller resets them)."""
+    def take(self, max_put: int, spill_view: bool = False) -> CompactRun:
+        """The blocks in the buffers as a chunk (the caller resets them). ``spill_view``: the spill is a
+        memoryview of the buffer (valid until the caller resets it), not a copy."""
         ffi, o = _ffi, self.o
         nb, ne = o.nb, o.ne
         bends = ffi.unpack(o.block_end, nb)
@@ -186,7 +193,8 @@ class _Out:
                 ffi.unpack(o.block_vbytes, nb), max_put, ffi.unpack(o.block_nblobs, nb),
                 ffi.unpack(o.blobs, o.nblobs) if o.nblobs else [],
                 ffi.unpack(o.relocs, 4 * o.nrelocs) if o.nrelocs else [],
-                ffi.buffer(o.spill, o.spos)[:] if o.spos else b"")
+                (memoryview(ffi.buffer(o.spill, o.spos)) if spill_view else ffi.buffer(o.spill, o.spos)[:])
+                if o.spos else b"")
 
 
 def compact_blocks_native(runs: Sequence[Iterator[bytes]], snapshots: list[int], bottommost: bool,
@@ -232,6 +240,15 @@ def compact_blocks_native(runs: Sequence[Iterator[bytes]], snapshots: list[int],
 
     for j in range(len(runs)):
         feed(j)
+    yield from _drive(m, feed, block_size, spill_min, garbage)
+
+
+def _drive(m: object, feed: Callable[[int], None], block_size: int, spill_min: int,
+           garbage: Garbage | None, spill_view: bool = False) -> Iterator[CompactRun]:
+    """Step compactor ``m`` (every run fed once already) to the end: ``feed(j)`` gives run j its next
+    input when the kernel asks; yields the output chunks (``spill_view``: see ``_Out.take``); fills
+    ``garbage`` at the end."""
+    lib, ffi = _lib, _ffi
     cap = max(_CHUNK_BYTES, 4 * block_size)
     max_blocks = cap // 64 + 16
     # Spilled values come with their block: a 16 KiB block of ~30-byte references may carry ~10 MiB.
@@ -242,6 +259,8 @@ def compact_blocks_native(runs: Sequence[Iterator[bytes]], snapshots: list[int],
         nb = lib.lsm_cmp_step(m, out.o, state)
         if nb == -1:
             raise Corruption("compaction input: malformed data block or blob reference")
+        if nb == -3:
+            raise InvalidArgument("compaction input: entries out of order or of an unknown kind")
         if nb < 0:
             raise MemoryError("compactor buffers")
         reason = state[0]
@@ -250,7 +269,7 @@ def compact_blocks_native(runs: Sequence[Iterator[bytes]], snapshots: list[int],
             if nb < max_blocks // 2:
                 continue  # keep filling the buffers: one chunk per ~half buffer, not per input block
         if nb:
-            yield out.take(int(state[3]))
+            yield out.take(int(state[3]), spill_view)
             out.reset()
         if reason == 1:
             if nb == 0 and state[1]:
@@ -262,6 +281,126 @@ def compact_blocks_native(runs: Sequence[Iterator[bytes]], snapshots: list[int],
             if garbage is not None:
                 _collect_garbage(m, garbage)
             return
+
+
+#: Entries per ``lsm_mem_flush_scan`` call of :func:`flush_spilling_native` and the initial size of its
+#: buffer: 4 MiB holds ~100-200 mail messages' records (values of ~20 KB); the buffer grows when one
+#: entry is larger.
+_FLAT_ENTRIES = 4096
+_FLAT_BYTES = 4 << 20
+
+
+def can_frame_spill() -> bool:
+    """Whether native/compact.c can frame spilled values as blob records itself: it needs the xxhash
+    package's ``XXH3_64bits`` (handed over on first call, and checked once against
+    ``coding.checksum``; any doubt: False, and the caller takes unframed spills)."""
+    global _FRAMING
+    if _FRAMING is None:
+        _FRAMING = _setup_framing()
+    return _FRAMING
+
+
+_FRAMING: bool | None = None
+
+
+def _setup_framing() -> bool:
+    if not native.BUILT:
+        return False
+    try:
+        import ctypes
+
+        import xxhash._xxhash as xxh_ext  # type: ignore[import-not-found]
+
+        addr = ctypes.cast(ctypes.CDLL(xxh_ext.__file__).XXH3_64bits, ctypes.c_void_p).value
+    except (ImportError, OSError, AttributeError):
+        return False
+    if not addr:
+        return False
+    _lib.lsm_cmp_set_hash(_ffi.cast("void *", addr))
+    # One PUT of 300 bytes through a compactor that spills values of 100+ bytes: its record must be
+    # BlobFileWriter.add's.
+    value = bytes(range(256)) + b"lsmmail" * 6 + b"!!"
+    ikey = b"k" + (5 << 8 | KIND_PUT).to_bytes(8, "little")
+    buf = _ffi.new("uint8_t[]", ikey + value)
+    ends = _ffi.new("uint64_t[]", [len(ikey), len(ikey) + len(value)])
+    m = _ffi.gc(_lib.lsm_cmp_new(1, _ffi.NULL, 0, 0, 4096, 16, _ffi.NULL, _ffi.NULL, _ffi.NULL, 0, _ffi.NULL,
+                                 0, 7, 100), _lib.lsm_cmp_free)
+    if m == _ffi.NULL or _lib.lsm_cmp_frame_spill(m) != 0:
+        return False
+    if _lib.lsm_cmp_feed_flat(m, 0, buf, len(ikey) + len(value), ends, 1) != 0:
+        return False
+    fed = [False]
+
+    def feed(j: int) -> None:
+        fed[0] = True
+        _lib.lsm_cmp_feed(m, j, _ffi.NULL, 0)
+
+    chunks = list(_drive(m, feed, 4096, 100, None))
+    if len(chunks) != 1 or not fed[0]:
+        return False
+    spill = bytes(chunks[0][9])
+    return spill == RECORD_HEADER.pack(len(value), checksum(value)) + value and chunks[0][8] == [
+        0, 0, len(value), HEADER_SIZE]
+
+
+def flush_spilling_native(mem: NativeMemTable, block_size: int, restart_interval: int, blob_number: int,
+                          spill_min: int, framed: bool = False) -> Iterator[CompactRun]:
+    """The data blocks of a flush of ``mem`` with no live snapshot and no range tombstone (each key's
+    newest version) in which PUT values of at least ``spill_min`` bytes move to blob file
+    ``blob_number`` (the chunks carry them, as a compaction's spilled values, for
+    ``OutputSink.add_compacted``): the same table and blob file, byte for byte, as
+    ``OutputSink.add_run`` over ``mem.flush_runs()`` (its twin; tests/engine/test_compaction_blocks.py).
+
+    Why: a memtable of mail holds message bodies of ~20 KB beside ~10 small keys per message, and the
+    per-entry path (``TableBuilder.add`` and blob decisions in Python) cost the flush thread ~70 µs of
+    GIL per imported message. Here the memtable's entries go straight from ``lsm_mem_flush_scan``'s
+    buffer into the compaction kernel (no Python object per entry on the way in).
+
+    ``framed`` (only when :func:`can_frame_spill`): each chunk's spill is a memoryview, valid until the
+    next chunk is asked for, of whole blob records for ``OutputSink.add_compacted(..., framed=True)``
+    to append as they are: no Python per large value, and no copy of it while holding the GIL."""
+    lib, ffi = _lib, _ffi
+    m = lib.lsm_cmp_new(1, ffi.NULL, 0, 0, block_size, restart_interval, ffi.NULL, ffi.NULL, ffi.NULL, 0,
+                        ffi.NULL, 0, blob_number, spill_min)
+    if m == ffi.NULL:
+        raise MemoryError("compactor")
+    m = ffi.gc(m, lib.lsm_cmp_free)
+    if framed and lib.lsm_cmp_frame_spill(m) != 0:
+        raise InvalidArgument("framed spill without the checksum function (see can_frame_spill)")
+    handle = mem._m  # noqa: SLF001 - the C memtable's handle, read-only here (the memtable is immutable)
+    cap = _FLAT_BYTES
+    # One buffer, refilled: the kernel asks for more only after its last entry was copied into a block
+    # or the spill buffer.
+    buf = native._new("uint8_t[]", cap)
+    ends = native._new("uint64_t[]", 2 * _FLAT_ENTRIES)
+    last = ffi.new("void **")
+    scan_state = ffi.new("uint64_t[2]")
+    after = [ffi.NULL, False]  # last node taken, memtable exhausted
+
+    def feed(j: int) -> None:
+        nonlocal buf, cap
+        while True:
+            if after[1]:
+                lib.lsm_cmp_feed(m, j, ffi.NULL, 0)
+                return
+            n = lib.lsm_mem_flush_scan(handle, after[0], _FLAT_ENTRIES, buf, cap, ends, last, scan_state)
+            if n == 0 and scan_state[1]:
+                cap = max(2 * cap, int(scan_state[1]))
+                buf = native._new("uint8_t[]", cap)
+                continue
+            if scan_state[0]:
+                after[1] = True
+            if n == 0:
+                continue
+            after[0] = last[0]
+            rc = lib.lsm_cmp_feed_flat(m, j, buf, cap, ends, n)
+            if rc < 0:
+                raise InvalidArgument("memtable flush: malformed entry")
+            if rc == 0:
+                return
+
+    feed(0)
+    yield from _drive(m, feed, block_size, spill_min, None, framed)
 
 
 def _collect_garbage(m: object, garbage: Garbage) -> None:

@@ -23,7 +23,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from .blob import BlobFileWriter, decode_blob_ref, encode_blob_ref
+from .blob import RECORD_HEADER_SIZE, BlobFileWriter, decode_blob_ref, encode_blob_ref
 from .compact_native import CompactRun
 from .flush_table import BlockTableWriter
 from .fs import FileSystem
@@ -311,11 +311,12 @@ class OutputSink:
                 self._blob_refs = set()
             w.add_blocks(*run)
 
-    def add_compacted(self, runs: Iterable[CompactRun]) -> None:
+    def add_compacted(self, runs: Iterable[CompactRun], framed: bool = False) -> None:
         """Write the data blocks of :func:`~lsmmail.engine.compact_native.compact_blocks` through
         :class:`BlockTableWriter`, on a fresh sink, copying the values of relocated blob references and
         the spilled large PUT values into the blob file whose number :meth:`reserve_blob_number` gave the
-        kernel.
+        kernel. ``framed``: the chunks' spilled values come as whole blob records (see
+        ``compact_native.flush_spilling_native``), appended to the blob file as they are.
 
         Files are cut at block boundaries: a new table starts before the first block, once the table's
         written data reaches ``max_file_size``, whose first user key differs from the last one written
@@ -327,7 +328,10 @@ class OutputSink:
         limit = self.max_file_size
         for blocks, nents, ukeys, trailers, vbytes, _, nblobs, bnums, relocs, spill in runs:
             if relocs:
-                self._relocate(relocs, spill)
+                if framed:
+                    self._append_records(relocs, spill)
+                else:
+                    self._relocate(relocs, spill)
             if w is not None and w.data_size + sum(map(len, blocks)) + 5 * len(blocks) < limit:
                 # No cut can fall in this chunk (a stored block is at most its raw size plus the 5-byte
                 # trailer): one call for all of its blocks instead of one per block.
@@ -398,6 +402,25 @@ class OutputSink:
             if w.size != new_offset:
                 raise RuntimeError(f"blob records out of step: record at {w.size}, expected {new_offset}")
             w.add(view[a:a + length] if offset == 0 else read(encode_blob_ref(a, offset, length)))
+
+    def _append_records(self, relocs: list[int], records: bytes | memoryview) -> None:
+        """Append a chunk's framed spill (blob records, in order) to the blob file in one write, after
+        checking it against the kernel's rows (each a spill: record offset in ``records``, 0, value
+        length, offset in the blob file; contiguous from the file's current end)."""
+        w = self._blob_writer()
+        pos = 0
+        at = w.size
+        nbytes = 0
+        for k in range(0, len(relocs), 4):
+            a, old, length, new_offset = relocs[k:k + 4]
+            if a != pos or old != 0 or new_offset != at:
+                raise RuntimeError(f"blob records out of step: record at {at}, expected {new_offset}")
+            pos += RECORD_HEADER_SIZE + length
+            at += RECORD_HEADER_SIZE + length
+            nbytes += length
+        if pos != len(records):
+            raise RuntimeError(f"framed spill of {len(records)} bytes, records of {pos}")
+        w.add_records(records, len(relocs) // 4, nbytes)
 
     def _finish_table(self) -> None:
         assert self._builder is not None and self._file is not None

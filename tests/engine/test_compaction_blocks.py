@@ -190,3 +190,93 @@ def test_flush_of_large_values_matches_entry_path(batches, block_size, min_blob,
             assert fs2.read_file(f"db/{f.number:06d}.sst") == fs.read_file(f"db/{f.number:06d}.sst")
         for b in want.blobs:
             assert fs2.read_file(f"db/{b.number:06d}.blob") == fs.read_file(f"db/{b.number:06d}.blob")
+
+
+@pytest.mark.skipif(not native.BUILT, reason="the flush's spilling path needs the C memtable")
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.lists(_flush_op, min_size=1, max_size=60), min_size=1, max_size=3),
+       st.sampled_from([64, 512, 4096, 16384]), st.sampled_from([1, 2, 16]), st.sampled_from([1, 300, 1500]),
+       st.booleans(), st.sampled_from([1, 3, 4096]), st.sampled_from([40, 6000, 1 << 20]), st.booleans(),
+       st.randoms(use_true_random=False))
+def test_flush_spilling_matches_entry_path(batches, block_size, ri, min_blob, compression, entries, nbytes,
+                                           framed, rnd) -> None:  # type: ignore[no-untyped-def]
+    # The flush of a memtable whose large values go to the blob file, fed from lsm_mem_flush_scan's flat
+    # buffer into the compaction kernel (flush_spilling_native), against OutputSink.add_run per entry (its
+    # pure twin): the same table and blob file, byte for byte, and the same file numbers, with the spilled
+    # values framed as blob records in C or by BlobFileWriter.add. Small scan chunks and buffers
+    # (entries, nbytes) exercise the refills and the buffer growth.
+    from lsmmail.engine import compact_native
+    from lsmmail.engine.batch import WriteBatch
+    from lsmmail.engine.memtable_native import NativeMemTable
+
+    mem = NativeMemTable(1)
+    seq = 1
+    for ops in batches:
+        wb = WriteBatch()
+        for op, k, size in ops:
+            if op == "del":
+                wb.delete(k)
+            else:
+                wb.put(k, rnd.randbytes(size))
+        mem.add_batch(seq, wb.entries, wb.encoded_entries())
+        seq += len(wb)
+    opts = Options(block_size=block_size, block_restart_interval=ri, compression=compression,
+                   min_blob_size=min_blob)
+    fs = MemFileSystem()
+    fs.makedirs("db")
+    want_sink = _sink(fs, opts, float("inf"), frozenset())
+    for ikeys, values in mem.flush_runs():
+        want_sink.add_run(ikeys, values)
+    want = want_sink.finish()
+    fs2 = MemFileSystem()
+    fs2.makedirs("db")
+    sink = _sink(fs2, opts, float("inf"), frozenset())
+    sink.reserve_table_number()
+    number = sink.reserve_blob_number()
+    saved = compact_native._FLAT_ENTRIES, compact_native._FLAT_BYTES
+    compact_native._FLAT_ENTRIES, compact_native._FLAT_BYTES = entries, nbytes
+    try:
+        framed = framed and compact_native.can_frame_spill()
+        runs = compact_native.flush_spilling_native(mem, block_size, ri, number, min_blob, framed)
+        sink.add_compacted(runs, framed)
+    finally:
+        compact_native._FLAT_ENTRIES, compact_native._FLAT_BYTES = saved
+    got = sink.finish()
+    assert _metas(got.files) == _metas(want.files)
+    assert [repr(b) for b in got.blobs] == [repr(b) for b in want.blobs]
+    for f in want.files:
+        assert fs2.read_file(f"db/{f.number:06d}.sst") == fs.read_file(f"db/{f.number:06d}.sst")
+    for b in want.blobs:
+        assert fs2.read_file(f"db/{b.number:06d}.blob") == fs.read_file(f"db/{b.number:06d}.blob")
+
+
+@pytest.mark.skipif(not native.BUILT, reason="the flush's spilling path needs the C memtable")
+def test_flat_feed_rejects_malformed_entries() -> None:
+    # lsm_cmp_feed_flat's checks: ends out of order, an internal key shorter than its trailer, past the
+    # buffer, an unknown kind.
+    lib, ffi = native._lib, native._ffi
+    good = b"k" + (1 << 8 | 1).to_bytes(8, "little") + b"v"
+    cases = [
+        (good, [9, 10]),  # well formed
+        (good, [9, 11]),  # value past the buffer
+        (good, [9, 8]),  # value end before key end
+        (good, [5, 10]),  # internal key of 5 bytes
+        (b"k" + (1 << 8 | 7).to_bytes(8, "little") + b"v", [9, 10]),  # kind 7
+    ]
+    got = []
+    for buf, ends in cases:
+        m = ffi.gc(lib.lsm_cmp_new(1, ffi.NULL, 0, 0, 4096, 16, ffi.NULL, ffi.NULL, ffi.NULL, 0, ffi.NULL, 0,
+                                   5, 0), lib.lsm_cmp_free)
+        cbuf = ffi.new("uint8_t[]", buf)
+        cends = ffi.new("uint64_t[]", ends)
+        got.append(lib.lsm_cmp_feed_flat(m, 0, cbuf, len(buf), cends, 1))
+    assert got == [0, -3, -3, -3, -3]
+
+
+@pytest.mark.skipif(not native.BUILT, reason="needs native/compact.c")
+def test_spill_framing_is_available() -> None:
+    # The xxhash package ships XXH3_64bits, so the flush frames blob records in C here (the check in
+    # can_frame_spill compares one record with BlobFileWriter.add's).
+    from lsmmail.engine import compact_native
+
+    assert compact_native.can_frame_spill()

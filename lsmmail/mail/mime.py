@@ -14,6 +14,7 @@ policy raise (``Message-Id: <>``, group syntax ``To: unlisted-recipients:;``); t
 
 from __future__ import annotations
 
+import calendar
 import codecs
 import email.parser
 import email.utils
@@ -193,8 +194,32 @@ def _msgid_list(value: str | None) -> list[str]:
     return [t.strip() for t in _MSGID_RE.findall(unsurrogate(value)) if t.strip()]
 
 
+# The usual RFC 5322 date ("Fri, 7 Jun 2019 11:10:09 -0400", a comment may follow), for which the stdlib's
+# parsedate_tz + mktime_tz reduce to timegm of the fields minus the numeric zone (-0000 counts as +0000
+# there too). Anything else goes to the stdlib. ~4 us per message less (the stdlib tokenises in Python).
+_RFC5322_DATE = re.compile(
+    r"\s*(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), ?)?([0-9]{1,2})"
+    r" (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) ([1-9][0-9]{3})"
+    r" ([0-9]{2}):([0-9]{2})(?::([0-9]{2}))? ([+-])([0-9]{2})([0-9]{2})(?:\s|$)",
+    re.ASCII,
+)
+_MONTHS = {m: i for i, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}
+
+
 def parse_date(value: str) -> float | None:
     """Unix seconds for an RFC 5322 date, or None when missing, unparsable or before 1970."""
+    m = _RFC5322_DATE.match(value)
+    if m is not None:
+        dd, mon, yy, hh, mi, ss, sign, zh, zm = m.groups()
+        offset = int(zh) * 3600 + int(zm) * 60
+        ts = float(calendar.timegm((int(yy), _MONTHS[mon], int(dd), int(hh), int(mi), int(ss or 0)))
+                   - (-offset if sign == "-" else offset))
+        return ts if 0 <= ts < 2**47 / 1000 else None
+    return _parse_date_stdlib(value)
+
+
+def _parse_date_stdlib(value: str) -> float | None:
+    """:func:`parse_date` by the stdlib alone (the reference for its fast path)."""
     try:
         parts = email.utils.parsedate_tz(unsurrogate(value))
         if parts is None:

@@ -210,7 +210,7 @@ class VersionProbe:
     :func:`version_find_pure`. The probe holds every buffer its C array points into.
     """
 
-    __slots__ = ("arr", "group_end", "group_sorted", "ngroups", "total", "_keep")
+    __slots__ = ("arr", "group_end", "group_sorted", "ngroups", "total", "_keep", "view")
 
     def __init__(self, groups: list[tuple[bool, list[ProbeTable]]]) -> None:
         flat = [(srt, pt) for srt, tables in groups for pt in tables]
@@ -243,6 +243,17 @@ class VersionProbe:
                 keep.append(kb)
                 e.ikeys, e.iends, e.iseqs = kb, ix.ends, ix.seqs  # type: ignore[attr-defined]
         self._keep = keep
+        #: What ``lsm_get`` takes: these arrays, plus the block cache and checksum flag (``set_reads``).
+        self.view = _ffi.new("lsm_read_view *")
+        v = self.view
+        v.t, v.group_end, v.group_sorted, v.ngroups, v.cache = self.arr, self.group_end, self.group_sorted, \
+            self.ngroups, _ffi.NULL
+
+    def set_reads(self, cache: object, verify: bool) -> None:
+        """The C block cache (a ``lsm_block_cache *``, or NULL) and whether to verify block checksums,
+        for ``lsm_get``. The caller keeps the cache alive as long as this probe."""
+        self.view.cache = cache
+        self.view.verify = int(verify)
 
     def find(self, user_key: bytes, snapshot_seq: int, start: int = 0) -> tuple[int, int]:
         out = _ffi.new("uint64_t[1]")
@@ -288,19 +299,24 @@ MEM_HIT = -10
 
 
 class PointScratch:
-    """Per-thread buffers of ``lsm_point_get``: the result words, the value pointer and the memtable
-    pointer array (grown when a read state has more memtables than it holds)."""
+    """Per-thread buffers of ``lsm_get`` / ``lsm_point_get``: ``sc`` (an ``lsm_get_scratch``: the value
+    buffer, 64 KiB or as large as the largest value read, and the result words ``out``, a view of
+    ``sc.out``), ``value`` (for ``lsm_point_get``) and the memtable pointer array (grown when a read state
+    has more memtables than it holds)."""
 
-    __slots__ = ("out", "value", "mems", "cap", "vbuf", "vcap")
+    __slots__ = ("out", "value", "mems", "cap", "vbuf", "vcap", "sc", "cvbuf")
 
     def __init__(self, cap: int = 8, vcap: int = 1 << 16) -> None:
-        self.out = _ffi.new("uint64_t[8]")
+        self.sc = _ffi.new("lsm_get_scratch *")
+        self.out = self.sc.out
         self.value = _ffi.new("uint8_t **")
         self.mems = _ffi.new("struct lsm_memtable *[]", cap)
         self.cap = cap
-        #: Where ``lsm_point_get_cached`` copies a table's value (64 KiB; grown for a larger value).
         self.vbuf = _ffi.new("uint8_t[]", vcap)
         self.vcap = vcap
+        self.sc.vbuf, self.sc.vcap = self.vbuf, vcap
+        #: ``vbuf`` as ``char *``: ``ffi.buffer`` of it is ~4x faster than of ``sc.value`` (a struct field).
+        self.cvbuf = _ffi.cast("char *", self.vbuf)
 
 
 def point_scratch(cap: int = 0, vcap: int = 0) -> PointScratch:

@@ -56,4 +56,22 @@ int64_t lsm_point_get_cached(struct lsm_memtable *const *mems, size_t nmem, cons
                              size_t from, const uint8_t *ukey, size_t ulen, uint64_t snap, lsm_block_cache *c,
                              int verify, uint8_t *vbuf, size_t vcap, uint64_t *out, const uint8_t **value);
 
+/* What lsm_get needs of a version (built once per version) and of a thread (its buffers). */
+typedef struct {
+    const lsm_probe_table *t;
+    const uint32_t *group_end;
+    const uint8_t *group_sorted;
+    size_t ngroups;
+    lsm_block_cache *cache;
+    int verify;
+} lsm_read_view;
+typedef struct {
+    uint8_t *vbuf;
+    size_t vcap;
+    const uint8_t *value;
+    uint64_t out[8];
+} lsm_get_scratch;
+int64_t lsm_get(const lsm_read_view *v, struct lsm_memtable *const *mems, size_t nmem, size_t from,
+                const uint8_t *ukey, size_t ulen, uint64_t snap, lsm_get_scratch *s);
+
 #endif

@@ -79,6 +79,7 @@ struct lsm_scan {
     uint64_t hseq;
     uint8_t hkind;
     int has_held;
+    size_t page_min; /* lsm_scan_set_page_min */
 };
 
 static inline int cmp_key(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen) {
@@ -368,6 +369,13 @@ int64_t lsm_scan_set_table(lsm_scan *s, size_t i, lsm_block_cache *c, uint64_t t
     return table_load(s, r, (int64_t)bi, err);
 }
 
+void lsm_scan_set_page_min(lsm_scan *s, size_t n) {
+    /* Table-mode sources go on to their next block within one lsm_scan_next call until the page holds
+     * n entries (0, the default: a page ends at the first block boundary). A caller that will take a
+     * page of n anyway saves a call per block boundary. */
+    s->page_min = n;
+}
+
 void lsm_scan_set_done(lsm_scan *s, size_t i) {
     /* Source i has nothing more in range. */
     if (i < s->nsrc) {
@@ -494,14 +502,15 @@ int64_t lsm_scan_next(lsm_scan *s, size_t max_n, uint8_t *buf, size_t cap, uint6
             if (r->state == SRC_NEED && r->tbl) {
                 int64_t nb = r->bi + (rev ? -1 : 1);
                 if (nb >= 0 && (uint64_t)nb < r->nblocks) {
-                    /* A page ends where a source needs its next block, so a block is read only when
-                     * the caller asks for more (a seek + 50 takes ~3 pages; a page of 256 read ~16
-                     * blocks per seek where 4 were needed). */
-                    if (n) return (int64_t)n;
+                    /* A page of page_min entries or more ends where a source needs its next block,
+                     * so a block is read only when the caller asks for more (pages of 256 read ~16
+                     * blocks per seek + 50 where ~7 were needed). */
+                    if (n && n >= s->page_min) return (int64_t)n;
                     uint64_t err[2];
                     int64_t rc = table_load(s, r, nb, err);
                     if (rc < 0) {
                         r->bi = nb - (rev ? -1 : 1); /* the next call tries this block again */
+                        if (n) return (int64_t)n;   /* the entries so far first */
                         state[1] = j;
                         state[2] = err[0];
                         state[5] = err[1];

@@ -32,6 +32,7 @@ int lsm_scan_add_tombstone(lsm_scan *s, uint64_t seq, const uint8_t *start, size
 int lsm_scan_set_mem(lsm_scan *s, size_t i, const struct lsm_memtable *m);
 int64_t lsm_scan_set_block(lsm_scan *s, size_t i, const uint8_t *blk, size_t len);
 void lsm_scan_set_done(lsm_scan *s, size_t i);
+void lsm_scan_set_page_min(lsm_scan *s, size_t n);
 struct lsm_block_cache;
 int64_t lsm_scan_set_table(lsm_scan *s, size_t i, struct lsm_block_cache *c, uint64_t table, int fd, int verify,
                            const uint64_t *boff, const uint64_t *bsize, uint64_t nblocks, uint64_t bi,

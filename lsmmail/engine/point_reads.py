@@ -69,8 +69,6 @@ class PointReads:
     #: whole (one assignment), so threads may race to rebuild it but never see a torn one; a weak
     #: reference, so it never keeps an old version (and its files) alive.
     _probe: tuple[weakref.ref[Version], _pointget.VersionProbe, list[TableReader]] | None = None
-    #: ``_cache_ptr``, looked up once.
-    _bcp: object = None
 
     # State owned by DB (declared for type checkers).
     if TYPE_CHECKING:
@@ -105,19 +103,28 @@ class PointReads:
         return data that fails its checks."""
         if type(key) is not bytes or not key or len(key) > MAX_KEY_SIZE:
             key = check_key(key)
-        seq, mem, imms, version = self._read_state(snapshot)
+        if snapshot is None:
+            # ``_read_state`` inlined (a missing key's get is ~1 us: a method call is ~8% of it).
+            with self._mu:
+                if self._closed:
+                    raise DBClosed("the database is closed")
+                seq, mem, version = self._last_seq, self._mem, self._current
+                imms = tuple(self._imms) if self._imms else ()
+        else:
+            seq, mem, imms, version = self._read_state(snapshot)
         try:
-            # ``_get`` inlined (a get is ~2 us when the key is missing: one Python call is ~5% of it), and
-            # the range tombstones gathered only for a key that was found.
+            # ``_get`` inlined, and the range tombstones gathered only for a key that was found (and only
+            # when some source has any).
             found = self._lookup(key, seq, mem, imms, version)
             if found is None:
                 return None
             kind = found[1]
             if kind == KIND_DELETE:
                 return None
-            tombs = self._tombstones(mem, imms, version)
-            if tombs and covering_tombstone_seq(tombs, key, seq) > found[0]:
-                return None
+            if mem.range_tombstones or version.range_tombstones or imms:
+                tombs = self._tombstones(mem, imms, version)
+                if tombs and covering_tombstone_seq(tombs, key, seq) > found[0]:
+                    return None
             if kind == KIND_BLOB:
                 return self._read_blob(found[2])
             return found[2]
@@ -177,50 +184,53 @@ class PointReads:
         vp = self._probe
         if vp is None or vp[0]() is not v:
             vp = self._probe = (weakref.ref(v), *self._version_probe(v))
-        probe, tables = vp[1], vp[2]
         try:
             s = _tls.p
         except AttributeError:
             s = _pointget.point_scratch()
-        if len(imms) >= s.cap:
-            s = _pointget.point_scratch(len(imms) + 1)
         mems = s.mems
+        if imms:
+            if len(imms) >= s.cap:
+                s = _pointget.point_scratch(len(imms) + 1)
+                mems = s.mems
+            nmem = 1
+            try:
+                for m in reversed(imms):
+                    mems[nmem] = m._m  # type: ignore[attr-defined]
+                    nmem += 1
+            except AttributeError:  # a pure-Python memtable: made only without the extension
+                nmem = -1
+        else:
+            nmem = 1
         try:
             mems[0] = mem._m  # type: ignore[attr-defined]
-            nmem = 1
-            for m in reversed(imms):
-                mems[nmem] = m._m  # type: ignore[attr-defined]
-                nmem += 1
-        except AttributeError:  # a pure-Python memtable: made only without the extension; kept correct
+        except AttributeError:
+            nmem = -1
+        if nmem < 0:  # kept correct: the memtables in Python, then the tables in C
             found = _memtables_get(key, seq, mem, imms)
             if found is not None:
                 return found
             nmem = 0
-        out, value = s.out, s.value
-        arr, ends, srt, ng = probe.arr, probe.group_end, probe.group_sorted, probe.ngroups
-        total = probe.total
-        cache = self._bcp
-        if cache is None:
-            cache = self._bcp = self._cache_ptr
-        verify = self.options.verify_checksums
-        ti = _lib.lsm_point_get_cached(mems, nmem, arr, ends, srt, ng, 0, key, len(key), seq, cache, verify,
-                                       s.vbuf, s.vcap, out, value)
+        view, sc = vp[1].view, s.sc
+        ti = _lib.lsm_get(view, mems, nmem, 0, key, len(key), seq, sc)
         while True:
             if ti == _MEM_HIT:
+                out = s.out
                 t = out[0]
-                return t >> 8, t & 0xFF, _ffi.buffer(value[0], out[1])[:]
-            if ti >= total:
-                return None
-            if ti < 0:
-                if ti == _ESPACE:  # a value larger than this thread's buffer: grow it, read again
-                    s = _pointget.point_scratch(0, int(out[1]))
-                    return self._lookup_native(key, seq, mem, imms, v)
-                raise self._point_error(ti, out, tables)
-            r = tables[ti].get_from(key, seq, out[0])
-            if r is not None:
-                return r
-            ti = _lib.lsm_point_get_cached(mems, 0, arr, ends, srt, ng, ti + 1, key, len(key), seq, cache,
-                                           verify, s.vbuf, s.vcap, out, value)
+                return t >> 8, t & 0xFF, _ffi.buffer(s.cvbuf, out[1])[:]
+            if ti >= 0:
+                if ti >= vp[1].total:
+                    return None
+                out = s.out
+                r = vp[2][ti].get_from(key, seq, out[0])
+                if r is not None:
+                    return r
+                ti = _lib.lsm_get(view, mems, 0, ti + 1, key, len(key), seq, sc)
+                continue
+            if ti == _ESPACE:  # a value larger than this thread's buffer: grow it, read again
+                _pointget.point_scratch(0, int(s.out[1]))
+                return self._lookup_native(key, seq, mem, imms, v)
+            raise self._point_error(ti, s.out, vp[2])
 
     @staticmethod
     def _point_error(rc: int, out: object, tables: list[TableReader]) -> Exception:
@@ -283,7 +293,9 @@ class PointReads:
                               _pointget.table_layout(t)))
                 tables.append(t)
             groups.append((level > 0, group))
-        return _pointget.VersionProbe(groups), tables
+        probe = _pointget.VersionProbe(groups)
+        probe.set_reads(self._cache_ptr, self.options.verify_checksums)
+        return probe, tables
 
     #: The newest version of a key in memtables and tables: one C call, or per memtable and table in Python.
     _lookup = _lookup_native if _VERSION_PROBE else _lookup_py

@@ -79,3 +79,15 @@ def test_many_nonascii_lines_fall_back_to_the_whole_text() -> None:
     text = ("x" * 300 + "\n\u00e9\n").join(str(i) for i in range(T._MAX_SPANS + 5))
     assert T._fold_utf8(text.encode("utf-8")) == T._nfkc_fold(text).encode("utf-8")
     assert T.words_raw_native(text) == T.words_raw_pure(text)
+
+
+_astral_pieces = st.sampled_from(["😀", "🚀x", "𠀀", "𝐀", "word ", "Über ", "\n", "x" * 70, "_", "\u00a0"])
+
+
+@FAST
+@given(st.lists(_astral_pieces, max_size=60).map("".join))
+def test_astral_characters_native_equals_pure(text: str) -> None:
+    """Emoji (separators) are tokenized in C as spaces; an astral word character (U+20000) sends the text
+    to the pure path; either way the tokens are the pure tokenizer's."""
+    assert T.words_raw_native(text) == T.words_raw_pure(text)
+    assert T.words_raw_native(text * 10) == T.words_raw_pure(text * 10)  # past the line-folding threshold

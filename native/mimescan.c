@@ -426,3 +426,44 @@ int64_t lsm_b64_lines(const uint8_t *in, size_t len, uint8_t *out, size_t cap) {
     if (pad ? have != 4 : have != 0) return LSM_MS_PYTHON; /* not a multiple of 4 characters */
     return (int64_t)o;
 }
+
+/* Quoted-printable decoding, byte for byte what CPython's binascii.a2b_qp(data, header=False) does (the
+ * stdlib's quopri.decodestring, which mime_fast.Part.get_payload calls), with the runs between '=' copied
+ * by memchr/memcpy instead of one byte per step. out needs len bytes (the output is never longer).
+ * Returns the output length. */
+static int hexval(uint8_t c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+}
+
+int64_t lsm_qp_decode(const uint8_t *in, size_t len, uint8_t *out) {
+    size_t i = 0, o = 0;
+    while (i < len) {
+        const uint8_t *eq = memchr(in + i, '=', len - i);
+        size_t run = eq ? (size_t)(eq - in) - i : len - i;
+        memcpy(out + o, in + i, run);
+        o += run;
+        i += run;
+        if (!eq) break;
+        i++; /* the '=' */
+        if (i >= len) break; /* a trailing '=' is dropped */
+        uint8_t c = in[i];
+        if (c == '\n' || c == '\r') { /* soft line break: skip to after the next LF */
+            if (c != '\n') {
+                while (i < len && in[i] != '\n') i++;
+            }
+            if (i < len) i++;
+        } else if (c == '=') { /* "==": one '=' (broken encoders) */
+            out[o++] = '=';
+            i++;
+        } else if (i + 1 < len && hexval(c) >= 0 && hexval(in[i + 1]) >= 0) {
+            out[o++] = (uint8_t)((hexval(c) << 4) | hexval(in[i + 1]));
+            i += 2;
+        } else {
+            out[o++] = '=';
+        }
+    }
+    return (int64_t)o;
+}

@@ -163,7 +163,7 @@ class Part:
             return None
         cte = str(self.get("content-transfer-encoding", "")).lower()
         if cte == "quoted-printable":
-            return quopri.decodestring(payload)
+            return quopri.decodestring(payload) if _qp is None else _qp(payload)
         if cte == "base64":
             if _b64 is not None:
                 data = _b64(payload)
@@ -525,8 +525,19 @@ def b64_native(body: bytes) -> bytes | None:
     return None if n < 0 else native_lib._ffi.buffer(out, n)[:]
 
 
+def qp_native(body: bytes) -> bytes:
+    """``quopri.decodestring(body)`` (CPython's ``binascii.a2b_qp``, header=False) by ``lsm_qp_decode``,
+    which copies the runs between '=' with memchr/memcpy instead of a byte per step (~4 us per message)."""
+    out = native_lib._new("uint8_t[]", len(body) or 1)
+    return native_lib._ffi.buffer(out, _qp_decode(body, len(body), out))[:]
+
+
 if native_lib.BUILT:
     _b64_lines = native_lib._lib.lsm_b64_lines
+    _qp_decode = native_lib._lib.lsm_qp_decode
+#: The quoted-printable decoder of ``Part.get_payload``: None (the stdlib's) without the extension or under
+#: LSMMAIL_PURE=1.
+_qp = qp_native if native_lib.lib is not None else None
 #: The base64 fast path of ``Part.get_payload``: None when the extension is missing or LSMMAIL_PURE=1.
 _b64 = b64_native if native_lib.lib is not None else None
 

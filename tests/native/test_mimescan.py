@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import quopri
 from email._encoded_words import decode_b
 from pathlib import Path
 
@@ -179,3 +180,21 @@ def test_threads_build_the_same_trees() -> None:
     with ThreadPoolExecutor(4) as pool:
         for _ in range(3):
             assert list(pool.map(lambda raw: _tree(mime_fast.build_native(raw)), msgs)) == expected
+
+
+# --- quoted-printable bodies --------------------------------------------------------------------------
+
+_QP_PIECES = st.sampled_from([b"=", b"==", b"=\n", b"=\r\n", b"=\r", b"=3D", b"=3d", b"=C3=A9", b"=G1", b"=1",
+                              b"=\r x\n", b"abc", b" \t", b"\n", b"\r\n", b"\x00", b"\xff", b"=F", b"=fF"])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_QP_PIECES, max_size=40).map(b"".join))
+def test_qp_native_equals_stdlib(body: bytes) -> None:
+    assert mime_fast.qp_native(body) == quopri.decodestring(body)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_qp_native_on_random_bytes(body: bytes) -> None:
+    assert mime_fast.qp_native(body) == quopri.decodestring(body)

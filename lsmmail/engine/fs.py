@@ -99,13 +99,29 @@ class FileSystem(Protocol):
 # The real file system
 
 
+#: After an append of at most this many bytes into a preallocated tail, the tail just ahead of the data
+#: is written as zeros (ZERO_AHEAD bytes at a time). Why: on ext4 ``fallocate`` leaves *unwritten*
+#: extents, and the first write into each such 4 KiB block makes the next ``fdatasync`` commit the
+#: journal to convert it: 182 vs 113 us p50 for a 1,400-byte append + fdatasync here (2,000 interleaved
+#: pairs), i.e. every ~3rd durable mark_read paid ~70 us. Blocks written as zeros first need no
+#: conversion at the appends' syncs; the zeros' own device write and conversion go to the one sync after
+#: each zero-ahead. Larger appends convert several blocks per sync anyway and are left alone.
+ZERO_AHEAD_MAX_APPEND = 16 * 1024
+#: 256 KiB: ~190 appends of 1.4 KB between two zero-aheads (<1% of them pay its ~1 ms sync; ~25 us of
+#: the pwrite itself); 16 KiB appends pay it every 16th, still less in sum than a conversion per sync.
+ZERO_AHEAD = 256 * 1024
+_ZEROS = bytes(ZERO_AHEAD)
+
+
 class _OsWritable:
-    __slots__ = ("_fd", "_size", "path")
+    __slots__ = ("_fd", "_size", "path", "_alloc", "_zeroed")
 
     def __init__(self, path: str, fd: int) -> None:
         self.path = path
         self._fd = fd
         self._size = os.fstat(fd).st_size
+        self._alloc = self._size  # the file's length, preallocated tail included
+        self._zeroed = self._size  # below this offset every block holds written data or zeros
 
     def append(self, data: bytes | bytearray | memoryview) -> None:
         # pwrite at the append position, not O_APPEND (which would write past a preallocated tail); a
@@ -118,13 +134,16 @@ class _OsWritable:
                 n = os.pwrite(self._fd, view, self._size)
                 view = view[n:]
                 self._size += n
+        if self._alloc > self._zeroed:
+            self._after_append(len(data))
 
     def sync(self) -> None:
         os.fdatasync(self._fd)
 
     def truncate(self, size: int) -> None:
         os.ftruncate(self._fd, size)
-        self._size = size
+        self._size = self._alloc = size
+        self._zeroed = min(self._zeroed, size)
 
     def size(self) -> int:
         return self._size
@@ -136,11 +155,36 @@ class _OsWritable:
 
     def advance(self, n: int) -> None:
         self._size += n
+        if self._alloc > self._zeroed:
+            self._after_append(n)
+
+    def _after_append(self, n: int) -> None:
+        """A small append into a preallocated tail: if the next one could reach unwritten blocks, write
+        zeros ahead of the data (see ZERO_AHEAD_MAX_APPEND). Past the data only, never over it; a failed
+        zero write only loses the optimisation (the tail still reads as zeros)."""
+        start = max(self._zeroed, self._size)
+        if n > ZERO_AHEAD_MAX_APPEND or start - self._size >= n:
+            self._zeroed = max(self._zeroed, self._size)
+            return
+        end = min(self._alloc, start + ZERO_AHEAD)
+        try:
+            while start < end:
+                n = os.pwrite(self._fd, memoryview(_ZEROS)[:end - start], start)
+                if n <= 0:
+                    raise OSError(errno.EIO, "zero write made no progress", self.path)
+                start += n
+        except OSError:
+            self._alloc = self._zeroed = self._size  # give up until the next preallocation
+            return
+        self._zeroed = end
 
     def preallocate(self, length: int) -> None:
         end = os.fstat(self._fd).st_size
         if length > end:
             os.posix_fallocate(self._fd, end, length - end)
+            self._alloc = length
+        else:
+            self._alloc = max(self._alloc, end)
 
     def close(self) -> None:
         if self._fd >= 0:

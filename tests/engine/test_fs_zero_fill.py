@@ -1,0 +1,138 @@
+"""The real file system's preallocated tail (fs._OsWritable): ``preallocate`` fallocates it, and after a
+small append the tail just ahead of the data is written as zeros (ZERO_AHEAD at a time), so the next
+small appends land on written blocks and their fdatasync converts no extent. Whatever the sequence of
+appends, preallocations and truncations, the file reads as its data followed by zeros up to its length;
+on a file system that reports extents (FIEMAP: ext4, XFS) the blocks the next small append will use are
+not *unwritten*, and large appends leave the fallocated tail alone.
+
+Oracles: a model of the bytes (data, then zeros up to the preallocated length); the kernel's extent map.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import struct
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lsmmail.engine import fs as fsmod
+from lsmmail.engine.fs import OsFileSystem
+
+_FS_IOC_FIEMAP = 0xC020660B
+_FIEMAP_FLAG_SYNC = 0x1
+_FIEMAP_EXTENT_UNWRITTEN = 0x800
+_HEAD = struct.Struct("=QQIIII")  # fm_start, fm_length, fm_flags, fm_mapped_extents, fm_extent_count, pad
+_EXTENT = struct.Struct("=QQQQQI12x")  # logical, physical, length, 2 reserved, flags, 3 reserved
+_MAX_EXTENTS = 64
+
+
+def _unwritten_ranges(path: Path) -> list[tuple[int, int]] | None:
+    """``(offset, length)`` of every unwritten extent, or None where FIEMAP is not supported."""
+    buf = bytearray(_HEAD.size + _EXTENT.size * _MAX_EXTENTS)
+    _HEAD.pack_into(buf, 0, 0, 2**64 - 1, _FIEMAP_FLAG_SYNC, 0, _MAX_EXTENTS, 0)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.ioctl(fd, _FS_IOC_FIEMAP, buf)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    mapped = _HEAD.unpack_from(buf)[3]
+    out = []
+    for i in range(mapped):
+        logical, _, length, _, _, flags = _EXTENT.unpack_from(buf, _HEAD.size + i * _EXTENT.size)
+        if flags & _FIEMAP_EXTENT_UNWRITTEN:
+            out.append((logical, length))
+    return out
+
+
+def _append(f: object, chunk: bytes, native: bool) -> None:
+    """Through ``append``, or as the C commit does: a pwrite at ``size()``, then ``advance``."""
+    if native:
+        os.pwrite(f.fileno(), chunk, f.size())  # type: ignore[attr-defined]
+        f.advance(len(chunk))  # type: ignore[attr-defined]
+    else:
+        f.append(chunk)  # type: ignore[attr-defined]
+
+
+_OPS = st.one_of(
+    st.tuples(st.just("append"), st.integers(1, 3 * fsmod.ZERO_AHEAD_MAX_APPEND), st.booleans()),
+    st.tuples(st.just("preallocate"), st.integers(0, 3 * fsmod.ZERO_AHEAD), st.booleans()),
+    st.tuples(st.just("truncate"), st.integers(0, 1 << 16), st.booleans()),
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(_OPS, max_size=12))
+def test_file_reads_as_data_then_zeros(tmp_path_factory: object, ops: list[tuple[str, int, bool]]) -> None:
+    path = tmp_path_factory.mktemp("zf") / "f"  # type: ignore[attr-defined]
+    f = OsFileSystem().create(str(path))
+    data = bytearray()
+    length = 0  # the model: data, then zeros up to length
+    for i, (op, n, native) in enumerate(ops):
+        if op == "append":
+            chunk = bytes([i % 250 + 1]) * n
+            _append(f, chunk, native)
+            data += chunk
+            length = max(length, len(data))
+        elif op == "preallocate":
+            f.preallocate(len(data) + n)
+            length = max(length, len(data) + n)
+        else:
+            cut = min(n, len(data))
+            f.truncate(cut)
+            del data[cut:]
+            length = cut
+        assert f.size() == len(data)
+    f.sync()
+    f.close()
+    assert path.read_bytes() == bytes(data) + bytes(length - len(data))
+
+
+def test_small_appends_write_zeros_ahead(tmp_path: Path) -> None:
+    path = tmp_path / "small"
+    f = OsFileSystem().create(str(path))
+    f.preallocate(1 << 20)
+    for i in range(40):
+        _append(f, bytes([i + 1]) * 1400, native=i % 2 == 0)
+    size = f.size()
+    f.sync()
+    f.close()
+    assert path.read_bytes()[size:] == bytes((1 << 20) - size)
+    unwritten = _unwritten_ranges(path)
+    if unwritten is not None:  # ext4 / XFS
+        # The next append of the same size lands on written blocks only ...
+        assert all(off >= size + 1400 for off, _ in unwritten), (size, unwritten)
+        # ... and the zeros ahead are bounded: the rest of the chunk is still only allocated.
+        assert any(off + n == 1 << 20 for off, n in unwritten), unwritten
+        assert all(off <= size + fsmod.ZERO_AHEAD for off, _ in unwritten), unwritten
+
+
+def test_large_appends_leave_the_tail_fallocated(tmp_path: Path) -> None:
+    path = tmp_path / "large"
+    f = OsFileSystem().create(str(path))
+    f.preallocate(1 << 20)
+    big = 2 * fsmod.ZERO_AHEAD_MAX_APPEND
+    for i in range(3):
+        _append(f, bytes([i + 1]) * big, native=i == 1)
+    f.sync()
+    f.close()
+    assert path.read_bytes() == b"".join(bytes([i + 1]) * big for i in range(3)) + bytes((1 << 20) - 3 * big)
+    unwritten = _unwritten_ranges(path)
+    if unwritten is not None:
+        # Unwritten from the block after the data to the end: nothing was written ahead.
+        assert sum(n for _, n in unwritten) >= (1 << 20) - 3 * big - 4096, unwritten
+
+
+def test_files_without_preallocation_are_never_zero_filled(tmp_path: Path) -> None:
+    """SSTables and blob files (no preallocate): small appends write exactly their bytes."""
+    path = tmp_path / "plain"
+    f = OsFileSystem().create(str(path))
+    for i in range(10):
+        _append(f, bytes([i + 1]) * 700, native=i % 2 == 1)
+    f.sync()
+    f.close()
+    assert path.stat().st_size == 7000

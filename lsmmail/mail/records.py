@@ -195,12 +195,13 @@ def encode_summary(
             strings.append(addr)
     flags = (FLAG_READ if read else 0) | (FLAG_ATTACHMENTS if has_attachments else 0)
     flags |= FLAG_DATE if date is not None else 0
-    if any(_SEP in x for x in strings):
+    joined = _SEP.join(strings)
+    # A string holds U+0000 iff the join has more than the separators (one C scan instead of a generator).
+    if joined.count(_SEP) != len(strings) - 1:
         flags |= FLAG_LENGTHS
         body = struct.pack(f">{len(strings)}I", *[len(x) for x in strings]) + _utf8("".join(strings))
     else:
-        strings.append("")
-        body = _utf8(_SEP.join(strings))
+        body = _utf8(joined + _SEP)
     head = _SUMMARY_HEAD.pack(SUMMARY_FORMAT, flags, size, date if date is not None else 0.0, thread,
                               len(from_), len(to), len(cc))
     return head + body

@@ -48,29 +48,8 @@ static int name_char(uint8_t c) { return (c >= 041 && c <= 071) || (c >= 073 && 
 
 static uint8_t lower(uint8_t c) { return (c >= 'A' && c <= 'Z') ? (uint8_t)(c + 32) : c; }
 
-/* The feed parser's headerRE at a line start: a field name (possibly empty) and a colon, a blank, or an
- * envelope "From " line. */
-static int header_line(const uint8_t *raw, size_t i, size_t end) {
-    if (i >= end) return 0;
-    if (raw[i] == ' ' || raw[i] == '\t') return 1;
-    if (end - i >= 5 && memcmp(raw + i, "From ", 5) == 0) return 1;
-    while (i < end && name_char(raw[i])) i++;
-    return i < end && raw[i] == ':';
-}
-
 static const uint8_t *find_byte(const uint8_t *raw, size_t i, size_t end, uint8_t c) {
     return i < end ? memchr(raw + i, c, end - i) : NULL;
-}
-
-/* raw.find(pat, i, end) >= 0 */
-static int contains(const uint8_t *raw, size_t i, size_t end, const char *pat, size_t n) {
-    while (i + n <= end) {
-        const uint8_t *p = memchr(raw + i, pat[0], end - i - n + 1);
-        if (!p) return 0;
-        if (memcmp(p, pat, n) == 0) return 1;
-        i = (size_t)(p - raw) + 1;
-    }
-    return 0;
 }
 
 static const char *const KEPT[] = {"subject", "from", "to", "cc", "bcc", "date", "message-id", "in-reply-to",
@@ -79,14 +58,8 @@ static const char *const KEPT[] = {"subject", "from", "to", "cc", "bcc", "date",
 static const uint8_t KEPT_LEN[] = {7, 4, 2, 2, 3, 4, 10, 11, 10, 12, 19, 25};
 #define KEPT_MAX 25
 
-/* Length of the kept field name followed by ':' at raw[i..end), 0 if none. The names hold no ':', so
- * the first ':' of the line decides which length to compare (most lines, Received/DKIM/X-..., fail on
- * the length alone). */
-static size_t kept_name(const uint8_t *raw, size_t i, size_t end) {
-    size_t lim = end - i < KEPT_MAX + 1 ? end - i : KEPT_MAX + 1;
-    const uint8_t *colon = memchr(raw + i, ':', lim);
-    if (!colon) return 0;
-    size_t n = (size_t)(colon - (raw + i));
+/* n if raw[i..i+n) is a kept field name (any case), else 0. */
+static size_t kept_len(const uint8_t *raw, size_t i, size_t n) {
     for (size_t k = 0; k < sizeof KEPT / sizeof KEPT[0]; k++) {
         if (KEPT_LEN[k] != n) continue;
         size_t j = 0;
@@ -96,59 +69,106 @@ static size_t kept_name(const uint8_t *raw, size_t i, size_t end) {
     return 0;
 }
 
+/* Kept lines remembered per header block in one pass; a block with more (never seen in mail) is read a
+ * second time. */
+#define KEPT_LINES 64
+
+/* Append the kept field whose name raw[line..line+n) is followed by ':': the value without the blanks
+ * after the colon, over its continuation lines (a blank after the line end), without trailing CR/LF,
+ * within the block's end `stop` (mime_fast._KEPT_FIELD). 0, or -1 with s->rc set. */
+static int add_field(scan_t *s, size_t line, size_t n, size_t stop) {
+    const uint8_t *raw = s->raw;
+    size_t v = line + n + 1;
+    while (v < stop && (raw[v] == ' ' || raw[v] == '\t')) v++;
+    size_t e = v;
+    for (;;) {
+        const uint8_t *nl = find_byte(raw, e, stop, '\n');
+        if (!nl) { e = stop; break; }
+        e = (size_t)(nl - raw);
+        if (e + 1 < stop && (raw[e + 1] == ' ' || raw[e + 1] == '\t')) { e += 1; continue; }
+        break;
+    }
+    size_t ve = e;
+    while (ve > v && (raw[ve - 1] == '\r' || raw[ve - 1] == '\n')) ve--;
+    if (s->nfields >= s->max_fields) { s->rc = LSM_ESPACE; return -1; }
+    int32_t *f = s->fields + 4 * s->nfields++;
+    f[0] = (int32_t)line; f[1] = (int32_t)(line + n); f[2] = (int32_t)v; f[3] = (int32_t)ve;
+    return 0;
+}
+
 /* mime_fast._headers: read the header block of raw[start:end) into a new field range; return the body
  * start, or -1 with s->rc set. */
 static int64_t headers(scan_t *s, size_t start, size_t end) {
     const uint8_t *raw = s->raw;
+    /* One pass over the block's lines: which belong (headerRE), which start a kept field, and which
+     * start with "From " or ':' (declined after the first line). */
+    size_t kept_at[KEPT_LINES], kept_n[KEPT_LINES];
+    size_t nkept = 0, k = 0;
+    int flag_at_1 = 0, flag_after_1 = 0, overflow = 0;
     size_t stop = start;
-    for (;;) { /* the run of whole lines matching headerRE */
-        if (!header_line(raw, stop, end)) break;
-        const uint8_t *nl = find_byte(raw, stop, end, '\n');
+    for (;; k++) {
+        size_t line = stop;
+        size_t n = 0;
+        int ok = 0, flagged = 0;
+        if (line < end) {
+            uint8_t c = raw[line];
+            if (c == ' ' || c == '\t') {
+                ok = 1;
+            } else if (end - line >= 5 && memcmp(raw + line, "From ", 5) == 0) {
+                ok = flagged = 1;
+            } else {
+                size_t i = line;
+                while (i < end && name_char(raw[i])) i++;
+                ok = i < end && raw[i] == ':';
+                flagged = i == line;
+                if (ok) n = kept_len(raw, line, i - line);
+            }
+        }
+        if (!ok) break;
+        const uint8_t *nl = find_byte(raw, line, end, '\n');
+        if (!nl) {
+            /* a last header line without a line end, at the end of the input: in the block */
+            stop = end;
+        } else {
+            stop = (size_t)(nl - raw) + 1;
+        }
+        if (flagged && k == 1) flag_at_1 = 1;
+        if (flagged && k >= 2) flag_after_1 = 1;
+        if (n) {
+            if (nkept < KEPT_LINES) { kept_at[nkept] = line; kept_n[nkept] = n; nkept++; }
+            else overflow = 1;
+        }
         if (!nl) break;
-        stop = (size_t)(nl - raw) + 1;
     }
     size_t body = stop;
     if (stop < end) {
         if (raw[stop] == '\n') body = stop + 1;
         else if (raw[stop] == '\r') body = stop + 2; /* "\r\n": lone CRs were declined */
-        else if (!find_byte(raw, stop, end, '\n') && header_line(raw, stop, end)) stop = body = end;
+    } else {
+        body = end;
     }
     if (stop == start) return (int64_t)body;
-    if (end - start >= 5 && stop - start >= 5 && memcmp(raw + start, "From ", 5) == 0) {
+    int envelope = stop - start >= 5 && memcmp(raw + start, "From ", 5) == 0;
+    if (envelope) {
         const uint8_t *nl = find_byte(raw, start, stop, '\n');
         if (!nl || (size_t)(nl - raw) + 1 == stop) return (int64_t)body;
         start = (size_t)(nl - raw) + 1;
     }
-    if (raw[start] == ' ' || raw[start] == '\t' || raw[start] == ':' || contains(raw, start, stop, "\nFrom ", 6)
-        || contains(raw, start, stop, "\n:", 2)) {
+    if (raw[start] == ' ' || raw[start] == '\t' || raw[start] == ':' || flag_after_1 || (!envelope && flag_at_1)) {
         s->rc = LSM_MS_REFERENCE;
         return -1;
     }
-    size_t line = start;
-    while (line < stop) {
-        size_t n = kept_name(raw, line, stop);
-        const uint8_t *nl;
-        if (n) {
-            size_t v = line + n + 1;
-            while (v < stop && (raw[v] == ' ' || raw[v] == '\t')) v++;
-            size_t e = v;
-            for (;;) { /* this line, then continuation lines (a blank after the line end) */
-                nl = find_byte(raw, e, stop, '\n');
-                if (!nl) { e = stop; break; }
-                e = (size_t)(nl - raw);
-                if (e + 1 < stop && (raw[e + 1] == ' ' || raw[e + 1] == '\t')) { e += 1; continue; }
-                break;
-            }
-            size_t ve = e;
-            while (ve > v && (raw[ve - 1] == '\r' || raw[ve - 1] == '\n')) ve--;
-            if (s->nfields >= s->max_fields) { s->rc = LSM_ESPACE; return -1; }
-            int32_t *f = s->fields + 4 * s->nfields++;
-            f[0] = (int32_t)line; f[1] = (int32_t)(line + n); f[2] = (int32_t)v; f[3] = (int32_t)ve;
-            line = e; /* at the "\n" ending the field, or at stop */
-            if (line < stop) line++;
-            continue;
-        }
-        nl = find_byte(raw, line, stop, '\n');
+    if (!overflow) {
+        for (size_t j = 0; j < nkept; j++)
+            if (add_field(s, kept_at[j], kept_n[j], stop) < 0) return -1;
+        return (int64_t)body;
+    }
+    for (size_t line = start; line < stop;) { /* more kept lines than the array: find them again */
+        size_t lim = stop - line < KEPT_MAX + 1 ? stop - line : KEPT_MAX + 1;
+        const uint8_t *colon = memchr(raw + line, ':', lim);
+        size_t n = colon ? kept_len(raw, line, (size_t)(colon - (raw + line))) : 0;
+        if (n && add_field(s, line, n, stop) < 0) return -1;
+        const uint8_t *nl = find_byte(raw, line, stop, '\n');
         line = nl ? (size_t)(nl - raw) + 1 : stop;
     }
     return (int64_t)body;

@@ -120,6 +120,13 @@ def _multipart(boundary: str, n: int, ctype_extra: str = "") -> bytes:
     b"Subject: a\rb\n\nbody\n",  # a lone CR
     b"Subject: s\n" + b"X-Long: " + b"y" * 100_000 + b"\n\nbody\n",  # a huge header
     b"Subject: s\n" + b"".join(b"To: u%d@x\n" % i for i in range(600)) + b"\nbody\n",  # over 512 fields
+    b"Subject: s\n" + b"".join(b"To: u%d@x\n" % i for i in range(100)) + b"\nbody\n",  # over 64 kept lines
+    b"From a@b Mon\nFrom c@d Tue\nSubject: s\n\nbody\n",  # an envelope line, then a "From " line
+    b"From a@b Mon\n:empty name\n\nbody\n",
+    b"From a@b Mon\n folded first\nSubject: s\n\nbody\n",
+    b"Subject: s\nFrom a@b Mon\n\nbody\n",  # a "From " line after the first
+    b"From a@b Mon",  # the envelope alone, no line end
+    b"Subject: s\n to: x",  # a last continuation without a line end
     b"",
     b"no headers at all",
 ])

@@ -412,6 +412,19 @@ int64_t lsm_b64_lines(const uint8_t *in, size_t len, uint8_t *out, size_t cap) {
     size_t o = 0, i = 0;
     int have = 0, pad = 0; /* characters in acc; '=' seen */
     while (i < len) {
+        if (have == 0 && !pad) { /* whole groups of four alphabet characters: the bulk of a line */
+            while (i + 4 <= len && o + 3 <= cap) {
+                int32_t a = t[in[i]], b = t[in[i + 1]], c = t[in[i + 2]], d = t[in[i + 3]];
+                if ((a | b | c | d) < 0) break;
+                uint32_t w = ((uint32_t)a << 18) | ((uint32_t)b << 12) | ((uint32_t)c << 6) | (uint32_t)d;
+                out[o] = (uint8_t)(w >> 16);
+                out[o + 1] = (uint8_t)(w >> 8);
+                out[o + 2] = (uint8_t)w;
+                o += 3;
+                i += 4;
+            }
+            if (i >= len) break;
+        }
         uint8_t c = in[i++];
         int8_t v = t[c];
         if (v >= 0) {

@@ -117,13 +117,29 @@ def prepare_parsed(raw: bytes, parsed: mime.ParsedMessage, search: bool) -> Prep
         dedup = schema.dedup_tail(schema.DEDUP_CONTENT, hashlib.sha256(raw).digest())
     refs = [schema.dedup_tail(schema.DEDUP_MESSAGE_ID, ref.encode("utf-8", "surrogatepass"))
             for ref in [*parsed.in_reply_to, *reversed(parsed.references)]]
-    norm = mime.normalise_subject(parsed.subject)
+    subject_digest, reply = _subject_key(parsed.subject)
     return Prepared(
         dedup, refs, pre, post, details,
         encode_body(parsed.text, parsed.html) if parsed.text or parsed.html else None,
-        atts, schema.digest(norm.encode("utf-8")) if norm else None, mime.is_reply_subject(parsed.subject),
-        analysed,
+        atts, subject_digest, reply, analysed,
     )
+
+
+#: Subject -> (digest of its normalised form or None, is it a reply): a pure function of the subject, and
+#: a thread's messages repeat their subject. Bounded; cleared when full.
+_SUBJECT_KEYS: dict[str, tuple[bytes | None, bool]] = {}
+_SUBJECT_KEYS_MAX = 4096
+
+
+def _subject_key(subject: str) -> tuple[bytes | None, bool]:
+    hit = _SUBJECT_KEYS.get(subject)
+    if hit is None:
+        norm, reply = mime.subject_thread_key(subject)
+        hit = (schema.digest(norm.encode("utf-8")) if norm else None, reply)
+        if len(_SUBJECT_KEYS) >= _SUBJECT_KEYS_MAX:
+            _SUBJECT_KEYS.clear()
+        _SUBJECT_KEYS[subject] = hit
+    return hit
 
 
 def prepare(raw: bytes, max_size: int, search: bool) -> Prepared | None:

@@ -318,6 +318,13 @@ def is_reply_subject(subject: str) -> bool:
     return bool(_REPLY_PREFIX_RE.match(subject))
 
 
+def subject_thread_key(subject: str) -> tuple[str, bool]:
+    """``(normalise_subject(subject), is_reply_subject(subject))`` with one regex match: the pattern is
+    anchored and never matches empty, so ``sub`` removes exactly the prefix ``match`` finds."""
+    m = _REPLY_PREFIX_RE.match(subject)
+    return collapse_ws(subject[m.end():] if m else subject).casefold(), m is not None
+
+
 def _walk(msg: Message, out: ParsedMessage) -> None:
     texts: list[str] = []
     htmls: list[str] = []

@@ -103,12 +103,14 @@ class FileSystem(Protocol):
 #: is written as zeros (ZERO_AHEAD bytes at a time). Why: on ext4 ``fallocate`` leaves *unwritten*
 #: extents, and the first write into each such 4 KiB block makes the next ``fdatasync`` commit the
 #: journal to convert it: 182 vs 113 us p50 for a 1,400-byte append + fdatasync here (2,000 interleaved
-#: pairs), i.e. every ~3rd durable mark_read paid ~70 us. Blocks written as zeros first need no
-#: conversion at the appends' syncs; the zeros' own device write and conversion go to the one sync after
-#: each zero-ahead. Larger appends convert several blocks per sync anyway and are left alone.
-ZERO_AHEAD_MAX_APPEND = 16 * 1024
-#: 256 KiB: ~190 appends of 1.4 KB between two zero-aheads (<1% of them pay its ~1 ms sync; ~25 us of
-#: the pwrite itself); 16 KiB appends pay it every 16th, still less in sum than a conversion per sync.
+#: pairs), i.e. every ~3rd durable mark_read paid ~70 us, and every single delivery (~38 KB) paid it.
+#: Blocks written as zeros first need no conversion at the appends' syncs; the zeros' own device write
+#: and conversion go to the one sync after each zero-ahead. In-process A/B of durable single deliveries
+#: (interleaved, same device): p50 889 / 782 / 733 us and mean 1,093 / 1,128 / 970 us with no zeros /
+#: a 16 KiB / this 64 KiB limit. Bulk batches (MBs) convert many blocks per sync anyway: left alone.
+ZERO_AHEAD_MAX_APPEND = 64 * 1024
+#: 256 KiB: ~190 mark_read appends of 1.4 KB (or ~7 deliveries) between two zero-aheads, each ~25 us
+#: of pwrite and one sync that writes the zeros too.
 ZERO_AHEAD = 256 * 1024
 _ZEROS = bytes(ZERO_AHEAD)
 

@@ -210,7 +210,8 @@ class VersionProbe:
     :func:`version_find_pure`. The probe holds every buffer its C array points into.
     """
 
-    __slots__ = ("arr", "group_end", "group_sorted", "ngroups", "total", "_keep", "view")
+    __slots__ = ("arr", "group_end", "group_sorted", "ngroups", "total", "_keep", "view", "nsources",
+                 "all_os")
 
     def __init__(self, groups: list[tuple[bool, list[ProbeTable]]]) -> None:
         flat = [(srt, pt) for srt, tables in groups for pt in tables]
@@ -243,6 +244,10 @@ class VersionProbe:
                 keep.append(kb)
                 e.ikeys, e.iends, e.iseqs = kb, ix.ends, ix.seqs  # type: ignore[attr-defined]
         self._keep = keep
+        #: Scan sources of the version (``lsm_scan_set_view``): one per L0 table, one per deeper level;
+        #: and whether C can read every table itself (all on OS files, with their block layouts).
+        self.nsources = sum(1 if srt else len(tables) for srt, tables in groups)
+        self.all_os = all(len(pt) > 4 and pt[4] >= 0 for _, pt in flat)
         #: What ``lsm_get`` takes: these arrays, plus the block cache and checksum flag (``set_reads``).
         self.view = _ffi.new("lsm_read_view *")
         v = self.view

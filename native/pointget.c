@@ -188,8 +188,8 @@ int64_t lsm_point_get(struct lsm_memtable *const *mems, size_t nmem, const lsm_p
  * read into a buffer on the stack instead of a malloc'd one. */
 #define STACK_IO (24 * 1024)
 
-int64_t lsm_block_fetch(lsm_block_cache *c, uint64_t table, int fd, uint64_t offset, uint64_t size, int verify,
-                        lsm_bc_entry **ent, uint64_t *out) {
+int64_t lsm_block_fetch(lsm_block_cache *c, uint64_t table, int fd, uint64_t offset, uint64_t size,
+                        int verify, lsm_bc_entry **ent, uint64_t *out) {
     /* Data block (offset, size) of `table` (fd >= 0: read with pread) as a block-cache entry the caller
      * holds a reference to (*ent): 1 if it came from the cache c (checked when it was published), 0 if it
      * was read now (a private entry: the caller checks the block, then lsm_bc_publish'es it, or releases
@@ -307,8 +307,8 @@ int64_t lsm_point_get_cached(struct lsm_memtable *const *mems, size_t nmem, cons
             lsm_bc_release(c, e);
             if (rc == 2) break;
         }
-        ti = lsm_point_get(mems, 0, t, group_end, group_sorted, ngroups, (size_t)ti + 1, ukey, ulen, snap, out,
-                           value);
+        ti = lsm_point_get(mems, 0, t, group_end, group_sorted, ngroups, (size_t)ti + 1, ukey, ulen, snap,
+                           out, value);
     }
 }
 

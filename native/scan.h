@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "pointget.h"
+
 struct lsm_memtable;
 
 /* Read-only skiplist cursors, defined at the end of memtable.c. */
@@ -33,6 +35,7 @@ int lsm_scan_set_mem(lsm_scan *s, size_t i, const struct lsm_memtable *m);
 int64_t lsm_scan_set_block(lsm_scan *s, size_t i, const uint8_t *blk, size_t len);
 void lsm_scan_set_done(lsm_scan *s, size_t i);
 void lsm_scan_set_page_min(lsm_scan *s, size_t n);
+int64_t lsm_scan_set_view(lsm_scan *s, size_t first, const lsm_read_view *v, uint64_t *err);
 struct lsm_block_cache;
 int64_t lsm_scan_set_table(lsm_scan *s, size_t i, struct lsm_block_cache *c, uint64_t table, int fd, int verify,
                            const uint64_t *boff, const uint64_t *bsize, uint64_t nblocks, uint64_t bi,

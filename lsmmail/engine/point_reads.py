@@ -183,7 +183,7 @@ class PointReads:
         and are read by ``TableReader.get_from``."""
         vp = self._probe
         if vp is None or vp[0]() is not v:
-            vp = self._probe = (weakref.ref(v), *self._version_probe(v))
+            vp = self._probe_of(v)
         try:
             s = _tls.p
         except AttributeError:
@@ -276,6 +276,14 @@ class PointReads:
                 if r is not None:
                     return r
         return None
+
+    def _probe_of(self, v: Version) -> tuple[weakref.ref[Version], _pointget.VersionProbe, list[TableReader]]:
+        """``(weakref to v, its VersionProbe, its table readers by position)``, kept for the last version
+        asked about (point reads and scans share it)."""
+        vp = self._probe
+        if vp is None or vp[0]() is not v:
+            vp = self._probe = (weakref.ref(v), *self._version_probe(v))
+        return vp
 
     def _version_probe(self, v: Version) -> tuple[_pointget.VersionProbe, list[TableReader]]:
         """``v``'s tables in point-read order (L0 newest first, then each level in key order), laid out

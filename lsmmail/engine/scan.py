@@ -20,7 +20,8 @@ from .iterators import concat, merge_entries, prime_sources, visible_entries
 from .keys import check_key, prefix_end
 from .memtable import MemTable
 from .memtable_native import NativeMemTable
-from .scan_native import native_scan
+from .point_reads import _VERSION_PROBE as _VIEW_SCANS
+from .scan_native import native_scan, native_scan_view
 from .version import FileMeta, Version
 
 if TYPE_CHECKING:
@@ -67,6 +68,7 @@ class Scans:
                         v: Version) -> list[tuple[int, bytes, bytes]]: ...
         def _table(self, f: FileMeta) -> TableReader: ...
         def _read_blob(self, ref: bytes) -> bytes: ...
+        def _probe_of(self, v: Version) -> tuple[Any, Any, list[TableReader]]: ...
 
     def scan(self, start: bytes | None = None, end: bytes | None = None, *, prefix: bytes | None = None,
              reverse: bool = False, snapshot: Snapshot | None = None) -> Iterator[tuple[bytes, bytes]]:
@@ -97,6 +99,13 @@ class Scans:
         mems = [m for m in (mem, *imms) if len(m)]
         tombs = self._tombstones(mem, imms, version)
         if self._scan_kernel and all(type(m) is NativeMemTable for m in mems):
+            cache = self._cache if isinstance(self._cache, NativeBlockCache) else None
+            if _VIEW_SCANS:
+                vp = self._probe_of(version)
+                if vp[1].all_os:
+                    # The kernel positions every table source and walks the levels' tables itself.
+                    return native_scan_view(mems, vp[1], vp[2], start, end, reverse, seq, tombs,
+                                            self._read_blob, version)
             table_sources: list[list[FileMeta]] = []
             for level, files in enumerate(version.levels):
                 if not files:
@@ -107,7 +116,6 @@ class Scans:
                 elif chosen:
                     table_sources.append(chosen)
             # One generator (native_scan translates read errors itself): a layer less per entry.
-            cache = self._cache if isinstance(self._cache, NativeBlockCache) else None
             return native_scan(mems, table_sources, self._table, start, end, reverse, seq, tombs,
                                self._read_blob, version, cache)
         cut = self._memtable_cut(version, start, end, reverse) if mems else None

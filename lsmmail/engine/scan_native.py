@@ -70,8 +70,8 @@ class _Scratch(threading.local):
         self.buf = native_lib._new("uint8_t[]", _BUF)
         self.offs = native_lib._new("uint64_t[]", 2 * _PAGE + 1)
         self.kinds = native_lib._new("uint8_t[]", _PAGE)
-        self.state = native_lib._new("uint64_t[]", 6)
-        self.err = native_lib._new("uint64_t[]", 2)
+        self.state = native_lib._new("uint64_t[]", 7)
+        self.err = native_lib._new("uint64_t[]", 3)
         self.fmt = native_lib._new("char[]", _FMT_CAP)
         self.view = _ffi.buffer(self.buf, _BUF)  # what struct.unpack_from cuts the page out of
 
@@ -203,6 +203,7 @@ def _pages(
     read_blob: Callable[[bytes], bytes],
     pin: object = None,
     cache: Any = None,
+    view: tuple[Any, list[TableReader]] | None = None,
 ) -> Iterator[Iterable[tuple[bytes, bytes]]]:
     """The pages of :func:`native_scan`: iterables of the visible ``(key, value)`` pairs of
     ``start <= key < end`` at ``snapshot_seq``, in key order or reverse. ``mems`` are native
@@ -214,7 +215,7 @@ def _pages(
     _pin = pin  # noqa: F841
     try:
         lib, ffi = _lib, _ffi
-        nsrc = len(mems) + len(table_sources)
+        nsrc = len(mems) + (len(table_sources) if view is None else view[0].nsources)
         ctx = lib.lsm_scan_new(nsrc, reverse, snapshot_seq, ffi.NULL if start is None else start,
                                0 if start is None else len(start), ffi.NULL if end is None else end,
                                0 if end is None else len(end))
@@ -223,7 +224,7 @@ def _pages(
         # The kernel holds block-cache entries until it is freed, so the cache must outlive it: the
         # destructor keeps the cache object alive.
         cptr = ffi.NULL if cache is None else cache.ptr
-        ctx = ffi.gc(ctx, lambda p, _c=cache: lib.lsm_scan_free(p))
+        ctx = ffi.gc(ctx, lambda p, _c=cache, _v=view: lib.lsm_scan_free(p))
         lib.lsm_scan_set_page_min(ctx, _PAGE_MIN)
         for seq, ts, te in tombs:
             if lib.lsm_scan_add_tombstone(ctx, seq, ts, len(ts), te, len(te)) < 0:
@@ -234,6 +235,10 @@ def _pages(
         assert sc is not None
         state, err = sc.state, sc.err
         srcs: list[_TableSource | None] = [None] * len(mems)
+        if view is not None:
+            rc = lib.lsm_scan_set_view(ctx, len(mems), view[0].view, err)
+            if rc < 0:
+                raise _block_error(view[1][err[2]], rc, int(err[0]), int(err[1]))
         for files in table_sources:
             j = len(srcs)
             src = _TableSource(files, open_table)
@@ -247,9 +252,10 @@ def _pages(
             if n < 0:
                 if n == _ESPACE:
                     raise MemoryError("scan kernel cannot allocate")
-                bad = srcs[int(state[1])]
-                assert bad is not None
-                raise _block_error(bad.table(bad.fi), int(n), int(state[2]), int(state[5]))
+                j = int(state[1])
+                bad = srcs[j] if j < len(srcs) else None
+                t = bad.table(bad.fi) if bad is not None else view[1][state[6]]  # type: ignore[index]
+                raise _block_error(t, int(n), int(state[2]), int(state[5]))
             # Read the whole state now: another scan on this thread may reuse it while this one yields.
             status, j, need, blobs = state[0], int(state[1]), int(state[2]), state[3]
             if n:
@@ -306,3 +312,24 @@ def native_scan(
     generator resumes only when the page is used up, and reads the next block only then)."""
     return chain.from_iterable(_pages(mems, table_sources, open_table, start, end, reverse, snapshot_seq,
                                       tombs, read_blob, pin, cache))
+
+
+def native_scan_view(
+    mems: list[Any],
+    probe: Any,
+    tables: list[TableReader],
+    start: bytes | None,
+    end: bytes | None,
+    reverse: bool,
+    snapshot_seq: int,
+    tombs: list[tuple[int, bytes, bytes]],
+    read_blob: Callable[[bytes], bytes],
+    pin: object = None,
+) -> Iterator[tuple[bytes, bytes]]:
+    """:func:`native_scan` over a whole version's tables as ``probe`` (``native_pointget.VersionProbe``,
+    every table on an OS file: ``probe.all_os``; ``tables`` its readers by position) lays them out: the
+    kernel positions each source (binary search over a level's tables and a table's index) and moves
+    between a level's tables by itself (``lsm_scan_set_view``), so a seek costs Python no work per source,
+    and reads blocks through the block cache the probe names. ``probe`` is kept alive by the scan."""
+    return chain.from_iterable(_pages(mems, [], lambda f: f, start, end, reverse, snapshot_seq,  # type: ignore[arg-type, return-value]
+                                      tombs, read_blob, pin, None, (probe, tables)))

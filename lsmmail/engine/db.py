@@ -47,7 +47,7 @@ from .manifest import (
     snapshot_edit,
 )
 from .memtable import MemTable
-from .memtable_native import NativeMemTable, new_memtable
+from .memtable_native import NativeMemTable, new_memtable, release_free_memory
 from .options import Options
 from .point_reads import PointReads
 from .scan import Scans
@@ -315,6 +315,7 @@ class DB(PointReads, WritePath, Maintenance, Scans):
         self._imms = []
         if self._cache is not None:
             self._cache.clear()
+        release_free_memory()
 
     def _close_readers(self) -> None:
         for r in list(self._tables.values()):

@@ -277,6 +277,14 @@ def pooled_chunk_bytes() -> int:
     return int(_lib.lsm_mem_pooled_bytes()) if _lib is not None else 0
 
 
+def release_free_memory() -> None:
+    """Return the free memory malloc keeps to the OS (``malloc_trim``; a no-op without the C extension or
+    glibc). For a closed DB: the blocks of its cache were freed into the arenas of the threads that read
+    them, where they stayed as RSS through the rest of the process."""
+    if _lib is not None:
+        _lib.lsm_mem_trim()
+
+
 def new_memtable(log_number: int) -> NativeMemTable | MemTable:
     """The memtable the DB uses: the C skiplist when the extension is loaded, else the pure twin
     (``LSMMAIL_PURE=1`` or no compiler at install)."""

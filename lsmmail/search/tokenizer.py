@@ -185,7 +185,7 @@ def body_text(text: str, html: str) -> str:
     import, so HTML is indexed only when there is no text/plain alternative (the same rule as the mail
     layer's preview). Trade-off: words only in the HTML of a message that also has text are not found.
     """
-    return text if text.strip() else html_to_text(html)
+    return text if text and not text.isspace() else html_to_text(html)  # = text.strip(), without the copy
 
 
 Postings = dict[str, list[int]]  # term -> ascending positions (empty for position-less specials)
@@ -219,6 +219,7 @@ def words_raw_pure(text: str) -> tuple[bytes, int]:
 
 _lib = native._lib  # the *_native twin works even under LSMMAIL_PURE=1 (for the differential tests)
 _ffi = native._ffi
+_new_bytes = _ffi.new_allocator(should_clear_after_alloc=False) if _ffi is not None else None
 #: Byte c non-zero iff chr(c) is a word character (``[^\W_]``, the very class of :data:`_WORD`), for the
 #: Basic Multilingual Plane: the kernel's Unicode word class, from Python's own Unicode database, so both
 #: sides agree. Built on the first non-ASCII text (a few ms: letters come in long runs of code points).
@@ -256,7 +257,7 @@ def words_raw_native(text: str) -> tuple[bytes, int]:
         bitmap = _alnum_table()
     if not data:
         return b"", 0
-    out = _ffi.new("uint8_t[]", len(data))
+    out = _new_bytes("uint8_t[]", len(data))  # written by the kernel before it is read: no zero-fill
     out_len = _ffi.new("size_t *")
     n = _lib.lsm_tokenize(data, len(data), bitmap, MAX_TOKEN_BYTES, out, out_len)
     if n < 0:

@@ -42,10 +42,13 @@ struct lsm_cq {
     pthread_mutex_t mu;
     pthread_cond_t grew; /* signalled by a push while a leader waits for its group to fill */
     int leader_waits;
+    int64_t wait_target; /* the queue length a waiting leader wants (push signals `grew` only there) */
     lsm_cqw *head, *tail;
     int64_t len;
     uint8_t *buf; /* the commit section's framing buffer (only its holder touches it) */
     size_t cap;
+    uint8_t *rep; /* the commit section's scratch for lsm_cq_commit_kv's batch entries */
+    size_t rep_cap;
 };
 
 lsm_cq *lsm_cq_new(void) {
@@ -70,6 +73,7 @@ fail:
 void lsm_cq_free(lsm_cq *q) {
     if (!q) return;
     free(q->buf);
+    free(q->rep);
     pthread_cond_destroy(&q->grew);
     pthread_mutex_destroy(&q->mu);
     free(q);
@@ -105,7 +109,9 @@ static void push_locked(lsm_cq *q, lsm_cqw *w, const uint8_t *rep, size_t len, u
     else q->head = w;
     q->tail = w;
     q->len++;
-    if (q->leader_waits) pthread_cond_signal(&q->grew);
+    /* Only the push that completes the waiting leader's group wakes it (each wake is a context switch:
+     * signalling on every push woke the leader ~7 times per group of 8 for nothing). */
+    if (q->leader_waits && q->len >= q->wait_target) pthread_cond_signal(&q->grew);
 }
 
 /* The head's group: the head, then each following writer until one that leads alone, one that wants a
@@ -127,6 +133,7 @@ static size_t group_locked(lsm_cq *q, uint64_t max_bytes, uint64_t *addrs, size_
             deadline.tv_nsec -= 1000000000;
         }
         q->leader_waits = 1;
+        q->wait_target = wait_for;
         while (q->len < wait_for)
             if (pthread_cond_timedwait(&q->grew, &q->mu, &deadline) == ETIMEDOUT) break;
         q->leader_waits = 0;
@@ -343,6 +350,63 @@ int64_t lsm_cq_commit_framed(lsm_cq *q, int fd, uint64_t offset, uint64_t block_
         seq += w->count;
     }
     return 0;
+}
+
+static size_t put_varint(uint8_t *p, uint64_t v) {
+    size_t n = 0;
+    while (v >= 0x80) {
+        p[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    p[n++] = (uint8_t)v;
+    return n;
+}
+
+#define KIND_DELETE 0
+#define KIND_PUT 1
+#define MAX_SEQUENCE (((uint64_t)1 << 56) - 1)
+
+int64_t lsm_cq_commit_kv(lsm_cq *q, int fd, uint64_t offset, uint64_t block_offset, int do_sync, void *mem,
+                         uint64_t seq, int kind, const uint8_t *key, size_t klen, const uint8_t *value,
+                         size_t vlen, uint64_t *out) {
+    /* lsm_cq_commit_framed (n == 0) of the batch holding the single entry (kind, key, value) -- a PUT,
+     * or a DELETE (value ignored) -- encoded here as WriteBatch does (docs/format.md "WAL record
+     * payload"), so a single put or delete is one call from Python. The caller holds the commit
+     * section and checked the key (1..65535 bytes) and value (< 2**32 bytes). out[] as
+     * lsm_cq_commit_framed, plus out[5] = the entries' encoded length (the batch's size is 12 more).
+     * LSM_EINVAL for another kind or a sequence number past 56 bits, before anything is written. */
+    out[5] = 0;
+    if ((kind != KIND_PUT && kind != KIND_DELETE) || seq > MAX_SEQUENCE || seq == 0) {
+        out[0] = out[1] = out[2] = out[3] = out[4] = 0;
+        return LSM_EINVAL;
+    }
+    if (kind == KIND_DELETE) vlen = 0;
+    size_t need = 1 + 10 + klen + 10 + vlen;
+    if (need > q->rep_cap) {
+        size_t cap = q->rep_cap ? q->rep_cap : 4096;
+        while (cap < need) cap *= 2;
+        uint8_t *b = realloc(q->rep, cap);
+        if (!b) {
+            out[0] = out[1] = out[2] = out[3] = out[4] = 0;
+            return LSM_ESPACE;
+        }
+        q->rep = b;
+        q->rep_cap = cap;
+    }
+    uint8_t *p = q->rep;
+    size_t n = 0;
+    p[n++] = (uint8_t)kind;
+    n += put_varint(p + n, klen);
+    memcpy(p + n, key, klen);
+    n += klen;
+    if (kind == KIND_PUT) {
+        n += put_varint(p + n, vlen);
+        if (vlen) memcpy(p + n, value, vlen);
+        n += vlen;
+    }
+    int64_t r = lsm_cq_commit_framed(q, fd, offset, block_offset, do_sync, mem, seq, 0, p, n, 1, out);
+    out[5] = n;
+    return r;
 }
 
 int64_t lsm_wal_commit_one(int fd, const uint8_t *buf, size_t len, uint64_t offset, int do_sync, void *mem,

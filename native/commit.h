@@ -30,6 +30,9 @@ int64_t lsm_cq_frame_bound(size_t rep_bytes, size_t nrec);
 int64_t lsm_cq_commit_framed(lsm_cq *q, int fd, uint64_t offset, uint64_t block_offset, int do_sync, void *mem,
                              uint64_t first_seq, size_t n, const uint8_t *rep, size_t rep_len, uint64_t count,
                              uint64_t *out);
+int64_t lsm_cq_commit_kv(lsm_cq *q, int fd, uint64_t offset, uint64_t block_offset, int do_sync, void *mem,
+                         uint64_t seq, int kind, const uint8_t *key, size_t klen, const uint8_t *value,
+                         size_t vlen, uint64_t *out);
 int64_t lsm_cq_finish(lsm_cq *q, size_t n, int64_t status);
 int64_t lsm_cq_len(lsm_cq *q);
 

@@ -19,10 +19,10 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from .. import native
-from .batch import encode_header, encode_single_put
-from .errors import Corruption, IOFailure, LsmError
+from .batch import MAX_VALUE_SIZE, encode_header, encode_single_put
+from .errors import Corruption, InvalidArgument, IOFailure, LsmError
 from .fs import _OsWritable
-from .keys import KIND_RANGE_DEL
+from .keys import KIND_RANGE_DEL, MAX_KEY_SIZE
 from .memtable import ENTRY_OVERHEAD
 from .memtable_native import NativeMemTable
 from .wal import LogWriter
@@ -45,6 +45,7 @@ GROUP_WAIT_NS = 100_000
 _lib = native._lib
 _from_buffer = native._ffi.from_buffer if native._ffi is not None else None
 _ECORRUPT = -1
+_ESPACE = -2
 _ffi = native._ffi
 
 
@@ -139,6 +140,37 @@ class _NullFile:
         pass
 
 
+def _raise_commit_error(rc: int, out: Any, log: LogWriter) -> None:
+    """Raise what a failed C commit (``rc`` < 0, ``out[3]`` the failed step) means: a memtable error
+    (malformed batch, arena cannot grow), or the ``OSError`` of the write or fdatasync, after which the
+    log refuses further appends."""
+    if out[3] == 3:
+        raise Corruption("malformed write batch") if rc == _ECORRUPT else MemoryError(
+            "memtable arena cannot grow")
+    if out[3] == 0:
+        # Refused before anything was written: no framing buffer, or (lsm_cq_commit_kv) a sequence
+        # number past 56 bits.
+        if rc == _ESPACE:
+            raise MemoryError("cannot grow the WAL framing buffer")
+        raise InvalidArgument("the write cannot be framed (sequence numbers past 56 bits?)")
+    log.fail()
+    code = -rc
+    raise OSError(code, f"{'fdatasync' if out[3] == 2 else 'write'}: {os.strerror(code)}")
+
+
+def frame_bound(rep_bytes: int, nrec: int) -> int:
+    """``lsm_cq_frame_bound`` without a C call: an upper bound of the framed size of ``nrec`` records
+    whose entries total ``rep_bytes`` (what :meth:`LogWriter.reserve` needs before the C commit)."""
+    total = _BATCH_HEADER + rep_bytes
+    return total + (total // (_LOG_BLOCK - 13) + 2) * 13 + nrec * (_BATCH_HEADER + 26)
+
+
+_BATCH_HEADER = 12
+_LOG_BLOCK = 32768
+#: The most bytes a single entry's encoding adds to its key and value: kind byte and two varints.
+_KV_OVERHEAD = 11
+
+
 class _ThreadWriter:
     """A thread's C writer slot (it is in the queue at most once: a thread commits one batch at a time)
     and the leader's scratch arrays."""
@@ -192,6 +224,7 @@ class NativeWriteQueue:
         if cq == _ffi.NULL:
             raise MemoryError("cannot allocate a commit queue")
         self.cq = _ffi.gc(cq, _lib.lsm_cq_free)
+        self.kv_out = _ffi.new("uint64_t[6]")  # lsm_cq_commit_kv's, used under the commit section
         # The Python writer behind each queued C slot, by slot address (set before joining).
         self.by_writer: dict[int, _Writer] = {}
         # Errors of failed groups; a follower gets -(index + 1) as its status.
@@ -327,6 +360,72 @@ class NativeCommit:
         if err is not None:
             raise err
 
+    def _commit_kv(self, kind: int, key: object, value: object) -> bool:
+        """An unsynced single put or delete in one C call (``lsm_cq_commit_kv``: encode, frame, write,
+        insert) when the solo lane is free and nothing needs doing first; False, having done nothing,
+        when the caller must take the general path (arguments the fast checks do not pass, writers
+        queued, the memtable full, level 0 at the slowdown trigger, the DB poisoned or closing).
+        Raises the commit's error (and poisons the DB) like the general path."""
+        if (type(key) is not bytes or type(value) is not bytes or not 0 < len(key) <= MAX_KEY_SIZE
+                or len(value) > MAX_VALUE_SIZE):
+            return False
+        q = self._writers
+        if q.joined or self._poisoned is not None or self._closing or self._closed:
+            return False
+        section = q.section
+        if not section.acquire(False):
+            return False
+        try:
+            mem = self._mem
+            opts = self.options
+            # _make_room_for_write's checks: with room and no slowdown it does nothing.
+            if (mem.approximate_size >= opts.memtable_size or type(mem) is not NativeMemTable
+                    or len(self._current.levels[0]) >= opts.l0_slowdown_trigger):
+                return False
+            log = self._log
+            assert log is not None
+            # Only the holder of the commit section moves _last_seq, so it is read without _mu.
+            seq = self._last_seq + 1
+            f = log.file
+            out = q.kv_out
+            try:
+                log.reserve(frame_bound(len(key) + len(value) + _KV_OVERHEAD, 1))
+                rc = _lib.lsm_cq_commit_kv(q.cq, f.fileno(), f.size(), log.block_offset, 0, mem._m, seq, kind,
+                                           key, len(key), value, len(value), out)
+                log.advance(out[4])
+                f.advance(out[2])
+                if rc < 0:
+                    _raise_commit_error(rc, out, log)
+                mem.approximate_size += out[1] + ENTRY_OVERHEAD
+                mem.num_entries += 1
+                if seq > mem.largest_seq:
+                    mem.largest_seq = seq
+                with self._mu:
+                    self._last_seq = seq
+                    st = self._stats
+                    st["user_bytes_written"] += _BATCH_HEADER + out[5]
+                    st["wal_bytes_written"] += out[4]
+                    st["group_commits"] += 1
+                    st["grouped_writes"] += 1
+                    self._last_group = 1
+            except OSError as e:
+                err = IOFailure(e.errno, f"WAL write failed: {e}")
+                with self._mu:
+                    self._poison(err)
+                raise err from e
+            except BaseException as e:
+                # Also a KeyboardInterrupt between the commit and the publication: the entry may be in
+                # the log and memtable under an unpublished sequence number, so no write may follow.
+                with self._mu:
+                    self._poison(e)
+                raise
+            return True
+        finally:
+            section.release()
+            if self._closing:
+                with self._mu:
+                    self._write_cv.notify_all()
+
     def _native_finish(self, q: NativeWriteQueue, n: int, status: int) -> None:
         _lib.lsm_cq_finish(q.cq, n, status)
         if self._closing:
@@ -369,7 +468,7 @@ class NativeCommit:
                 # Framing and checksums in C too (XXH3 from the xxhash package): nothing per record here.
                 g = group[0]
                 rep_bytes = len(g.rep) if len(group) == 1 else sum(len(x.rep) for x in group)
-                log.reserve(_lib.lsm_cq_frame_bound(rep_bytes, len(group)))
+                log.reserve(frame_bound(rep_bytes, len(group)))
                 f = log.file
                 for x in group:
                     assert x.entries is not None
@@ -394,12 +493,7 @@ class NativeCommit:
                                             mem._m, first_seq, len(group), out)
             f.advance(out[2])
             if rc < 0:
-                if out[3] == 3:
-                    raise Corruption("malformed write batch") if rc == _ECORRUPT else MemoryError(
-                        "memtable arena cannot grow")
-                log.fail()
-                code = -rc
-                raise OSError(code, f"{'fdatasync' if out[3] == 2 else 'write'}: {os.strerror(code)}")
+                _raise_commit_error(rc, out, log)
             _account(mem, first_seq, group, out[1], out[0])
         except OSError as e:
             err = IOFailure(e.errno, f"WAL write failed: {e}")
@@ -416,4 +510,4 @@ class NativeCommit:
 
 
 #: Whether native/commit.c frames WAL records itself (checked once against the Python framing).
-_C_FRAMING = _setup_c_framing()
+C_FRAMING = _C_FRAMING = _setup_c_framing()

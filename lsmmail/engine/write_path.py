@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 
 from .. import native
 from .batch import BATCH_HEADER_SIZE, WriteBatch, encode_single_put
-from .commit_queue import NativeCommit, NativeWriteQueue, _Writer, frame_group, pick_group
+from .commit_queue import C_FRAMING, NativeCommit, NativeWriteQueue, _Writer, frame_group, pick_group
 from .errors import DBClosed, InvalidArgument, IOFailure, LsmError, ReadOnlyError
 from .fs import OsFileSystem
-from .keys import KIND_PUT
+from .keys import KIND_DELETE, KIND_PUT
 from .memtable_native import new_memtable
 from .wal import WAL_PREALLOCATE, LogWriter
 
@@ -70,11 +70,19 @@ class WritePath(NativeCommit):
         also what every test file system such as the fault-injecting one runs through)."""
         if NATIVE_COMMIT and native._lib is not None and native.AVAILABLE and type(self._fs) is OsFileSystem:
             self._submit = self._submit_native  # type: ignore[method-assign]
+            self._kv_lane = C_FRAMING
             return NativeWriteQueue()
         return deque()
 
+    #: Whether an unsynced single put or delete may try :meth:`_commit_kv` (the C queue with C framing).
+    _kv_lane = False
+
     def put(self, key: bytes, value: bytes, *, sync: bool | None = None) -> None:
         """Set ``key`` to ``value``. Durability: see the module docstring (``sync``)."""
+        if sync is None:
+            sync = self.options.sync_writes
+        if not sync and self._kv_lane and self._commit_kv(KIND_PUT, key, value):
+            return
         rep = encode_single_put(key, value)
         if rep is None:
             b = WriteBatch()
@@ -82,11 +90,14 @@ class WritePath(NativeCommit):
             self.write(b, sync=sync)
             return
         # The batch of one put, encoded directly (WriteBatch object, its list and copies: ~1 us).
-        sync = self.options.sync_writes if sync is None else bool(sync)
-        self._submit(_Writer([(KIND_PUT, key, value)], sync, BATCH_HEADER_SIZE + len(rep), rep=rep))
+        self._submit(_Writer([(KIND_PUT, key, value)], bool(sync), BATCH_HEADER_SIZE + len(rep), rep=rep))
 
     def delete(self, key: bytes, *, sync: bool | None = None) -> None:
         """Remove ``key`` (no error if it is absent)."""
+        if sync is None:
+            sync = self.options.sync_writes
+        if not sync and self._kv_lane and self._commit_kv(KIND_DELETE, key, b""):
+            return
         b = WriteBatch()
         b.delete(key)
         self.write(b, sync=sync)

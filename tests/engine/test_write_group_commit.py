@@ -237,3 +237,56 @@ def test_failed_unsynced_write_in_the_solo_lane_refuses_writes(tmp_path: Path) -
         db.close()
     with DB.open(d) as db:
         assert db.get(b"a") == b"1"
+
+
+def _single_ops(db: DB) -> None:
+    """Single puts and deletes the C kv lane takes (short and 200-byte keys, empty to 20 KB values) and
+    ones it leaves to the general path (bytearray arguments, synced writes), with batches between."""
+    for i in range(400):
+        k = b"k%03d" % (i % 150) if i % 7 else b"K" * 200 + b"%d" % (i % 9)
+        if i % 13 == 12:
+            db.delete(k)
+        elif i % 29 == 28:
+            db.delete(bytearray(k))
+        elif i % 31 == 30:
+            db.put(bytearray(k), b"ba%d" % i)
+        elif i % 17 == 16:
+            db.put(k, b"s%d" % i, sync=True)
+        elif i % 19 == 18:
+            b = WriteBatch()
+            b.put(k, b"b%d" % i)
+            b.delete(k + b"x")
+            db.write(b)
+        else:
+            db.put(k, b"v%d" % i * (i % 5) if i % 11 else bytes(20_000))
+
+
+@pytest.mark.parametrize("memtable_size", [1 << 20, 16 * 1024])
+@needs_native
+def test_single_writes_same_log_and_db_on_both_queues(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      memtable_size: int) -> None:
+    """The C kv lane (one call per unsynced single put or delete) against the Python queue: the same WAL
+    bytes, statistics, memtable and database, after a reopen too. With small memtables the lane steps
+    aside whenever the memtable is full and the general path switches it."""
+    results = []
+    for native_commit in (True, False):
+        monkeypatch.setattr(write_path, "NATIVE_COMMIT", native_commit)
+        d = str(tmp_path / f"db{native_commit}")
+        db = DB.open(d, Options(memtable_size=memtable_size, background_work=False))
+        assert db._kv_lane is native_commit
+        try:
+            _single_ops(db)
+            assert db._log is not None
+            log_path = os.path.join(d, f"{db._mem.log_number:06d}.log")
+            with open(log_path, "rb") as f:
+                wal = f.read(db._log.size)
+            keys = ("user_bytes_written", "wal_bytes_written", "group_commits", "grouped_writes", "flushes")
+            st = {k: db._stats[k] for k in keys}
+            mem = (db._mem.approximate_size, db._mem.num_entries, db._mem.largest_seq, db._last_seq)
+            results.append((wal, st, mem, dict(db.scan())))
+        finally:
+            db.close()
+        with DB.open(d) as db:
+            assert dict(db.scan()) == results[-1][3]
+    assert results[0] == results[1]
+    assert len(results[0][3]) > 100

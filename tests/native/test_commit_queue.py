@@ -91,6 +91,33 @@ def test_join_of_the_head_returns_its_group_at_once() -> None:
     assert lib.lsm_cq_finish(q, 1, 0) == 0
 
 
+def test_waiting_leader_wakes_when_its_group_is_complete() -> None:
+    """A head waiting (up to an hour) for a group of three is woken by the push that makes three -- the
+    only push that signals it -- and takes all three."""
+    q = _q()
+    got: list[int] = []
+
+    def leader() -> None:
+        w = _w()
+        addrs = ffi.new("uint64_t[]", MAXN)
+        need = ffi.new("int *")
+        got.append(lib.lsm_cq_join(q, w, b"", 0, 0, 1, 1, 0, 1 << 20, addrs, MAXN, need, 3, 3600 * 10**9))
+        lib.lsm_cq_finish(q, got[-1], 0)
+
+    t = threading.Thread(target=leader)
+    t.start()
+    while lib.lsm_cq_len(q) < 1:
+        threading.Event().wait(0.001)
+    others = [_w() for _ in range(2)]
+    lib.lsm_cq_push(q, others[0], b"", 0, 0, 1, 1, 0)
+    threading.Event().wait(0.01)
+    assert t.is_alive()  # two queued: still waiting
+    lib.lsm_cq_push(q, others[1], b"", 0, 0, 1, 1, 0)
+    t.join(60)
+    assert not t.is_alive() and got == [3]
+    assert lib.lsm_cq_len(q) == 0
+
+
 def _rep(entries: list[tuple[int, bytes, bytes]]) -> bytes:
     return encode_batch(0, entries)[12:]
 
@@ -307,3 +334,60 @@ def test_c_framing_equals_encode_record(batches: list[list[tuple[int, bytes, byt
     assert (block_offset + len(want)) % 32768 == writer._block_offset % 32768
     assert sorted(k for k, _, _, _ in mem.entries(None, None)) == sorted(
         k for b in batches for _, k, _ in b)
+
+
+@pytest.mark.skipif(not commit_queue._C_FRAMING, reason="XXH3 could not be handed to C")
+@settings(max_examples=150, deadline=None)
+@given(kind=st.sampled_from([KIND_PUT, KIND_DELETE]),
+       key=st.one_of(st.binary(min_size=1, max_size=200), st.integers(1, 65535).map(lambda n: b"k" * n)),
+       value=st.one_of(st.binary(max_size=200), st.sampled_from([127, 128, 16383, 16384, 70_000]).map(bytes)),
+       block_offset=st.one_of(st.integers(0, 32767), st.integers(32760, 32768)),
+       seq=st.integers(1, (1 << 56) - 1))
+def test_commit_kv_equals_write_batch(kind: int, key: bytes, value: bytes, block_offset: int,
+                                      seq: int) -> None:
+    """lsm_cq_commit_kv of one entry = framing WriteBatch's encoding of it (LogWriter.encode_record)
+    + NativeMemTable.add_batch: same log bytes, memtable contents and sizes; out[5] is the entries'
+    length, so 12 + out[5] is the batch's byte_size."""
+    b = WriteBatch()
+    if kind == KIND_PUT:
+        b.put(key, value)
+    else:
+        b.delete(key)
+    rep = b.encoded_entries()
+    want_log = LogWriter(_NoFile(), block_offset % 32768).encode_record(encode_header(seq, 1) + rep)
+    want = NativeMemTable(1)
+    want.add_batch(seq, list(b.entries), rep)
+    got = NativeMemTable(1)
+    out = ffi.new("uint64_t[6]")
+    fd = os.memfd_create("kv-test")
+    try:
+        bound = commit_queue.frame_bound(len(key) + len(value) + commit_queue._KV_OVERHEAD, 1)
+        rc = lib.lsm_cq_commit_kv(_q(), fd, 5, block_offset, 0, got._m, seq, kind, key, len(key), value,
+                                  len(value), out)
+        log = os.pread(fd, len(want_log) + 6, 0)
+    finally:
+        os.close(fd)
+    assert rc == 0
+    assert log == bytes(5) + want_log and out[2] == out[4] == len(want_log) <= bound
+    assert out[5] + 12 == b.byte_size
+    _account(got, seq, [_Writer(list(b.entries), False, 0, rep=rep)], out[1], out[0])
+    assert list(got.entries(None, None)) == list(want.entries(None, None))
+    assert (got.approximate_size, got.num_entries, got.largest_seq) == (
+        want.approximate_size, want.num_entries, want.largest_seq)
+
+
+def test_commit_kv_refuses_before_writing() -> None:
+    """A kind other than PUT/DELETE, or a sequence number of 0 or past 56 bits, is refused with
+    nothing written or inserted; a failed write reports its errno and step."""
+    mem = NativeMemTable(1)
+    out = ffi.new("uint64_t[6]")
+    fd = os.memfd_create("kv-refuse")
+    try:
+        for kind, seq in ((KIND_RANGE_DEL, 1), (7, 1), (KIND_PUT, 0), (KIND_PUT, 1 << 56)):
+            assert lib.lsm_cq_commit_kv(_q(), fd, 0, 0, 0, mem._m, seq, kind, b"k", 1, b"v", 1, out) == -3
+            assert out[2] == out[3] == out[4] == 0
+        assert os.fstat(fd).st_size == 0 and len(list(mem.entries(None, None))) == 0
+    finally:
+        os.close(fd)
+    assert lib.lsm_cq_commit_kv(_q(), -1, 0, 0, 0, mem._m, 1, KIND_PUT, b"k", 1, b"v", 1, out) == -9
+    assert out[3] == 1 and len(list(mem.entries(None, None))) == 0

@@ -115,14 +115,29 @@ def prepare_parsed(raw: bytes, parsed: mime.ParsedMessage, search: bool) -> Prep
         dedup = schema.dedup_tail(schema.DEDUP_MESSAGE_ID, parsed.message_id.encode("utf-8", "surrogatepass"))
     else:
         dedup = schema.dedup_tail(schema.DEDUP_CONTENT, hashlib.sha256(raw).digest())
-    refs = [schema.dedup_tail(schema.DEDUP_MESSAGE_ID, ref.encode("utf-8", "surrogatepass"))
-            for ref in [*parsed.in_reply_to, *reversed(parsed.references)]]
+    refs = [_ref_tail(ref) for ref in [*parsed.in_reply_to, *reversed(parsed.references)]]
     subject_digest, reply = _subject_key(parsed.subject)
     return Prepared(
         dedup, refs, pre, post, details,
         encode_body(parsed.text, parsed.html) if parsed.text or parsed.html else None,
         atts, subject_digest, reply, analysed,
     )
+
+
+#: Referenced Message-ID -> its dedup key tail: a thread's messages repeat their predecessors' ids in
+#: References (3.5 per message in the bench sample, 4 of 5 seen before; ~1 us each). Bounded.
+_REF_TAILS: dict[str, bytes] = {}
+_REF_TAILS_MAX = 16384
+
+
+def _ref_tail(ref: str) -> bytes:
+    tail = _REF_TAILS.get(ref)
+    if tail is None:
+        tail = schema.dedup_tail(schema.DEDUP_MESSAGE_ID, ref.encode("utf-8", "surrogatepass"))
+        if len(_REF_TAILS) >= _REF_TAILS_MAX:
+            _REF_TAILS.clear()
+        _REF_TAILS[ref] = tail
+    return tail
 
 
 #: Subject -> (digest of its normalised form or None, is it a reply): a pure function of the subject, and

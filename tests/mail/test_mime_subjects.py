@@ -27,3 +27,11 @@ def test_memoised_subject_key(subject: str) -> None:
     expected = (schema.digest(norm.encode("utf-8")) if norm else None, mime.is_reply_subject(subject))
     assert import_pool._subject_key(subject) == expected
     assert import_pool._subject_key(subject) == expected  # a hit
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(max_size=30))
+def test_memoised_reference_tail(ref: str) -> None:
+    expected = schema.dedup_tail(schema.DEDUP_MESSAGE_ID, ref.encode("utf-8", "surrogatepass"))
+    assert import_pool._ref_tail(ref) == expected
+    assert import_pool._ref_tail(ref) == expected  # a hit

@@ -272,15 +272,16 @@ class NativeMemTable:
 
 def pooled_chunk_bytes() -> int:
     """Bytes of freed arena chunks native/memtable.c keeps for the next memtables (process-wide, at
-    most 32 chunks of 1 MiB; see POOL_MAX there). Arena chunks are mapped and unmapped directly, not
-    taken from malloc, so a dropped memtable's memory beyond this goes back to the OS at once."""
+    most 64 chunks of 1 MiB; see POOL_MAX there; emptied by :func:`release_free_memory`). Arena chunks
+    are mapped and unmapped directly, not taken from malloc, so a dropped memtable's memory beyond this
+    goes back to the OS at once."""
     return int(_lib.lsm_mem_pooled_bytes()) if _lib is not None else 0
 
 
 def release_free_memory() -> None:
-    """Return the free memory malloc keeps to the OS (``malloc_trim``; a no-op without the C extension or
-    glibc). For a closed DB: the blocks of its cache were freed into the arenas of the threads that read
-    them, where they stayed as RSS through the rest of the process."""
+    """Return to the OS the free memory malloc keeps (``malloc_trim``, glibc only) and the pooled memtable
+    chunks; a no-op without the C extension. For a closed DB: the blocks of its cache were freed into
+    the arenas of the threads that read them, where they stayed as RSS through the rest of the process."""
     if _lib is not None:
         _lib.lsm_mem_trim()
 

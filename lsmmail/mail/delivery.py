@@ -7,6 +7,8 @@ thread, attachment holders, change log, search record) into a transaction; send 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sized
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
 from . import mime, schema
 from .errors import MessageTooLarge
@@ -16,6 +18,23 @@ from .listeners import _notifies
 from .records import ImportResult, join_summary, message_record
 from .store_core import StoreCore
 from .txn import Txn, UserState
+
+#: Import batches per pipeline round (``Delivery._import_round``): their results are yielded together, once
+#: the last one is durable. Within a round, each batch's write (WAL append + fdatasync: ~19% of the
+#: storing thread's wall time in an import, fdatasync alone ~13%) runs while the next batch is taken and
+#: built, so 7 of 8 writes overlap. 8 batches of 64 = 512 messages, ~0.2-0.3 s between acknowledgements.
+PIPELINE_BATCHES = 8
+
+
+@dataclass
+class _InFlight:
+    """A batch of a pipelined import whose write was started: its transaction, the write, whether it holds
+    the attachment lock, and the values of the per-user keys it read or wrote (``_build_batch``)."""
+
+    txn: Txn
+    future: Future[None]
+    att_locked: bool
+    seen: dict[bytes, bytes | None]
 
 
 class Delivery(StoreCore):
@@ -47,8 +66,11 @@ class Delivery(StoreCore):
     ) -> Iterator[ImportResult]:
         """Bulk import: like deliver for each message, but ``batch_size`` messages (default
         ``import_batch_size``, 64) share ONE WriteBatch and one fdatasync. Results are yielded only after
-        their batch is durable; a crash loses at most the batch being written, never part of a message
-        (each batch is atomic). Oversized messages yield status ``too_large`` instead of raising.
+        their batch is durable, in rounds of up to ``PIPELINE_BATCHES`` batches (512 messages): within a
+        round, the next batch is prepared while the previous one is written and synced. A crash loses at
+        most the batches not yet acknowledged, never part of a message (each batch is atomic, and a batch
+        is written only after the one before it is durable). Oversized messages yield status
+        ``too_large`` instead of raising.
 
         ``workers``: processes sharing the import, counting this one: N >= 2 starts N - 1 worker
         processes that parse and analyse messages ahead (``import_pool``) while this process stores them,
@@ -63,32 +85,134 @@ class Delivery(StoreCore):
             workers = self._opts.import_workers
         if workers is None:
             workers = auto_workers(len(raws) if isinstance(raws, Sized) else None)
-        search = self._search is not None
-        for start, chunk, prepared in prepared_chunks(raws, size, self._opts.max_message_size, search,
-                                                      max(0, workers - 1)):
-            yield from self._import_batch(u, n, start, chunk, prepared, read)
+        chunks = prepared_chunks(raws, size, self._opts.max_message_size, self._search is not None,
+                                 max(0, workers - 1))
+        try:
+            if PIPELINE_BATCHES <= 1 or (isinstance(raws, Sized) and len(raws) <= size):
+                # One batch (or pipelining off): nothing to overlap, no writer thread to start.
+                for start, chunk, prepared in chunks:
+                    yield from self._import_batch(u, n, start, chunk, prepared, read)
+                return
+            with ThreadPoolExecutor(1, thread_name_prefix="lsmmail-import-write") as writer:
+                while True:
+                    results = self._import_round(u, n, chunks, read, writer)
+                    if results is None:
+                        return
+                    yield from results
+        finally:
+            chunks.close()  # stops the worker processes now, also when the caller abandons the import
 
     @_notifies
     def _import_batch(
         self, u: UserState, folder: int, start: int, raws: list[bytes], prepared: list[Prepared | None],
         read: bool,
     ) -> list[ImportResult]:
-        results = []
+        """Store one chunk as one batch, written before this returns (``PIPELINE_BATCHES`` = 1)."""
         with u.lock:
             txn = self._txn()
-            any_created = False
-            dkeys, known = self._prefetch(u, prepared)
-            for i, (raw, prep, dkey) in enumerate(zip(raws, prepared, dkeys, strict=True), start):
-                if prep is None:
-                    results.append(ImportResult(i, "too_large", None))
-                    continue
-                mid, created = self._add_prepared(txn, u, raw, prep, folder, read=read, dkey=dkey,
-                                                  known=known)
-                any_created |= created
-                results.append(ImportResult(i, "stored" if created else "duplicate", id_to_str(mid)))
-            if any_created:
+            results, created, _ = self._build_batch(txn, u, folder, start, raws, prepared, read, None)
+            if created:
                 self._commit_with_attachments(txn)
         return results
+
+    @_notifies
+    def _import_round(
+        self, u: UserState, folder: int, chunks: Iterator[tuple[int, list[bytes], list[Prepared | None]]],
+        read: bool, writer: ThreadPoolExecutor,
+    ) -> list[ImportResult] | None:
+        """Store up to PIPELINE_BATCHES chunks, one batch each, and return their results once every one
+        is durable (None when ``chunks`` is exhausted). While batch k is written (WAL append +
+        fdatasync on ``writer``'s thread), this thread takes chunk k+1 (parsing it itself when the
+        workers are behind) and builds batch k+1 on top of batch k's state (``_build_batch``); batch k+1
+        is written only after batch k is durable and installed.
+
+        Why a round and not an endless pipeline: nothing may be in flight when the caller gets control
+        (at a yield), since the caller may call the store from this very thread, and the user's (re-
+        entrant) lock would not stop it from building on state that a write in flight is about to
+        replace. A write's error is raised here after its batch's successor was dropped unwritten;
+        memory stays equal to what is on disk."""
+        results: list[ImportResult] = []
+        got_any = False
+        with u.lock:
+            inflight: _InFlight | None = None
+            try:
+                for _ in range(PIPELINE_BATCHES):
+                    item = next(chunks, None)  # while ``inflight`` is being written
+                    if item is None:
+                        break
+                    got_any = True
+                    start, raws, prepared = item
+                    txn = self._txn()
+                    res, created, seen = self._build_batch(txn, u, folder, start, raws, prepared, read,
+                                                           inflight)
+                    if inflight is not None:
+                        done, inflight = inflight, None
+                        self._finish_write(done)
+                    results += res
+                    if created:
+                        inflight = self._start_write(txn, seen, writer)
+            finally:
+                if inflight is not None:
+                    self._finish_write(inflight)
+        return results if got_any else None
+
+    def _start_write(
+        self, txn: Txn, seen: dict[bytes, bytes | None], writer: ThreadPoolExecutor
+    ) -> _InFlight:
+        """Resolve ``txn``'s attachments and start writing it on ``writer``. The attachment lock, when the
+        batch needs it, stays held until :meth:`_finish_write` (as ``_commit_with_attachments`` holds it
+        over the check and the write)."""
+        locked = bool(txn.holders_added or txn.holders_removed)
+        if locked:
+            self._att_lock.acquire()
+        try:
+            if locked:
+                self._resolve_attachments(txn)
+            txn.finish()
+            future = writer.submit(self._db.write, txn.batch, sync=self._opts.sync)
+        except BaseException:
+            if locked:
+                self._att_lock.release()
+            raise
+        return _InFlight(txn, future, locked, seen)
+
+    def _finish_write(self, f: _InFlight) -> None:
+        """Wait until ``f``'s batch is durable (or raise its write's error), then install it."""
+        try:
+            f.future.result()
+        finally:
+            if f.att_locked:
+                f.att_locked = False
+                self._att_lock.release()
+        self._written(f.txn)
+
+    def _build_batch(
+        self, txn: Txn, u: UserState, folder: int, start: int, raws: list[bytes],
+        prepared: list[Prepared | None], read: bool, prev: _InFlight | None,
+    ) -> tuple[list[ImportResult], bool, dict[bytes, bytes | None]]:
+        """Put a chunk's messages into ``txn``: (results, whether any was created, the values of the
+        per-user keys the batch read or wrote). With ``prev``, a batch whose write may still be in
+        flight, the new batch is built as if ``prev`` were installed: its counters start from
+        ``prev``'s, and every dedup and subject key ``prev`` read or wrote is looked up in ``prev``'s
+        values, not in the DB (which may or may not show ``prev`` yet). Exact because the caller holds
+        the user's lock, and every write of these per-user keys takes it."""
+        results = []
+        any_created = False
+        dkeys, known = self._prefetch(u, prepared)
+        if prev is not None:
+            known.update(prev.seen)
+            prev_ut = prev.txn.users.get(u.uk)
+            if prev_ut is not None:
+                txn.users[u.uk] = prev_ut.successor()
+        for i, (raw, prep, dkey) in enumerate(zip(raws, prepared, dkeys, strict=True), start):
+            if prep is None:
+                results.append(ImportResult(i, "too_large", None))
+                continue
+            mid, created = self._add_prepared(txn, u, raw, prep, folder, read=read, dkey=dkey, known=known)
+            any_created |= created
+            results.append(ImportResult(i, "stored" if created else "duplicate", id_to_str(mid)))
+        known.update(txn.dedup)
+        return results, any_created, known
 
     def _check_size(self, raw: bytes) -> None:
         if not isinstance(raw, bytes | bytearray | memoryview):

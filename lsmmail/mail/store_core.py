@@ -99,6 +99,10 @@ class StoreCore(ChangeListeners):
     def _commit(self, txn: Txn) -> None:
         txn.finish()
         self._db.write(txn.batch, sync=self._opts.sync)
+        self._written(txn)
+
+    def _written(self, txn: Txn) -> None:
+        """After ``txn``'s batch was written: install its state, tell search, queue the notifications."""
         txn.install()
         if self._search is not None:
             for token in txn.search_pending:

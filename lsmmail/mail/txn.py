@@ -61,6 +61,18 @@ class UserTxn:
         self.removed_folders: set[int] = set()
         self.changed = False
 
+    def successor(self) -> UserTxn:
+        """A fresh UserTxn that starts from this one's state before it is installed: the next batch of a
+        pipelined import is built while this one's write is in flight (``Delivery._import_round``), and
+        installed after it. This one's FolderState objects are shared until the successor changes one
+        (``folder`` copies it first), so neither changes the other."""
+        nxt = UserTxn(self.user)
+        nxt.folders = {n: f for n, f in self.folders.items() if n not in self.removed_folders}
+        nxt.next_seq = self.next_seq
+        nxt.oldest_seq = self.oldest_seq
+        nxt.next_folder = self.next_folder
+        return nxt
+
     def folder(self, n: int) -> FolderState:
         """This transaction's own copy of folder ``n`` (marked touched), safe to change in place."""
         if n not in self.touched_folders:

@@ -6,12 +6,15 @@ repeat Message-IDs, carry no Message-ID (content dedup) or only a reply-style su
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lsmmail.mail import MailOptions, MailStore
+from lsmmail.engine.errors import IOFailure
+from lsmmail.mail import MailOptions, MailStore, delivery
 
 from .helpers import check_user
 
@@ -75,3 +78,73 @@ def test_reply_in_the_same_batch_joins_the_parent_thread(tmp_path: Path) -> None
         (third,) = list(s.import_messages("u", [late]))
         threads = {s.get_summary("u", r.id).thread_id for r in [*first, third]}
         assert threads == {first[0].id}
+
+
+class _SlowWrites:
+    """The store's DB with every write delayed (so the next batch of a pipelined import is built while
+    the DB does not show the previous one yet) and, optionally, the ``fail_at``-th write refused."""
+
+    def __init__(self, db: object, fail_at: int | None = None) -> None:
+        self._db = db
+        self._fail_at = fail_at
+        self.writes = 0
+
+    def write(self, batch: object, *, sync: bool | None = None) -> None:
+        self.writes += 1
+        time.sleep(0.01)
+        if self.writes == self._fail_at:
+            raise IOFailure(5, "injected write failure")
+        self._db.write(batch, sync=sync)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._db, name)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(raws=st.lists(_message(), min_size=1, max_size=14), batch=st.integers(1, 4),
+       rounds=st.sampled_from([1, 2, 8]))
+def test_pipelined_import_builds_on_the_batch_in_flight(raws: list[bytes], batch: int, rounds: int) -> None:
+    # Each batch of a round is built while the previous one is still being written (delayed writes):
+    # duplicates, threads and counters must still be those of one-by-one delivery.
+    with tempfile.TemporaryDirectory() as tmp:
+        opts = MailOptions(sync=False)
+        with MailStore.open(Path(tmp) / "a", opts) as a, MailStore.open(Path(tmp) / "b", opts) as b:
+            a.create_user("u")
+            b.create_user("u")
+            a._db = _SlowWrites(a._db)
+            saved = delivery.PIPELINE_BATCHES
+            delivery.PIPELINE_BATCHES = rounds
+            try:
+                results = list(a.import_messages("u", raws, batch_size=batch))
+            finally:
+                delivery.PIPELINE_BATCHES = saved
+            ids = [b.deliver("u", raw) for raw in raws]
+            first_a = {r.id: k for k, r in enumerate(results) if r.status == "stored"}
+            first_b: dict[str, int] = {}
+            for k, mid in enumerate(ids):
+                first_b.setdefault(mid, k)
+            assert [first_a[r.id] for r in results] == [first_b[mid] for mid in ids]
+            assert _shape(a) == _shape(b)
+            check_user(a, "u")
+
+
+def test_failed_write_in_a_round_leaves_memory_equal_to_disk(tmp_path: Path) -> None:
+    # The 3rd batch's write fails while the 4th is built on top of it: the import raises, nothing of the
+    # 3rd or 4th batch is stored or counted, and a second import stores exactly the rest.
+    raws = [f"Message-ID: <m{i}@x>\r\nSubject: s{i % 3}\r\n\r\nbody {i}\r\n".encode() for i in range(12)]
+    with MailStore.open(tmp_path / "db", MailOptions(sync=False)) as s:
+        s.create_user("u")
+        real = s._db
+        s._db = _SlowWrites(real, fail_at=3)
+        got = []
+        with pytest.raises(IOFailure):
+            for r in s.import_messages("u", raws, batch_size=2):
+                got.append(r)
+        assert got == []  # the round's results come only once all of its batches are durable
+        s._db = real
+        check_user(s, "u")
+        assert [f.total for f in s.folders("u") if f.name == "INBOX"] == [4]
+        again = list(s.import_messages("u", raws, batch_size=2))
+        assert [r.status for r in again] == ["duplicate"] * 4 + ["stored"] * 8
+        check_user(s, "u")
+        assert [f.total for f in s.folders("u") if f.name == "INBOX"] == [12]

@@ -105,7 +105,7 @@ class Scans:
                 if vp[1].all_os:
                     # The kernel positions every table source and walks the levels' tables itself.
                     return native_scan_view(mems, vp[1], vp[2], start, end, reverse, seq, tombs,
-                                            self._read_blob, version)
+                                            self._read_blob, version, self)
             table_sources: list[list[FileMeta]] = []
             for level, files in enumerate(version.levels):
                 if not files:

@@ -31,7 +31,7 @@ from typing import Any
 
 from .. import native_lib
 from .. import native_pointget as _pointget
-from .errors import Corruption, IOFailure, LsmError
+from .errors import Corruption, DBClosed, IOFailure, LsmError
 from .keys import KIND_BLOB
 from .sstable import TableReader
 from .version import FileMeta
@@ -204,6 +204,7 @@ def _pages(
     pin: object = None,
     cache: Any = None,
     view: tuple[Any, list[TableReader]] | None = None,
+    owner: Any = None,
 ) -> Iterator[Iterable[tuple[bytes, bytes]]]:
     """The pages of :func:`native_scan`: iterables of the visible ``(key, value)`` pairs of
     ``start <= key < end`` at ``snapshot_seq``, in key order or reverse. ``mems`` are native
@@ -248,6 +249,9 @@ def _pages(
             else:
                 lib.lsm_scan_set_done(ctx, j)
         while True:
+            if owner is not None and owner._closed:
+                # The view's file descriptors were closed with the DB (and their numbers may be reused).
+                raise DBClosed("the database was closed under an open scan")
             n = lib.lsm_scan_next(ctx, _PAGE, sc.buf, sc.cap, sc.offs, sc.kinds, sc.fmt, _FMT_CAP, state)
             if n < 0:
                 if n == _ESPACE:
@@ -325,11 +329,14 @@ def native_scan_view(
     tombs: list[tuple[int, bytes, bytes]],
     read_blob: Callable[[bytes], bytes],
     pin: object = None,
+    owner: Any = None,
 ) -> Iterator[tuple[bytes, bytes]]:
     """:func:`native_scan` over a whole version's tables as ``probe`` (``native_pointget.VersionProbe``,
     every table on an OS file: ``probe.all_os``; ``tables`` its readers by position) lays them out: the
     kernel positions each source (binary search over a level's tables and a table's index) and moves
     between a level's tables by itself (``lsm_scan_set_view``), so a seek costs Python no work per source,
-    and reads blocks through the block cache the probe names. ``probe`` is kept alive by the scan."""
+    and reads blocks through the block cache the probe names. ``probe`` is kept alive by the scan. With
+    ``owner`` (the DB), a page asked for after ``owner`` closed raises ``DBClosed`` (the probe's file
+    descriptors are closed then)."""
     return chain.from_iterable(_pages(mems, [], lambda f: f, start, end, reverse, snapshot_seq,  # type: ignore[arg-type, return-value]
-                                      tombs, read_blob, pin, None, (probe, tables)))
+                                      tombs, read_blob, pin, None, (probe, tables), owner))

@@ -156,3 +156,18 @@ def test_view_scan_reports_a_corrupt_block_every_time(tmp_path, reverse: bool) -
         assert db.get(b"k000") == b"v000" * 5
     finally:
         db.close()
+
+
+@needs_c
+def test_a_view_scan_left_open_across_close_raises_db_closed(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from lsmmail.engine.errors import DBClosed
+
+    db = DB.open(str(tmp_path), tiny_options(OsFileSystem(), block_size=256, min_blob_size=None))
+    for i in range(300):
+        db.put(b"k%04d" % i, b"v" * 50)
+    db.compact_range()
+    it = db.scan()
+    assert next(it)[0] == b"k0000"
+    db.close()
+    with pytest.raises(DBClosed):
+        list(it)

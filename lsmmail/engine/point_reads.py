@@ -175,7 +175,7 @@ class PointReads:
     def _lookup_native(self, key: bytes, seq: int, mem: MemTable, imms: tuple[MemTable, ...],
                        v: Version) -> tuple[int, int, bytes] | None:
         """The newest ``(seq, kind, value)`` of ``key`` at or below ``seq`` in the memtables (newest first)
-        and ``v``'s tables, or None. One C call (``lsm_point_get_cached``) checks the memtables, then the
+        and ``v``'s tables, or None. One C call (``lsm_get``) checks the memtables, then the
         range, bloom filter and index of every table a read must consult, and reads the data blocks they
         name through the C block cache (read, verified, decompressed and cached on a miss) until one
         answers: a whole get is one crossing (it was one per memtable and table in Python: ~1 us each, and
@@ -234,7 +234,7 @@ class PointReads:
 
     @staticmethod
     def _point_error(rc: int, out: object, tables: list[TableReader]) -> Exception:
-        """The exception for ``lsm_point_get_cached``'s error ``rc``: ``Corruption`` naming the table and
+        """The exception for ``lsm_get``'s error ``rc``: ``Corruption`` naming the table and
         block offset, or ``OSError`` for a read error."""
         if rc == _ECORRUPT:
             t = tables[out[3]]  # type: ignore[index]

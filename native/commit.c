@@ -109,8 +109,9 @@ static void push_locked(lsm_cq *q, lsm_cqw *w, const uint8_t *rep, size_t len, u
     else q->head = w;
     q->tail = w;
     q->len++;
-    /* Only the push that completes the waiting leader's group wakes it (each wake is a context switch:
-     * signalling on every push woke the leader ~7 times per group of 8 for nothing). */
+    /* Only the push that completes the waiting leader's group signals it: a signal per push cost ~2
+     * more futex calls per group of 8 synced writers (36.6k -> 34.3k for 8,000 puts; context switches
+     * per put unchanged at ~3.3: the leader was rarely asleep through several pushes). */
     if (q->leader_waits && q->len >= q->wait_target) pthread_cond_signal(&q->grew);
 }
 

@@ -1,5 +1,5 @@
 """Subprocess for test_crash: delivers messages from an mbox and prints ``ACK index id`` after each
-acknowledged (durable) delivery, until killed. Usage: crash_worker.py DB MBOX MODE (deliver|import) START."""
+acknowledged (durable) delivery, until killed (``READY`` first, once the user exists). Usage: crash_worker.py DB MBOX MODE (deliver|import) START."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ def main() -> None:
             store.addresses("crash")
         except UnknownUser:
             store.create_user("crash", ["crash@example.com"])
+        out.write("READY\n")  # the user exists: from here on a kill tests the mail, not the setup
+        out.flush()
         if mode == "deliver":
             for i, raw in enumerate(raws):
                 if i < start:

@@ -46,9 +46,16 @@ def run_cycles(tmp_path: Path, cycles: int, seed: int) -> None:
         start = max(acked) - 3 if acked else 0
         start = 0 if start >= len(raws) - 10 else max(start, 0)
         proc = subprocess.Popen([sys.executable, str(WORKER), str(db), str(src), mode, str(start)],
-                                cwd=REPO, env=env,
+                                cwd=REPO, env=env, bufsize=0,  # unbuffered: communicate() sees the rest
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(rng.uniform(0.6, 2.5))
+        # The random kill counts from the moment the user exists: on a loaded machine the start-up alone
+        # can take longer than the sleep, and a store without the user tests nothing.
+        ready = proc.stdout.readline() if proc.stdout is not None else b""
+        if ready != b"READY\n":
+            proc.kill()
+            _, err = proc.communicate()
+            raise AssertionError(f"worker did not start: {ready!r} {err.decode()}")
+        time.sleep(rng.uniform(0.2, 2.0))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             killed += 1

@@ -218,6 +218,10 @@ class Maintenance(CompactionRunner):
                                else self._blob_readers.pop(number, None))
             if reader is not None:
                 reader.close()
+            if name.endswith(".sst") and self._cache is not None:
+                # File numbers are never reused, so stale blocks could not be returned; dropping them now
+                # gives their room (up to a whole table's worth of the cache) back to live tables at once.
+                self._cache.erase_table(number)
             if name.endswith(".blob"):
                 self._stats["blob_files_deleted"] += 1
             self._try_remove(self._p(name))

@@ -171,3 +171,26 @@ def test_a_view_scan_left_open_across_close_raises_db_closed(tmp_path) -> None: 
     db.close()
     with pytest.raises(DBClosed):
         list(it)
+
+
+@pytest.mark.parametrize("os_files", [True, False])
+def test_tables_deleted_by_compaction_leave_the_cache(tmp_path, os_files: bool) -> None:  # type: ignore[no-untyped-def]
+    from lsmmail.engine.fs_mem import MemFileSystem
+
+    fs = OsFileSystem() if os_files else MemFileSystem()
+    db = DB.open(str(tmp_path / "db"), tiny_options(fs, memtable_size=2000, min_blob_size=None,
+                                                    block_cache_size=1 << 20))
+    try:
+        for i in range(300):
+            db.put(b"k%05d" % i, b"v%d" % i)
+            if i % 60 == 59:
+                db.flush()
+        before = {f.number for f in db._current.files()}
+        assert all(db.get(b"k%05d" % i) == b"v%d" % i for i in range(300))
+        assert len(db._cache) > 0
+        db.compact_range()
+        assert not before & {f.number for f in db._current.files()}  # every table was rewritten
+        assert len(db._cache) == 0  # nothing read since: the old tables' blocks are all gone
+        assert all(db.get(b"k%05d" % i) == b"v%d" % i for i in range(300))
+    finally:
+        db.close()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from ..engine.errors import ReadOnlyError
 from .delivery import Delivery
 from .folders import Folders
 from .ids import IdGenerator
@@ -69,12 +70,19 @@ class MailStore(UserAccounts, Folders, Reads, MessageUpdates, Sending, Delivery,
 
     def close(self) -> None:
         """Close the database. Every acknowledged operation is already durable; the search index's memory
-        segment is persisted first (an optimisation: it is rebuilt from durable records otherwise)."""
+        segment is persisted first (an optimisation: it is rebuilt from durable records otherwise).
+
+        After an I/O failure the database refuses writes; the segment is then not persisted (the next open
+        rebuilds it) and close succeeds. Any other failure to persist it is raised after the database is
+        closed."""
         if not self._closed:
             self._closed = True
             try:
                 if self._search is not None and hasattr(self._search, "flush"):
-                    self._search.flush()
+                    try:
+                        self._search.flush()
+                    except ReadOnlyError:
+                        pass  # nothing acknowledged is lost: the postings are rebuilt from the records
             finally:
                 self._db.close()
 

@@ -135,8 +135,9 @@ class DB(PointReads, WritePath, Maintenance, Scans):
         """Open (creating if missing, per ``options.create_if_missing``) the database in ``path``.
 
         Recovery replays the manifest and then every WAL newer than the last flush; the recovered
-        memtable is flushed to L0 at once. Raises ``Locked`` if another handle holds the directory,
-        ``Corruption`` if a file fails its checks, ``InvalidArgument`` for bad options.
+        memtable is flushed to L0 at once (one table per ``memtable_size``). Raises ``Locked`` if
+        another handle holds the directory, ``Corruption`` if a file fails its checks,
+        ``InvalidArgument`` for bad options.
         """
         opts = options or Options()
         opts.validate()
@@ -194,11 +195,9 @@ class DB(PointReads, WritePath, Maintenance, Scans):
         self._current = version
         self._live_versions.add(version)
         recovered = self._replay_logs(log_number)
-        edit = VersionEdit()
         if len(recovered):
-            self._flush_memtable_to_edit(recovered, edit, snapshots=[])
-            version = apply_edit(version, edit, opts.num_levels)
-            self._install(version)
+            self._flush_recovered(recovered)
+        version = self._current
         new_log = self._new_file_number()
         manifest_number = self._new_file_number()
         self._manifest = ManifestWriter(fs, self._p(manifest_name(manifest_number)))
@@ -230,10 +229,26 @@ class DB(PointReads, WritePath, Maintenance, Scans):
             if f"{b:06d}.blob" not in names:
                 raise Corruption(f"manifest names {b:06d}.blob, which is missing")
 
+    def _flush_recovered(self, mem: MemTable | NativeMemTable) -> None:
+        """Write a memtable rebuilt from the WALs as one L0 table and make it current (in memory only: the
+        open's new manifest names it; a crash before that leaves an unreferenced file the next open
+        removes, and the WALs, still in place, are replayed again)."""
+        edit = VersionEdit()
+        self._flush_memtable_to_edit(mem, edit, snapshots=[])
+        self._install(apply_edit(self._current, edit, self.options.num_levels))
+
     def _replay_logs(self, log_number: int) -> MemTable | NativeMemTable:
+        """Rebuild the unflushed writes from every WAL at or after ``log_number``. Like a running DB, the
+        replay flushes its memtable to L0 whenever it reaches ``memtable_size``, so reopening after many
+        unflushed WALs (up to 1 + ``max_immutable_memtables`` of them) needs no more memory than writing
+        them did. Returns the last, partly filled memtable."""
         mem = new_memtable(0)
         logs = sorted(int(n[:-4]) for n in self._fs.listdir(self.path)
                       if n.endswith(".log") and n[:-4].isdigit() and int(n[:-4]) >= log_number)
+        if logs:
+            # Tables flushed during the replay take numbers past every WAL's (as LevelDB marks them used).
+            self._next_file = max(self._next_file, logs[-1] + 1)
+        limit = self.options.memtable_size
         if log_number and logs and logs[0] != log_number:
             # The WAL at log_number is removed only after a synced edit moves log_number past it, and a
             # newer WAL is created (and its directory synced) only while it exists. So a newer WAL
@@ -253,6 +268,9 @@ class DB(PointReads, WritePath, Maintenance, Scans):
                 seq, entries = decode_batch(rec)
                 mem.add_batch(seq, entries, bytes(rec[BATCH_HEADER_SIZE:]))
                 self._last_seq = max(self._last_seq, seq + len(entries) - 1)
+                if mem.approximate_size >= limit:
+                    self._flush_recovered(mem)
+                    mem = new_memtable(0)
             if number >= self._next_file:
                 self._next_file = number + 1
         return mem

@@ -36,7 +36,7 @@ class SegmentWrites(SegmentReads):
                 batch.put(P.doc_table_key(user, seg), P.encode_doc_table(ids))
                 head, tail = P.segment_user_prefix(user), b"\x00" + P.encode_u64(seg)
                 # record i is the doc of ordinal i; keys == P.block_key(...)
-                put_segment_fwd(batch.put, [docs[d][0] for d in ids], head, tail)
+                put_segment_fwd(batch, [docs[d][0] for d in ids], head, tail)
                 for d in ids:
                     batch.delete(P.forward_key(user, d))
                 written[user] = ids

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import mmap
 import struct
+from itertools import accumulate
 
 import pytest
 from hypothesis import given, settings
@@ -275,3 +276,82 @@ def test_incremental_encoding_matches_encode_batch(ops, seq) -> None:  # type: i
     assert b.encode(seq) == encode_batch(seq, b.entries)
     assert b.byte_size == len(b.encode(seq))
     assert decode_batch(b.encode(seq)) == (seq, b.entries)
+
+
+# Values on both sides of the size from which a put's value becomes a piece of its own (batch._PIECE_MIN),
+# bytearray and memoryview values (the slow path), and packed puts, mixed with the other kinds.
+_big_value = st.sampled_from([0, 1, 127, 128, 2047, 2048, 2049, 9000]).map(b"v".__mul__)
+_mixed_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("put"), _keys, st.one_of(st.binary(max_size=300), _big_value)),
+        st.tuples(st.just("put_view"), _keys, _big_value),
+        st.tuples(st.just("packed"), st.lists(st.tuples(_keys, st.one_of(st.binary(max_size=40), _big_value)),
+                                             max_size=5)),
+        st.tuples(st.just("delete"), _keys),
+        st.tuples(st.just("range"), _keys, _keys).filter(lambda t: t[1] != t[2]),
+        st.tuples(st.just("clear")),
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ops=_mixed_ops, seq=st.integers(0, MAX_SEQUENCE - 200))
+def test_pieces_and_packed_puts_encode_as_single_puts(ops: list[tuple], seq: int) -> None:
+    """Whatever mix of puts (large values, views, packed) builds a batch, its entries, size and encoding
+    are those of the plain model: the WAL format does not depend on how the batch was built."""
+    b = WriteBatch()
+    model: list[tuple[int, bytes, bytes]] = []
+    for op in ops:
+        if op[0] == "put":
+            b.put(op[1], op[2])
+            model.append((KIND_PUT, op[1], op[2]))
+        elif op[0] == "put_view":
+            b.put(op[1], memoryview(bytearray(op[2])))
+            model.append((KIND_PUT, op[1], op[2]))
+        elif op[0] == "packed":
+            pairs = op[1]
+            ks, vs = [k for k, _ in pairs], [v for _, v in pairs]
+            b.put_packed(b"".join(ks), list(accumulate(map(len, ks))), b"".join(vs),
+                         list(accumulate(map(len, vs))))
+            model += [(KIND_PUT, k, v) for k, v in pairs]
+        elif op[0] == "delete":
+            b.delete(op[1])
+            model.append((KIND_DELETE, op[1], b""))
+        elif op[0] == "range":
+            s, e = min(op[1], op[2]), max(op[1], op[2])
+            b.delete_range(s, e)
+            model.append((KIND_RANGE_DEL, s, e))
+        else:
+            b.clear()
+            model.clear()
+    assert b.entries == model
+    assert all(type(k) is bytes and type(v) is bytes for _, k, v in b.entries)
+    payload = encode_batch(seq, model)
+    assert b.encode(seq) == payload
+    assert b.encoded_entries() == payload[12:]
+    assert b.byte_size == len(payload)
+    assert decode_batch(payload) == (seq, model)
+
+
+def test_put_packed_refuses_malformed_input_and_adds_nothing() -> None:
+    b = WriteBatch()
+    b.put(b"a", b"1")
+    before = (list(b.entries), b.encoded_entries())
+    for args in [
+        (b"ab", [1, 1], b"", [0, 0]),  # empty key
+        (b"ab", [1, 2], b"", [0]),  # lengths differ
+        (b"ab", [1, 3], b"", [0, 0]),  # past the buffer
+        (bytearray(b"a"), [1], b"", [0]),  # not bytes
+        (b"a", [1], memoryview(b"x"), [1]),  # not bytes
+        (b"", [], b"x", []),  # bytes without ends
+    ]:
+        with pytest.raises(InvalidArgument):
+            b.put_packed(*args)
+        assert (b.entries, b.encoded_entries()) == before
+
+
+def test_put_packed_empty_is_a_no_op() -> None:
+    b = WriteBatch()
+    b.put_packed(b"", [], b"", [])
+    assert len(b) == 0 and b.byte_size == 12

@@ -106,11 +106,12 @@ def prepare_parsed(raw: bytes, parsed: mime.ParsedMessage, search: bool) -> Prep
     })
     analysed = None
     if search:
-        from lsmmail.search.index import analyse
+        # Imported here: a store without search never loads the tokenizer. Not ``lsmmail.search.index``:
+        # a worker process needs the analysis only (see ``lsmmail.search.analysis``).
+        from lsmmail.search.analysis import analyse
+        from lsmmail.search.documents import message_document
 
-        from .search_bridge import _indexed_document
-
-        analysed = analyse(_indexed_document(parsed))
+        analysed = analyse(message_document(parsed))
     if parsed.message_id:
         dedup = schema.dedup_tail(schema.DEDUP_MESSAGE_ID, parsed.message_id.encode("utf-8", "surrogatepass"))
     else:

@@ -23,9 +23,9 @@ import hashlib
 import html as html_lib
 import re
 from dataclasses import dataclass, field
+from email._policybase import compat32  # = email.policy.compat32, without loading the header registry
 from email.header import decode_header
 from email.message import Message
-from email.policy import compat32
 
 from . import mime_fast
 

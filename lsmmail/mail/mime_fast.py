@@ -40,8 +40,8 @@ import re
 import threading
 from collections.abc import Iterator
 from email._encoded_words import decode_b
+from email._policybase import compat32  # = email.policy.compat32, without loading the header registry
 from email.message import Message, _decode_uu, _parseparam
-from email.policy import compat32
 from email.utils import unquote as _unquote
 
 from lsmmail import native_lib

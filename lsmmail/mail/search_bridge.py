@@ -20,7 +20,8 @@ from .records import (
 from .store_core import StoreCore
 
 try:  # the search layer is optional until it lands; without it MailStore.search raises NotImplementedError
-    from lsmmail.search import DocState, IndexedDocument, SearchIndex
+    from lsmmail.search import DocState, SearchIndex
+    from lsmmail.search.documents import message_document
 except ImportError:  # pragma: no cover - depends on the tree
     SearchIndex = None  # type: ignore[assignment,misc]
 
@@ -185,10 +186,6 @@ class MailSearch(StoreCore):
 
 
 def _indexed_document(parsed: mime.ParsedMessage) -> Any:
-    """What search indexes of a message: one definition for delivery and reindex (identical results)."""
-    return IndexedDocument(
-        subject=parsed.subject, from_=parsed.from_, to=parsed.to, cc=parsed.cc,
-        body_text=parsed.text, body_html=parsed.html,
-        attachment_names=[a.filename for a in parsed.attachments if a.filename],
-        has_attachment=bool(parsed.attachments),
-    )
+    """What search indexes of a message: one definition (``documents.message_document``) for delivery, the
+    import's workers and reindex (identical results)."""
+    return message_document(parsed)

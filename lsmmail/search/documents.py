@@ -33,6 +33,18 @@ class IndexedDocument:
     has_attachment: bool = False
 
 
+def message_document(parsed: Any) -> IndexedDocument:
+    """What search indexes of a parsed message (``lsmmail.mail.mime.ParsedMessage``: ``subject``,
+    ``from_``, ``to``, ``cc``, ``text``, ``html``, ``attachments`` with ``filename``): the one definition
+    for delivery, the import's workers and reindex, so they index identical fields."""
+    return IndexedDocument(
+        subject=parsed.subject, from_=parsed.from_, to=parsed.to, cc=parsed.cc,
+        body_text=parsed.text, body_html=parsed.html,
+        attachment_names=[a.filename for a in parsed.attachments if a.filename],
+        has_attachment=bool(parsed.attachments),
+    )
+
+
 class DocState(NamedTuple):
     """The mail layer's current view of a message, for ``is:`` and ``in:``."""
 

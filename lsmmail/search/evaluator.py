@@ -10,12 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 from . import postings as P
 from ._group import decode_positions
+from ._postings_read import DISPATCH as RANKS
 from .documents import DocState, doc_time_ms
 from .postings import ANY
 from .query import All, And, DateBound, HasAttachment, InFolder, IsRead, Node, Not, Or, Term, parse
 from .segment_reads import _PLAN_CACHE_ENTRIES, Keys
 from .tokenizer import ADDRESS_FIELDS, MAX_TOKEN_BYTES, META, SPECIAL_FIELDS, TEXT_FIELDS, normalize
 
+EMPTY_SET: frozenset[bytes] = frozenset()
 #: The end of UUIDv7 time: ids hold 48-bit milliseconds.
 _TIME_END = 1 << 48
 
@@ -112,7 +114,7 @@ class _Evaluator:
             if keys is not None:  # a union of posting lists (a bare word: its one any-field list)
                 got = self.ix._flushed_docs(self.user, keys).members()  # type: ignore[assignment]
                 if self.mem_post:
-                    got = got.union(_mem_docs(self.mem_post, _mem_keys(keys)))
+                    got = got.union(self.ix._mem_leaf(self.user, _mem_keys(keys)))
             else:
                 got = self.term(node) if isinstance(node, Term) else self.docs(META, "attachment")
             self.leaf[node] = got
@@ -324,6 +326,15 @@ def leaf_keys(node: Node, combined: bool) -> Keys | None:
     words may use the any-field (``*``) blocks."""
     if isinstance(node, HasAttachment):
         return ((META, "attachment"),)
+    if isinstance(node, Or):
+        # an OR of such leaves is one too: the union of their keys (``a OR b`` walks one merged list)
+        out: list[tuple[str, str]] = []
+        for c in node.children:
+            keys = leaf_keys(c, combined)
+            if keys is None:
+                return None
+            out += (k for k in keys if k not in out)
+        return tuple(out)
     if not isinstance(node, Term):
         return None
     sp = node.special
@@ -377,6 +388,10 @@ def fast_ids(ix: SearchIndex, user: bytes, plan: Plan, want: int, after: bytes |
         after = hi  # both are exclusive upper bounds
     lo = plan.lo
     deleted = ix._deleted_for(user)
+    if RANKS and (len(pos) > 1 or plan.neg) and not plan.states:
+        # A single list is a slice of its cached ids (below); an AND or a negation is one native walk.
+        return _merge_mem(ix._rank_hits(user, pos, plan.neg, deleted, want, after, lo),
+                          _mem_hits(ix, user, plan, deleted, after, lo, want), want)
     flushed = ix._flushed_docs
     lists = [flushed(user, k) for k in pos] if pos else [ix._all_flushed(user)]
     if len(lists) > 1:
@@ -397,14 +412,18 @@ def fast_ids(ix: SearchIndex, user: bytes, plan: Plan, want: int, after: bytes |
                 it = filterfalse(td.members().__contains__, it)
         if deleted:
             it = filterfalse(deleted.__contains__, it)
-    mem_hits = _mem_hits(ix, user, plan, deleted, after, lo)
+    mem_hits = _mem_hits(ix, user, plan, deleted, after, lo, None if plan.states else want)
     if plan.states:
         # Newest first over both parts, each candidate checked against the mail layer's state under one
         # snapshot, until the page is full.
         stream = heapq.merge(mem_hits, it, reverse=True) if mem_hits else it
         with ix.db.snapshot() as snap:
             return _with_states(ix, user, snap, plan.states, iter(stream), want)
-    hits = list(islice(it, want))
+    return _merge_mem(list(islice(it, want)), mem_hits, want)
+
+
+def _merge_mem(hits: list[bytes], mem_hits: list[bytes], want: int) -> list[bytes]:
+    """The newest ``want`` of two newest-first lists of distinct docs (flushed hits, memory hits)."""
     if not mem_hits:
         return hits
     got = mem_hits
@@ -418,30 +437,30 @@ def fast_ids(ix: SearchIndex, user: bytes, plan: Plan, want: int, after: bytes |
 
 
 def _mem_hits(
-    ix: SearchIndex, user: bytes, plan: Plan, deleted: set[bytes], after: bytes | None, lo: bytes | None
+    ix: SearchIndex, user: bytes, plan: Plan, deleted: set[bytes], after: bytes | None, lo: bytes | None,
+    want: int | None = None,
 ) -> list[bytes]:
     """The plan's matches in the memory segment (recent docs not flushed yet: a few hundred at most), as
-    plain sets, newest first, states not checked. A doc is in memory or in one flushed segment, never
-    both, so each side is filtered by its own negated postings."""
+    plain sets, newest first (the newest ``want`` of them at least: all if None), states not checked. A doc
+    is in memory or in one flushed segment, never both, so each side is filtered by its own negated
+    postings."""
     if user not in ix._mem.docs:
         return []
+    if after is None and lo is None and not deleted and not plan.mem_neg and len(plan.mem_pos) < 2:
+        # one leaf (or none: every held doc), nothing to filter: a slice of its cached newest-first list
+        return ix._mem_newest(user, plan.mem_pos[0] if plan.mem_pos else ())[:want]
+    leaf = ix._mem_leaf
+    cand: frozenset[bytes] | set[bytes]
     if plan.mem_pos:
-        mem = ix._mem.postings.get(user)
-        if not mem:
-            return []
-        sets = [_mem_docs(mem, k) for k in plan.mem_pos]
-        if not all(sets):
-            return []
+        cand = EMPTY_SET
+        for i, k in enumerate(plan.mem_pos):
+            cand = cand & leaf(user, k) if i else leaf(user, k)  # & iterates over the smaller set
+            if not cand:
+                return []
     else:  # every doc, also one without a single term (an empty message has no postings)
-        mem = ix._mem.postings.get(user) or {}
-        sets = [set(ix._mem.docs[user])]
-    if len(sets) > 1:
-        sets.sort(key=len)
-        cand = sets[0].intersection(*sets[1:])
-    else:
-        cand = sets[0]
+        cand = leaf(user, ())
     for k in plan.mem_neg:
-        cand -= _mem_docs(mem, k)
+        cand = cand - leaf(user, k)
     if after is not None:
         cand = set(filter(after.__gt__, cand))  # d < after, at C speed
     if lo is not None:

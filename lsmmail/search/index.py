@@ -171,6 +171,7 @@ class SearchIndex(SegmentWrites):
         if not isinstance(pending, _Pending):
             raise InvalidArgument("committed() takes what index() or unindex() returned")
         with self._lock:
+            self._mem_changed()
             if pending.kind == "index":
                 assert pending.forward is not None
                 self._mem.add(pending.user, pending.doc, pending.forward, pending.weight)
@@ -204,6 +205,7 @@ class SearchIndex(SegmentWrites):
             self._drop_caches()
             for doc in list(self._mem.docs.get(user_key, {})):
                 self._mem.remove(user_key, doc)
+            self._mem_changed()
             self._tables[user_key] = {}
             self._deleted[user_key] = set()
             batch = WriteBatch()

@@ -66,20 +66,29 @@ static inline const uint8_t *val_of(const node *n) { return key_of(n) + n->klen;
 static inline node *load(node *const *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 
 /* Chunks come from mmap, not malloc, and full-size ones are recycled through a small process-wide pool.
- * Why: a memtable is the engine's largest allocation (32 MiB by default, up to 1 + max_immutable_memtables
- * of them at once), and it is freed whole by whichever thread drops it. From malloc, its 1 MiB chunks
- * landed in the arena of whichever thread led the commit group (several arenas with N writer threads),
- * and once freed they stayed there as holes other allocations did not fill: in the engine bench the
- * process's malloc free space grew to ~100 MiB and peak RSS ratcheted up workload after workload
- * (249 MiB at the end of the chain against ~150 MiB in use). Unmapped memory goes back to the OS at once.
- * The pool keeps up to POOL_MAX freed chunks (two default memtables) for the next memtables, so a write
- * load does not pay the page faults of fresh memory (~1.8 ms per MiB on the 2-core VM) on most chunks;
- * it does not add to the memtables' own peak, since a chunk only enters it as a live chunk leaves.
- * lsm_mem_trim (a closing DB) empties it. */
+ * Why mmap: a memtable is the engine's largest allocation (32 MiB by default, up to
+ * 1 + max_immutable_memtables of them at once), and it is freed whole by whichever thread drops it. From
+ * malloc, its 1 MiB chunks landed in the arena of whichever thread led the commit group (several arenas
+ * with N writer threads), and once freed they stayed there as holes other allocations did not fill: in
+ * the engine bench the process's malloc free space grew to ~100 MiB and peak RSS ratcheted up workload
+ * after workload (249 MiB at the end of the chain against ~150 MiB in use). Unmapped memory goes back to
+ * the OS at once.
+ * Why a pool: a fresh page costs a page fault (0.35-1.8 ms per MiB on the 2-core VM, against ~0.05 ms to
+ * write a MiB already mapped), so a write load reuses the chunks of the memtables its flushes drop.
+ * How much it keeps: what the memtables will take before the next flush drops one. When a memtable of n
+ * full-size chunks is dropped, its chunks are pooled only while pool + live chunks (every memtable's, in
+ * the process) stay within 2n + 1: one memtable filling and one being flushed, the steady state of a write
+ * load whose flushes keep up; the rest are unmapped. Keeping a third memtable's worth (the rule before:
+ * up to POOL_MAX chunks whatever was live) held ~31 MiB more at the engine bench's peak (pool + live = 3
+ * memtables at every flush). A writer that outruns its flushes (a second memtable waiting) maps fresh
+ * chunks for the part beyond that, and they are unmapped when dropped. With several DBs writing in one
+ * process the pool only keeps less (their live chunks count too), never more. POOL_MAX bounds the pool
+ * whatever the memtable size. lsm_mem_trim (a closing DB) empties it. */
 #define POOL_MAX 64
 static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
 static chunk *pool_head; /* linked through prev */
 static size_t pool_len;
+static size_t live_chunks; /* full-size chunks held by live memtables, process-wide (under pool_mu) */
 static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
 
 /* A child forked while another thread held pool_mu would find it locked forever (the mail import pool
@@ -103,11 +112,19 @@ static chunk *new_chunk(size_t cap) {
             pool_head = c->prev;
             pool_len--;
         }
+        live_chunks++;
         pthread_mutex_unlock(&pool_mu);
     }
     if (!c) {
         void *p = mmap(NULL, map_size(cap), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (p == MAP_FAILED) return NULL;
+        if (p == MAP_FAILED) {
+            if (cap == CHUNK) {
+                pthread_mutex_lock(&pool_mu);
+                live_chunks--;
+                pthread_mutex_unlock(&pool_mu);
+            }
+            return NULL;
+        }
         c = p;
     }
     c->cap = cap;
@@ -116,19 +133,36 @@ static chunk *new_chunk(size_t cap) {
     return c;
 }
 
-static void free_chunk(chunk *c) {
-    if (c->cap == CHUNK) {
-        pthread_mutex_lock(&pool_mu);
-        if (pool_len < POOL_MAX) {
-            c->prev = pool_head;
-            pool_head = c;
-            pool_len++;
-            c = NULL;
+/* Drop a memtable's chunk list (linked through prev): pool full-size chunks within the budget above,
+ * unmap the rest (outside the lock: munmap of 1 MiB takes ~20-50 us). */
+static void free_chunks(chunk *c) {
+    size_t n = 0;
+    for (const chunk *x = c; x; x = x->prev) n += x->cap == CHUNK;
+    size_t budget = 2 * n + 1;
+    chunk *unmap = NULL;
+    pthread_mutex_lock(&pool_mu);
+    while (c) {
+        chunk *p = c->prev;
+        if (c->cap == CHUNK) {
+            live_chunks--;
+            if (pool_len < POOL_MAX && pool_len + live_chunks < budget) {
+                c->prev = pool_head;
+                pool_head = c;
+                pool_len++;
+                c = p;
+                continue;
+            }
         }
-        pthread_mutex_unlock(&pool_mu);
-        if (!c) return;
+        c->prev = unmap;
+        unmap = c;
+        c = p;
     }
-    munmap(c, map_size(c->cap));
+    pthread_mutex_unlock(&pool_mu);
+    while (unmap) {
+        chunk *p = unmap->prev;
+        munmap(unmap, map_size(unmap->cap));
+        unmap = p;
+    }
 }
 
 static void *arena_alloc(lsm_memtable *m, size_t size) {
@@ -175,12 +209,7 @@ lsm_memtable *lsm_mem_new(uint64_t seed) {
 
 void lsm_mem_free(lsm_memtable *m) {
     if (!m) return;
-    chunk *c = m->cur;
-    while (c) {
-        chunk *p = c->prev;
-        free_chunk(c);
-        c = p;
-    }
+    free_chunks(m->cur);
     free(m);
 }
 
@@ -211,6 +240,14 @@ uint64_t lsm_mem_pooled_bytes(void) {
     /* Bytes of freed chunks kept for the next memtables (at most POOL_MAX chunks of CHUNK bytes). */
     pthread_mutex_lock(&pool_mu);
     uint64_t n = pool_len;
+    pthread_mutex_unlock(&pool_mu);
+    return n * CHUNK;
+}
+
+uint64_t lsm_mem_live_chunk_bytes(void) {
+    /* Bytes of full-size chunks held by live memtables, process-wide (the pool's budget counts them). */
+    pthread_mutex_lock(&pool_mu);
+    uint64_t n = live_chunks;
     pthread_mutex_unlock(&pool_mu);
     return n * CHUNK;
 }

@@ -10,6 +10,7 @@ lsm_memtable *lsm_mem_new(uint64_t seed);
 void lsm_mem_free(lsm_memtable *m);
 uint64_t lsm_mem_usage(const lsm_memtable *m);
 uint64_t lsm_mem_pooled_bytes(void);
+uint64_t lsm_mem_live_chunk_bytes(void);
 void lsm_mem_trim(void);
 uint64_t lsm_mem_max_value(const lsm_memtable *m);
 int64_t lsm_mem_add_rep(lsm_memtable *m, const uint8_t *rep, size_t len, uint64_t seq, uint64_t count,

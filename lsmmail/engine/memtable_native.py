@@ -271,11 +271,18 @@ class NativeMemTable:
 
 
 def pooled_chunk_bytes() -> int:
-    """Bytes of freed arena chunks native/memtable.c keeps for the next memtables (process-wide, at
-    most 64 chunks of 1 MiB; see POOL_MAX there; emptied by :func:`release_free_memory`). Arena chunks
-    are mapped and unmapped directly, not taken from malloc, so a dropped memtable's memory beyond this
-    goes back to the OS at once."""
+    """Bytes of freed arena chunks native/memtable.c keeps for the next memtables (process-wide). When a
+    memtable of n 1 MiB chunks is dropped, its chunks are kept only while pooled + live chunks stay within
+    2n + 1 (a memtable filling and one being flushed; at most 64 pooled in any case; see POOL_MAX there);
+    the rest, and all of them at :func:`release_free_memory`, are unmapped: arena chunks are mapped and
+    unmapped directly, not taken from malloc, so that memory goes back to the OS at once."""
     return int(_lib.lsm_mem_pooled_bytes()) if _lib is not None else 0
+
+
+def live_chunk_bytes() -> int:
+    """Bytes of 1 MiB arena chunks held by live native memtables, process-wide (what the pool's budget
+    counts; nodes too large for a shared chunk have chunks of their own, not counted)."""
+    return int(_lib.lsm_mem_live_chunk_bytes()) if _lib is not None else 0
 
 
 def release_free_memory() -> None:

@@ -37,8 +37,9 @@ class Options:
     #: cost of memory and recovery time (open replays the WALs of every memtable not yet flushed, up to
     #: ``1 + max_immutable_memtables`` of them). Memory: the C arena of a full memtable of 1 KiB values
     #: holds ~0.96x this (30.7 MiB at the default; ~35 bytes of node per entry); its 1 MiB chunks are
-    #: mapped directly and go back to the OS when the memtable is dropped (up to 64 of them are pooled
-    #: for the next memtables; see native/memtable.c). Default 32 MiB. Can change at run time.
+    #: mapped directly and go back to the OS when the memtable is dropped, except those the next memtables
+    #: will take: pooled chunks plus live ones stay within two memtables' worth (one filling, one being
+    #: flushed; see native/memtable.c). Default 32 MiB. Can change at run time.
     memtable_size: int = 32 * MiB
 
     #: Full memtables allowed to wait for their flush beside the one taking writes; a writer that fills

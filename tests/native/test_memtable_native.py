@@ -350,3 +350,40 @@ def test_factory_follows_native_availability() -> None:
     m = new_memtable(3)
     assert m.log_number == 3
     assert isinstance(m, NativeMemTable) == native.AVAILABLE
+
+
+def test_the_pool_keeps_only_what_two_memtables_need() -> None:
+    """A dropped memtable of n chunks pools them only while pooled + live chunks stay within 2n + 1 (one
+    memtable filling, one flushing); the rest are unmapped. Other live memtables in the process only make
+    the pool smaller, so the expectation is computed from the live count the C side reports."""
+    import gc
+
+    mib = 1 << 20
+
+    def filled(n_kib: int) -> NativeMemTable:
+        m = NativeMemTable(1)
+        wb = WriteBatch()
+        for i in range(n_kib):
+            wb.put(b"key%06d" % i, b"v" * 1000)
+        m.add_batch(1, wb.entries, wb.encoded_entries())
+        return m
+
+    gc.collect()
+    memtable_native.release_free_memory()
+    assert memtable_native.pooled_chunk_bytes() == 0
+    for a_kib, b_kib in ((4000, 7000), (7000, 2000)):  # the budget binds; then it does not
+        a, b = filled(a_kib), filled(b_kib)
+        live = memtable_native.live_chunk_bytes()
+        del a
+        gc.collect()
+        live_after = memtable_native.live_chunk_bytes()
+        n = (live - live_after) // mib
+        assert n >= a_kib * 1000 // mib  # the dropped memtable's chunks left the live count
+        want = max(0, min(n, 2 * n + 1 - live_after // mib))
+        assert memtable_native.pooled_chunk_bytes() == want * mib
+        got = [(k, v) for ks, vs in b.flush_runs() for k, v in zip(ks, vs, strict=True)]
+        assert len(got) == b_kib and all(v == b"v" * 1000 for _, v in got)
+        del b
+        gc.collect()
+        memtable_native.release_free_memory()
+        assert memtable_native.pooled_chunk_bytes() == 0

@@ -11,9 +11,10 @@ I/O), written and read with one call each, and the pipe carries only small contr
 calling thread reads itself: no thread of this process stands between a worker and its next task.
 
 Contract
-    ``FilePool(fn, n, slots)`` starts ``n`` ``spawn`` processes (never ``fork``: the caller runs engine
-    threads) that run ``fn(blobs, *args)`` for each :meth:`submit` ted list of bytes ``blobs`` and tuple
-    ``args`` (picklable; ``fn`` a module-level function), at most ``slots`` tasks outstanding.
+    ``FilePool(fn, n, slots)`` starts ``n`` fresh interpreter processes (never ``fork``: the caller runs
+    engine threads; see "Processes" below) that run ``fn(blobs, *args)`` for each :meth:`submit` ted list
+    of bytes ``blobs`` and tuple ``args`` (picklable; ``fn`` a module-level function of an importable
+    module), at most ``slots`` tasks outstanding.
     :meth:`result` returns ``(True, value)``, or ``(False, None)`` when ``fn`` raised in the
     worker (the caller redoes the task itself, so the exception surfaces exactly as in-process), and
     raises :class:`PoolBroken` when a worker died or its pipe broke (the pool is then unusable: close it).
@@ -25,18 +26,29 @@ Payloads: a task is ``[u64 header length][pickled (blob lengths, args)][blobs...
 Each outstanding task holds one of ``slots`` pairs of files, rewritten in place by later tasks (see
 ``_write_file``); the pipe says how many bytes are valid.
 
-Protocol, per worker (one duplex pipe): the worker sends ``("ready",)`` once its imports are done, then,
-for each task ``(seq, in_path, in_size, out_path)`` received, ``(seq, result size)`` after writing
-``out_path``, or ``(seq, -1)`` if ``fn`` raised; ``None`` (or a closed pipe) stops it.
+Processes: ``sys.executable -c`` with the interpreter's flags, this process's ``sys.path``, working
+directory and environment, started by ``subprocess`` (fork + exec in C, as ``multiprocessing``'s
+``spawn`` does). Not ``multiprocessing``'s ``spawn`` itself: its child first imports this program's
+``__main__`` module again (as ``__mp_main__``; ``python -m lsmmail.bench.mail``: ~19 ms of CPU per
+worker here) and then the ``multiprocessing`` bootstrap, and a ``__main__`` script without an
+``if __name__ == "__main__":`` guard would run again in every worker. Here a worker imports only
+``fn``'s module.
+
+Protocol, per worker (one duplex socket pair, ``multiprocessing.connection.Connection`` framing): this
+process sends ``fn`` first; the worker sends ``("ready",)`` once it has imported it, then, for each task
+``(seq, in_path, in_size, out_path)`` received, ``(seq, result size)`` after writing ``out_path``, or
+``(seq, -1)`` if ``fn`` raised; ``None`` (or a closed pipe) stops it.
 """
 
 from __future__ import annotations
 
-import multiprocessing
+import json
 import os
 import pickle
 import shutil
+import socket
 import struct
+import subprocess
 import sys
 import tempfile
 from collections import deque
@@ -155,11 +167,13 @@ def _decode_task(data: bytes) -> tuple[list[bytes], tuple[Any, ...]]:
 _LEN = struct.Struct("<Q")
 
 
-def _worker_main(conn: Connection, fn: Callable[..., Any]) -> None:
-    """Body of a worker process: answer tasks in the order received until told to stop."""
+def _worker_main(conn: Connection) -> None:
+    """Body of a worker process: receive ``fn``, then answer tasks in the order received until told to
+    stop."""
     try:
+        fn = conn.recv()
         conn.send(("ready",))
-    except OSError:  # the pool was closed while this worker started: nothing to do
+    except (EOFError, OSError):  # the pool was closed while this worker started: nothing to do
         return
     while True:
         try:
@@ -181,15 +195,16 @@ def _worker_main(conn: Connection, fn: Callable[..., Any]) -> None:
             return
 
 
-def _worker_process(conn: Connection, fn: Callable[..., Any]) -> None:
-    """A worker process's target: :func:`_worker_main`, then exit at once. Why ``os._exit``: a spawned
-    worker holds the search and MIME modules and the last chunk's objects, and the interpreter's
-    normal shutdown (module teardown, GC, atexit) kept ``close``, i.e. the end of every pooled import,
-    waiting ~165-210 ms here (measured: join of the worker after it was told to stop). Nothing is lost:
-    every result was written with ``pwrite`` and announced on the unbuffered pipe before the worker
-    reads its next task, and a worker opens no other resource."""
+def _worker_process() -> None:
+    """A worker process's entry (``python -c``; argv: the socket's fd, this process's ``sys.path`` as
+    JSON): :func:`_worker_main`, then exit at once. Why ``os._exit``: a worker holds the search and MIME
+    modules and the last chunk's objects, and the interpreter's normal shutdown (module teardown, GC,
+    atexit) kept ``close``, i.e. the end of every pooled import, waiting ~165-210 ms here (measured:
+    join of the worker after it was told to stop). Nothing is lost: every result was written with
+    ``pwrite`` and announced on the unbuffered pipe before the worker reads its next task, and a worker
+    opens no other resource."""
     try:
-        _worker_main(conn, fn)
+        _worker_main(Connection(int(sys.argv[1])))
     finally:
         for stream in (sys.stdout, sys.stderr):
             try:
@@ -200,10 +215,55 @@ def _worker_process(conn: Connection, fn: Callable[..., Any]) -> None:
     os._exit(0)
 
 
+#: What a worker runs: set its ``sys.path`` (argv[2]) as this process's, then import this module (by
+#: name, through that path: the package need not be installed) and serve.
+_BOOT = (
+    "import sys, json; sys.path[:] = json.loads(sys.argv[2]); "
+    "from lsmmail.mail.file_pool import _worker_process; _worker_process()"
+)
+
+#: Worker processes started and not yet reaped by ``close`` (tests check that none is left behind).
+_LIVE: set[subprocess.Popen[bytes]] = set()
+
+
+def live_workers() -> int:
+    """How many worker processes of this process's pools are running or unreaped (0 after every
+    ``close``)."""
+    for proc in list(_LIVE):
+        if proc.poll() is not None:
+            _LIVE.discard(proc)
+    return len(_LIVE)
+
+
+def _start_worker(fn: Callable[..., Any]) -> tuple[subprocess.Popen[bytes], Connection]:
+    """Start one worker process and send it ``fn``; (process, this end of its socket)."""
+    if not sys.executable:
+        raise OSError("no Python executable to start import workers with")
+    ours, theirs = socket.socketpair()
+    try:
+        # Pickled before the process starts: an unpicklable ``fn`` raises here, not in the worker.
+        fn_pickle = pickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
+        cmd = [sys.executable, *subprocess._args_from_interpreter_flags(), "-c", _BOOT,
+               str(theirs.fileno()), json.dumps(sys.path)]
+        proc = subprocess.Popen(cmd, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+    except BaseException:
+        ours.close()
+        theirs.close()
+        raise
+    theirs.close()  # only the worker holds its end: its exit is EOF here
+    _LIVE.add(proc)
+    conn = Connection(ours.detach())
+    try:
+        conn.send_bytes(fn_pickle)
+    except OSError:
+        pass  # the worker already exited: ready_worker reports it
+    return proc, conn
+
+
 class _Worker:
     __slots__ = ("proc", "conn", "ready", "outstanding", "answers")
 
-    def __init__(self, proc: multiprocessing.process.BaseProcess, conn: Connection) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], conn: Connection) -> None:
         self.proc = proc
         self.conn = conn
         self.ready = False
@@ -215,7 +275,6 @@ class FilePool:
     """Worker processes fed through files (see the module docstring)."""
 
     def __init__(self, fn: Callable[..., Any], workers: int, slots: int) -> None:
-        ctx = multiprocessing.get_context("spawn")
         base = _payload_dir()
         _remove_stale(base)
         self._dir = tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-", dir=base)
@@ -226,11 +285,7 @@ class FilePool:
         self._closed = False
         try:
             for _ in range(workers):
-                parent, child = ctx.Pipe(duplex=True)
-                proc = ctx.Process(target=_worker_process, args=(child, fn), daemon=True)
-                proc.start()
-                child.close()  # only the worker holds its end: its exit is EOF here
-                self._workers.append(_Worker(proc, parent))
+                self._workers.append(_Worker(*_start_worker(fn)))
         except BaseException:
             self.close()
             raise
@@ -328,8 +383,14 @@ class FilePool:
                 pass
             w.conn.close()
         for w in self._workers:
-            w.proc.join(_JOIN_SECONDS)
-            if w.proc.is_alive():
+            try:
+                w.proc.wait(_JOIN_SECONDS)
+            except subprocess.TimeoutExpired:
                 w.proc.terminate()
-                w.proc.join()
+                try:
+                    w.proc.wait(_JOIN_SECONDS)
+                except subprocess.TimeoutExpired:
+                    w.proc.kill()
+                    w.proc.wait()
+            _LIVE.discard(w.proc)
         shutil.rmtree(self._dir, ignore_errors=True)

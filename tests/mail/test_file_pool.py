@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from lsmmail.mail import file_pool
 from lsmmail.mail.file_pool import FilePool, PoolBroken
 
 
@@ -48,7 +49,7 @@ def test_results_errors_slots_and_cleanup() -> None:
         pool.close()
     pool.close()  # idempotent
     assert not os.path.exists(payload_dir)
-    assert multiprocessing.active_children() == []
+    assert multiprocessing.active_children() == [] and file_pool.live_workers() == 0
 
 
 def test_dead_worker_is_pool_broken() -> None:
@@ -61,7 +62,7 @@ def test_dead_worker_is_pool_broken() -> None:
             pool.result(w, seq)
     finally:
         pool.close()
-    assert multiprocessing.active_children() == []
+    assert multiprocessing.active_children() == [] and file_pool.live_workers() == 0
 
 
 def test_close_with_tasks_outstanding() -> None:
@@ -71,7 +72,7 @@ def test_close_with_tasks_outstanding() -> None:
     for _ in range(4):
         pool.submit(w, [b"ab"], (1 << 12,))
     pool.close()  # abandoned: nothing waits for the answers
-    assert multiprocessing.active_children() == []
+    assert multiprocessing.active_children() == [] and file_pool.live_workers() == 0
 
 
 def test_unwritable_payload_is_declined() -> None:
@@ -92,12 +93,10 @@ def test_unwritable_payload_is_declined() -> None:
         assert pool.result(w, seq) == (True, [b"a", b"b"])
     finally:
         pool.close()
-    assert multiprocessing.active_children() == []
+    assert multiprocessing.active_children() == [] and file_pool.live_workers() == 0
 
 
 def test_stale_payload_dirs_of_dead_processes_are_removed(tmp_path: os.PathLike[str]) -> None:
-    from lsmmail.mail import file_pool
-
     proc = multiprocessing.get_context("spawn").Process(target=operator.add, args=(1, 2))
     proc.start()
     proc.join()
@@ -111,3 +110,28 @@ def test_stale_payload_dirs_of_dead_processes_are_removed(tmp_path: os.PathLike[
     file_pool._remove_stale(str(tmp_path))
     assert not os.path.exists(dead)
     assert os.path.exists(live) and os.path.exists(other)
+
+
+def test_workers_never_run_the_main_script(tmp_path: os.PathLike[str]) -> None:
+    """A worker imports only ``fn``'s module: a ``__main__`` script without the ``if __name__ ==
+    "__main__":`` guard runs once (``multiprocessing``'s spawn would run it again in the worker)."""
+    import subprocess
+    from pathlib import Path
+
+    log = Path(tmp_path) / "runs.txt"
+    script = Path(tmp_path) / "unguarded.py"
+    script.write_text(
+        "import operator\n"
+        "from lsmmail.mail.file_pool import FilePool\n"
+        f"open({str(log)!r}, 'a').write('run\\n')\n"
+        "pool = FilePool(operator.add, 1, slots=2)\n"
+        "w = pool.ready_worker(block=True)\n"
+        "print(pool.result(w, pool.submit(w, [b'a'], ([b'b'],))))\n"
+        "pool.close()\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
+                         cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "(True, [b'a', b'b'])"
+    assert log.read_text() == "run\n"

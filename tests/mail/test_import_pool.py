@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lsmmail.mail import MailOptions, MailStore, delivery, import_pool
+from lsmmail.mail import MailOptions, MailStore, delivery, file_pool, import_pool
 from lsmmail.mail.import_pool import auto_workers, prepare, prepared_chunks
 
 WORDS = ["alpha", "beta", "gamma", "delta", "release", "patch", "Re: patch", "fpga", "usrp"]
@@ -93,7 +93,7 @@ def test_workers_equal_in_process(
     finally:
         import_pool.PREPARE_WHILE_STARTING = True
     assert a == b
-    assert multiprocessing.active_children() == []
+    assert multiprocessing.active_children() == [] and file_pool.live_workers() == 0
 
 
 def test_prepared_chunks_order_and_sizes() -> None:
@@ -110,7 +110,7 @@ def test_prepared_chunks_order_and_sizes() -> None:
     assert flat == [prepare(r, 4000, True) for r in raws]
     assert sum(p is None for p in flat) == 1
     assert flat[7] is None
-    assert multiprocessing.active_children() == []
+    assert multiprocessing.active_children() == [] and file_pool.live_workers() == 0
 
 
 def test_worker_failure_is_handled_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -119,7 +119,7 @@ def test_worker_failure_is_handled_in_process(monkeypatch: pytest.MonkeyPatch) -
     # max_size of a wrong type makes prepare raise TypeError in the worker and in-process alike.
     with pytest.raises(TypeError):
         list(prepared_chunks(raws, 4, "not a size", False, 2))  # type: ignore[arg-type]
-    assert multiprocessing.active_children() == []
+    assert multiprocessing.active_children() == [] and file_pool.live_workers() == 0
 
 
 def test_abandoned_import_leaks_no_process(tmp_path: Path) -> None:
@@ -130,7 +130,7 @@ def test_abandoned_import_leaks_no_process(tmp_path: Path) -> None:
         first = [next(it) for _ in range(20)]
         assert [r.index for r in first] == list(range(20))
         it.close()  # the consumer stops (as after an exception in its loop)
-        assert multiprocessing.active_children() == []
+        assert multiprocessing.active_children() == [] and file_pool.live_workers() == 0
         # The batches yielded so far are stored; of the abandoned rest, at most the rest of their
         # pipeline round (delivery.PIPELINE_BATCHES batches are durable before a round's results).
         assert s.folders("u")[0].total in range(20, 16 * max(2, delivery.PIPELINE_BATCHES) + 1)
@@ -155,4 +155,4 @@ def test_work_stealing_keeps_order_and_results(monkeypatch: pytest.MonkeyPatch) 
     got = list(prepared_chunks(iter(raws), 4, 1 << 20, True, 1))
     assert [start for start, _, _ in got] == list(range(0, 120, 4))
     assert [p for _, _, preps in got for p in preps] == [prepare(r, 1 << 20, True) for r in raws]
-    assert multiprocessing.active_children() == []
+    assert multiprocessing.active_children() == [] and file_pool.live_workers() == 0

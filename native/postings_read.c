@@ -147,3 +147,135 @@ int64_t lsm_post_and(const uint32_t *const *pos, const size_t *pos_len, size_t n
     }
     return (int64_t)nout;
 }
+
+/* One varint as lsmmail.native.decode_varints reads position sections: at most 10 bytes, and a 10th byte
+ * above 1 (a value beyond 64 bits) is corruption. */
+static int get_varint_strict(const uint8_t *blk, size_t len, size_t *pos, uint64_t *out) {
+    size_t p = *pos;
+    uint64_t v = 0;
+    for (unsigned shift = 0; shift <= 63; shift += 7) {
+        if (p >= len) return LSM_ECORRUPT;
+        uint8_t b = blk[p++];
+        if (shift == 63 && b > 1) return LSM_ECORRUPT;
+        v |= (uint64_t)(b & 0x7F) << shift;
+        if (b < 0x80) {
+            *pos = p;
+            *out = v;
+            return 0;
+        }
+    }
+    return LSM_ECORRUPT;
+}
+
+/* Check a whole format-1/2 block as postings._walk does and record, for each candidate ordinal it holds,
+ * where that doc's position run starts (run[c] = offset of its npos varint; UINT64_MAX: not in the block).
+ * cand is ascending. ords is scratch of len + 1 entries. */
+static int64_t index_block(const uint8_t *blk, size_t len, uint64_t table_len, const uint32_t *cand,
+                           size_t ncand, uint64_t *run, uint32_t *ords) {
+    int64_t n = lsm_post_ranks(blk, len, table_len, 0, ords, len + 1);
+    if (n < 0) return n;
+    /* where the header ends: decode it again for its length (cheap next to the position section) */
+    size_t pos = 2;
+    uint64_t v;
+    get_varint(blk, len, &pos, &v);
+    get_varint(blk, len, &pos, &v);
+    if (blk[1] == 0) {
+        pos += (size_t)(n - 1);
+    } else {
+        for (int64_t i = 1; i < n; i++) get_varint(blk, len, &pos, &v);
+    }
+    for (size_t c = 0; c < ncand; c++) run[c] = UINT64_MAX;
+    if (blk[0] == 2) {
+        if (pos != len) return LSM_ECORRUPT; /* trailing bytes after an ordinals-only block */
+        size_t c = 0;
+        for (int64_t i = 0; i < n; i++) {
+            while (c < ncand && cand[c] < ords[i]) c++;
+            if (c < ncand && cand[c] == ords[i]) run[c] = UINT64_MAX - 1; /* held, no positions */
+        }
+        return 0;
+    }
+    size_t c = 0;
+    for (int64_t i = 0; i < n; i++) {
+        size_t start = pos;
+        uint64_t npos;
+        if (get_varint_strict(blk, len, &pos, &npos) != 0) return LSM_ECORRUPT;
+        for (uint64_t j = 0; j < npos; j++) {
+            if (get_varint_strict(blk, len, &pos, &v) != 0) return LSM_ECORRUPT;
+        }
+        while (c < ncand && cand[c] < ords[i]) c++;
+        if (c < ncand && cand[c] == ords[i]) run[c] = start;
+    }
+    if (pos != len) {
+        /* trailing bytes: corruption whether or not they parse as varints */
+        return LSM_ECORRUPT;
+    }
+    return 0;
+}
+
+#define LSM_EDECLINE -4
+
+/* Positions of the run at blk[off..) into out (npos of them); LSM_EDECLINE if one does not fit 64 bits. */
+static int64_t run_positions(const uint8_t *blk, size_t len, uint64_t off, uint64_t *out) {
+    if (off == UINT64_MAX - 1) return 0;
+    size_t pos = (size_t)off;
+    uint64_t npos, v, p = 0;
+    get_varint_strict(blk, len, &pos, &npos); /* checked by index_block */
+    for (uint64_t j = 0; j < npos; j++) {
+        get_varint_strict(blk, len, &pos, &v);
+        if (j == 0) {
+            p = v;
+        } else {
+            if (v > UINT64_MAX - 1 - p) return LSM_EDECLINE;
+            p = p + v + 1;
+        }
+        out[j] = p;
+    }
+    return (int64_t)npos;
+}
+
+int64_t lsm_post_phrase(const uint8_t *const *blks, const size_t *lens, size_t k, uint64_t table_len,
+                        const uint32_t *cand, size_t ncand, uint64_t *run, uint32_t *ords, uint64_t *posbuf,
+                        uint32_t *out) {
+    if (k == 0 || k > MAX_LISTS) return LSM_EINVAL;
+    for (size_t t = 0; t < k; t++) {
+        int64_t rc = index_block(blks[t], lens[t], table_len, cand, ncand, run + t * ncand, ords);
+        if (rc < 0) return rc;
+    }
+    size_t nout = 0;
+    int64_t np[MAX_LISTS];
+    uint64_t *pl[MAX_LISTS];
+    for (size_t c = 0; c < ncand; c++) {
+        int held = 1;
+        for (size_t t = 0; t < k; t++) {
+            if (run[t * ncand + c] == UINT64_MAX) held = 0;
+        }
+        if (!held) continue;
+        /* every token's positions in this doc, one after another in posbuf (at most one per block byte) */
+        uint64_t *at = posbuf;
+        for (size_t t = 0; t < k; t++) {
+            np[t] = run_positions(blks[t], lens[t], run[t * ncand + c], at);
+            if (np[t] < 0) return np[t];
+            pl[t] = at;
+            at += np[t];
+        }
+        size_t ptr[MAX_LISTS] = {0};
+        int match = 0;
+        for (int64_t i = 0; i < np[0] && !match; i++) {
+            uint64_t p = pl[0][i];
+            match = 1;
+            for (size_t t = 1; t < k; t++) {
+                if (p > UINT64_MAX - t) { /* p + t would not fit: no such position */
+                    match = 0;
+                    break;
+                }
+                while ((int64_t)ptr[t] < np[t] && pl[t][ptr[t]] < p + t) ptr[t]++;
+                if ((int64_t)ptr[t] >= np[t] || pl[t][ptr[t]] != p + t) {
+                    match = 0;
+                    break;
+                }
+            }
+        }
+        if (match) out[nout++] = cand[c];
+    }
+    return (int64_t)nout;
+}

@@ -14,6 +14,11 @@ segment is one ascending ``array('I')`` of ranks: 4 bytes a doc, read by C witho
   so); for other input the kernel still stays inside the arrays and returns at most ``want`` ranks in ``[lo,
   hi)``.
 
+* :func:`post_phrase` -- the candidate ordinals (ascending) at which the blocks of a phrase's tokens (one
+  block per token, in phrase order, of one field and segment) hold adjacent positions: some ``p`` in the
+  first token's positions with ``p + i`` in the ``i``-th token's. Every block is checked whole, as
+  ``postings.decode_positions_of`` checks it; only the candidates' position runs are decoded.
+
 ``tests/native/test_postings_read.py`` holds both kernels to their twins on random, adversarial and
 malformed input. Dispatch honours ``LSMMAIL_PURE=1``; the ``*_native`` functions work whenever the
 extension is built.
@@ -29,12 +34,12 @@ from typing import Any
 
 from .. import native
 from ..engine.errors import InvalidArgument
-from .postings import decode_ordinals
+from .postings import decode_ordinals, decode_positions_of
 
 _lib = native._lib
 _ffi = native._ffi
 #: The kernels exist in extensions built since they were added; an older build falls back to the twins.
-NATIVE = _lib is not None and hasattr(_lib, "lsm_post_and")
+NATIVE = _lib is not None and hasattr(_lib, "lsm_post_phrase")
 DISPATCH = NATIVE and not native.PURE_FORCED
 #: Lists per :func:`post_and` call the kernel takes (positive and negated each); more go to the twin.
 MAX_LISTS = 64
@@ -178,3 +183,45 @@ def post_and_native(
 
 
 post_and = post_and_native if DISPATCH else post_and_pure
+
+
+# ----------------------------------------------------------------------------------------- phrases
+
+
+def post_phrase_pure(blocks: Sequence[bytes], table_len: int, cand: Sequence[int]) -> list[int]:
+    wanted = set(cand)
+    plists = [decode_positions_of(b, table_len, wanted) for b in blocks]  # checks every block whole
+    out = []
+    for o in sorted(wanted):
+        if all(o in pl for pl in plists):
+            rest = [set(pl[o]) for pl in plists[1:]]
+            if any(all(p + i in s for i, s in enumerate(rest, 1)) for p in plists[0][o]):
+                out.append(o)
+    return out
+
+
+_EDECLINE = -4
+
+
+def post_phrase_native(blocks: Sequence[bytes], table_len: int, cand: Sequence[int]) -> list[int]:
+    """Twin of :func:`post_phrase_pure`. ``cand`` need not be sorted; duplicates are ignored. A position
+    beyond 64 bits (only in a damaged block that is otherwise well formed) goes to the twin."""
+    k = len(blocks)
+    if not 0 < k <= MAX_LISTS:
+        return post_phrase_pure(blocks, table_len, cand)
+    cands = sorted(set(cand))
+    if not cands or cands[0] < 0 or cands[-1] >= _RANK_LIMIT:
+        return post_phrase_pure(blocks, table_len, cand)
+    nc = len(cands)
+    lens = [len(b) for b in blocks]
+    rc = _lib.lsm_post_phrase(
+        [_ffi.from_buffer(b) for b in blocks], lens, k, table_len, _ffi.new("uint32_t[]", cands), nc,
+        native._new("uint64_t[]", k * nc), native._new("uint32_t[]", max(lens) + 1),
+        native._new("uint64_t[]", sum(lens) + 1), out := native._new("uint32_t[]", nc),
+    )
+    if rc == _EDECLINE:
+        return post_phrase_pure(blocks, table_len, cand)
+    return _ffi.unpack(out, native._check(rc, "posting block"))
+
+
+post_phrase = post_phrase_native if DISPATCH else post_phrase_pure

@@ -5,12 +5,12 @@ from __future__ import annotations
 import heapq
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
-from itertools import filterfalse, islice, takewhile
+from itertools import filterfalse, islice, repeat, takewhile
 from typing import TYPE_CHECKING, Any
 
-from . import postings as P
 from ._group import decode_positions
 from ._postings_read import DISPATCH as RANKS
+from ._postings_read import post_phrase
 from .documents import DocState, doc_time_ms
 from .postings import ANY
 from .query import All, And, DateBound, HasAttachment, InFolder, IsRead, Node, Not, Or, Term, parse
@@ -41,10 +41,6 @@ class _Evaluator:
 
     # -- postings
 
-    def _blocks(self, field: str, term: str) -> Iterable[tuple[list[bytes], bytes]]:
-        for _, table, value in self.ix._blocks(self.user, field, term, self.snap):
-            yield table, value
-
     def docs(self, field: str, term: str) -> set[bytes]:
         ck = (field, term, False)
         hit = self.cache.get(ck)
@@ -60,39 +56,39 @@ class _Evaluator:
         self.cache[ck] = out  # type: ignore[assignment]
         return out  # type: ignore[return-value]
 
-    def positions(self, field: str, term: str, cand: set[bytes]) -> dict[bytes, list[int]]:
-        """Positions of (field, term) in the docs of ``cand`` that have it: only their position lists
-        are built (a phrase needs them for the docs having every token, usually few)."""
-        out: dict[bytes, list[int]] = {}
-        if len(term.encode("utf-8")) <= MAX_TOKEN_BYTES:
-            mem = self.mem_post.get((field, term))
-            if mem:
-                for d, run in mem.items():
-                    if d in cand:
-                        out[d] = decode_positions(run)
-            for table, block in self._blocks(field, term):
-                wanted = {}
-                for d in cand:
-                    o = bisect_left(table, d)
-                    if o < len(table) and table[o] == d:
-                        wanted[o] = d
-                if wanted:
-                    for o, pos in P.decode_positions_of(block, len(table), wanted).items():
-                        out[wanted[o]] = pos
-        return out
-
     def phrase(self, field: str, tokens: tuple[str, ...]) -> set[bytes]:
+        """Docs having ``tokens`` at adjacent positions of ``field``: the docs having every token, then, per
+        flushed segment, one native walk over the tokens' blocks that decodes only those docs' positions
+        (``_postings_read.post_phrase``); memory-segment docs from their held runs."""
         if len(tokens) == 1:
             return self.docs(field, tokens[0])
         sets = sorted((self.docs(field, t) for t in set(tokens)), key=len)
         cand = set(sets[0]).intersection(*sets[1:])
         if not cand:
             return cand
-        plists = [self.positions(field, t, cand) for t in tokens]
+        held = self.ix._mem.docs.get(self.user)
+        in_mem = cand.intersection(held) if held else ()
+        out = self._phrase_mem(field, tokens, in_mem) if in_mem else set()
+        flushed = cand.difference(in_mem) if in_mem else cand
+        if flushed:
+            blocks = {t: {seg: blk for seg, _, blk in self.ix._blocks(self.user, field, t, self.snap)}
+                      for t in set(tokens)}
+            for seg, table in self.tables.items():
+                blks = [blocks[t].get(seg) for t in tokens]
+                if None in blks:
+                    continue  # a token absent from the segment: no doc of it has the phrase
+                n = len(table)
+                ords = [o for o in map(bisect_left, repeat(table), flushed) if o < n and table[o] in flushed]
+                if ords:
+                    out.update(map(table.__getitem__, post_phrase(blks, n, ords)))  # type: ignore[arg-type]
+        return out
+
+    def _phrase_mem(self, field: str, tokens: tuple[str, ...], docs: Iterable[bytes]) -> set[bytes]:
+        runs = [self.mem_post[(field, t)] for t in tokens]  # every doc of ``docs`` has every token
         out = set()
-        for d in cand:
-            first = plists[0][d]
-            rest = [set(pl[d]) for pl in plists[1:]]
+        for d in docs:
+            first = decode_positions(runs[0][d])
+            rest = [set(decode_positions(r[d])) for r in runs[1:]]
             if any(all(p + i in s for i, s in enumerate(rest, 1)) for p in first):
                 out.add(d)
         return out

@@ -146,3 +146,58 @@ def test_dispatch_follows_pure_mode() -> None:
 def test_scratch_grows(want: int) -> None:
     a = R.RankList(array("I", range(300)))
     assert list(R.post_and_native([a], [], 0, 300, want)) == list(range(299, 299 - want, -1))
+
+
+@st.composite
+def _phrase_case(draw: st.DrawFn) -> tuple[list[bytes], int, list[int], list[dict[int, list[int]]]]:
+    table_len = draw(st.integers(1, 40))
+    k = draw(st.integers(1, 4))
+    docs = []
+    for _ in range(k):
+        ords = sorted(draw(st.sets(st.integers(0, table_len - 1), min_size=1, max_size=table_len)))
+        # small positions so adjacent ones are common; some docs without positions (specials)
+        docs.append({o: sorted(draw(st.sets(st.integers(0, 12), max_size=5))) for o in ords})
+    blocks = [P.encode_block(sorted(d.items())) for d in docs]
+    if k > 1 and draw(st.booleans()):
+        blocks[1], docs[1] = blocks[0], docs[0]  # a repeated token ("a a") reads one block twice
+    cand = draw(st.lists(st.integers(0, table_len - 1), max_size=20))
+    return blocks, table_len, cand, docs
+
+
+@FAST
+@given(_phrase_case())
+def test_phrase_equals_the_twin_and_the_definition(case: tuple) -> None:
+    blocks, table_len, cand, docs = case
+    got = R.post_phrase_native(blocks, table_len, cand)
+    assert got == R.post_phrase_pure(blocks, table_len, cand)
+    want = [o for o in sorted(set(cand)) if all(o in d for d in docs)
+            and any(all(p + i in docs[i][o] for i in range(1, len(docs))) for p in docs[0][o])]
+    assert got == want
+
+
+@FAST
+@given(_phrase_case(), st.data())
+def test_phrase_on_damaged_blocks_gives_the_same_verdict(case: tuple, data: st.DataObject) -> None:
+    blocks, table_len, cand, _ = case
+    i = data.draw(st.integers(0, len(blocks) - 1))
+    raw = bytearray(blocks[i])
+    if data.draw(st.booleans()):
+        del raw[data.draw(st.integers(0, len(raw) - 1)) :]
+    else:
+        raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+    if data.draw(st.booleans()):
+        raw += data.draw(st.binary(min_size=1, max_size=3))
+    blocks = [*blocks[:i], bytes(raw), *blocks[i + 1 :]]
+    assert _outcome(R.post_phrase_native, blocks, table_len, cand) == _outcome(
+        R.post_phrase_pure, blocks, table_len, cand)
+
+
+def test_phrase_edges() -> None:
+    ords_only = P.encode_ordinals([0, 2])
+    block = P.encode_block([(0, [3]), (2, [0, 7])])
+    assert R.post_phrase_native([ords_only, block], 3, [0, 2]) == []  # no positions: no phrase
+    assert R.post_phrase_native([block], 3, [2, 0, 2, 1]) == [0, 2]
+    assert R.post_phrase_native([block, block], 3, [0, 2]) == []
+    huge = bytes([1, 0, 1, 0, 2]) + b"\xff" * 9 + b"\x01" + b"\xff" * 9 + b"\x01"  # positions past 64 bits
+    assert _outcome(R.post_phrase_native, [huge], 1, [0]) == _outcome(R.post_phrase_pure, [huge], 1, [0])
+    assert R.post_phrase_native([block], 3, []) == []

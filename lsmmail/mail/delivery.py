@@ -100,9 +100,10 @@ class Delivery(StoreCore):
                     for start, chunk, prepared in chunks:
                         yield from self._import_batch(u, n, start, chunk, prepared, read)
                     return
+                ahead: list[tuple[int, list[bytes], list[Prepared | None]] | None] = []
                 with ThreadPoolExecutor(1, thread_name_prefix="lsmmail-import-write") as writer:
                     while True:
-                        results = self._import_round(u, n, chunks, read, writer)
+                        results = self._import_round(u, n, chunks, read, writer, ahead)
                         if results is None:
                             return
                         yield from results
@@ -126,12 +127,19 @@ class Delivery(StoreCore):
     def _import_round(
         self, u: UserState, folder: int, chunks: Iterator[tuple[int, list[bytes], list[Prepared | None]]],
         read: bool, writer: ThreadPoolExecutor,
+        ahead: list[tuple[int, list[bytes], list[Prepared | None]] | None],
     ) -> list[ImportResult] | None:
         """Store up to PIPELINE_BATCHES chunks, one batch each, and return their results once every one
         is durable (None when ``chunks`` is exhausted). While batch k is written (WAL append +
         fdatasync on ``writer``'s thread), this thread takes chunk k+1 (parsing it itself when the
         workers are behind) and builds batch k+1 on top of batch k's state (``_build_batch``); batch k+1
-        is written only after batch k is durable and installed.
+        is written only after batch k is durable, and batch k is installed (``_written``: counters,
+        search, whose flush may take ~30 ms) while batch k+1 is being written.
+
+        ``ahead`` carries the first chunk of the next round (or None: the input is exhausted): a full
+        round takes it while its last batch is being written, so that the wait for that write (WAL
+        append + fdatasync) overlaps the chunk's hand-over from a worker, or its parsing here when the
+        workers are behind. A chunk is only data (parsed messages): nothing in it depends on the store.
 
         Why a round and not an endless pipeline: nothing may be in flight when the caller gets control
         (at a yield), since the caller may call the store from this very thread, and the user's (re-
@@ -144,7 +152,8 @@ class Delivery(StoreCore):
             inflight: _InFlight | None = None
             try:
                 for _ in range(PIPELINE_BATCHES):
-                    item = next(chunks, None)  # while ``inflight`` is being written
+                    # while ``inflight`` is being written
+                    item = ahead.pop() if ahead else next(chunks, None)
                     if item is None:
                         break
                     got_any = True
@@ -152,12 +161,21 @@ class Delivery(StoreCore):
                     txn = self._txn()
                     res, created, seen = self._build_batch(txn, u, folder, start, raws, prepared, read,
                                                            inflight)
-                    if inflight is not None:
-                        done, inflight = inflight, None
-                        self._finish_write(done)
                     results += res
-                    if created:
-                        inflight = self._start_write(txn, seen, writer)
+                    if inflight is None:
+                        if created:
+                            inflight = self._start_write(txn, seen, writer)
+                        continue
+                    done, inflight = inflight, None
+                    self._wait_write(done)  # raises if it failed: then this batch is dropped unwritten
+                    try:
+                        if created:
+                            inflight = self._start_write(txn, seen, writer)
+                    finally:
+                        self._written(done.txn)  # done is durable: installed whatever happens next
+                else:
+                    if inflight is not None:
+                        ahead.append(next(chunks, None))
             finally:
                 if inflight is not None:
                     self._finish_write(inflight)
@@ -185,13 +203,17 @@ class Delivery(StoreCore):
 
     def _finish_write(self, f: _InFlight) -> None:
         """Wait until ``f``'s batch is durable (or raise its write's error), then install it."""
+        self._wait_write(f)
+        self._written(f.txn)
+
+    def _wait_write(self, f: _InFlight) -> None:
+        """Wait until ``f``'s batch is durable (or raise its write's error); release its attachment lock."""
         try:
             f.future.result()
         finally:
             if f.att_locked:
                 f.att_locked = False
                 self._att_lock.release()
-        self._written(f.txn)
 
     def _build_batch(
         self, txn: Txn, u: UserState, folder: int, start: int, raws: list[bytes],

@@ -148,3 +148,26 @@ def test_failed_write_in_a_round_leaves_memory_equal_to_disk(tmp_path: Path) -> 
         assert [r.status for r in again] == ["duplicate"] * 4 + ["stored"] * 8
         check_user(s, "u")
         assert [f.total for f in s.folders("u") if f.name == "INBOX"] == [12]
+
+
+def test_chunk_taken_ahead_of_a_round_sees_deliveries_made_at_the_yield(tmp_path: Path) -> None:
+    # A full round takes the next round's first chunk (parsed only) while its last batch is written; the
+    # caller may deliver to the same user at the yield in between. Whether a message of that chunk is a
+    # duplicate is decided when its batch is built, after the yield: as for an import not taken ahead.
+    raws = [f"Message-ID: <m{i}@x>\r\nSubject: s{i}\r\n\r\nbody {i}\r\n".encode() for i in range(7)]
+    saved = delivery.PIPELINE_BATCHES
+    delivery.PIPELINE_BATCHES = 2
+    try:
+        with MailStore.open(tmp_path / "db", MailOptions(sync=False)) as s:
+            s.create_user("u")
+            statuses = []
+            for r in s.import_messages("u", raws, batch_size=1, workers=1):
+                statuses.append(r.status)
+                if r.index == 1:  # the first round (m0, m1) is durable; m2 was taken ahead
+                    s.deliver("u", raws[2])
+                    s.deliver("u", raws[5])
+            assert statuses == ["stored", "stored", "duplicate", "stored", "stored", "duplicate", "stored"]
+            check_user(s, "u")
+            assert [f.total for f in s.folders("u") if f.name == "INBOX"] == [7]
+    finally:
+        delivery.PIPELINE_BATCHES = saved

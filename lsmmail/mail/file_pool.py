@@ -46,6 +46,7 @@ import json
 import os
 import pickle
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -203,6 +204,9 @@ def _worker_process() -> None:
     join of the worker after it was told to stop). Nothing is lost: every result was written with
     ``pwrite`` and announced on the unbuffered pipe before the worker reads its next task, and a worker
     opens no other resource."""
+    # Ctrl-C reaches the whole process group: the storing process handles it and closes the pool (EOF
+    # here), so a worker does not print a KeyboardInterrupt traceback of its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         _worker_main(Connection(int(sys.argv[1])))
     finally:

@@ -40,12 +40,18 @@ from . import mime, schema
 from .file_pool import FilePool, PoolBroken
 from .records import details_prefix, encode_body, summary_parts
 
-#: ``workers=None`` uses worker processes only from this many input messages on. A spawned worker costs
-#: ~0.15-0.3 s of start-up (interpreter + imports, on the 2-core machine of docs/benchmarks.md) and saves
-#: the main process ~170 µs per message (parse ~105 + analysis ~60): it pays off after ~1,000-2,000
-#: messages; below ~500 a pool only adds processes (the main process prepares early chunks itself, so a
-#: small pool import is not slower, but it is not faster either).
-AUTO_MIN_MESSAGES = 512
+#: ``workers=None`` uses worker processes only from this many input messages on. Measured (durable
+#: import into a fresh store, each run a fresh process, interleaved; docs/benchmarks.md's 2-core machine):
+#: on the 3,011-message bench sample one worker never beat the in-process import (medians 0.87 vs 1.19 s
+#: at load ~4, 0.94 vs 1.23 s at ~2; best runs tied, 0.74-0.75 s), while on 7,011 messages a worker won
+#: on a quiet machine (4.38k vs 3.91k msgs/s). A worker's start-up (~0.11-0.15 s of CPU to its first
+#: result) and hand-over (~10 µs per message in each process) pay off only over a few thousand messages.
+AUTO_MIN_MESSAGES = 4096
+
+#: ``workers=None`` starts no worker while the 1-minute load average exceeds the usable CPUs: without an
+#: idle core a worker only adds its start-up and hand-over to the CPU the machine already lacks (7,011
+#: messages at load ~4-7 on 2 cores: medians 2.28 s in-process vs 3.55 s with a worker).
+AUTO_MAX_LOAD_PER_CPU = 1.0
 
 #: Automatic worker processes: one less than the usable CPUs (the main process stores), at most this many.
 #: The main process spends ~300 µs per message storing, a worker ~190 µs preparing (with pickling), so
@@ -174,13 +180,19 @@ def prepare_chunk(raws: list[bytes], max_size: int, search: bool) -> list[Prepar
 def auto_workers(n_messages: int | None) -> int:
     """``workers`` that ``workers=None`` means for an input of ``n_messages`` (None: unknown length, i.e.
     a stream: assumed large). Counted as ``import_messages`` counts them: processes including this one,
-    so 1 means in-process and N means N - 1 worker processes."""
+    so 1 means in-process and N means N - 1 worker processes: in-process below ``AUTO_MIN_MESSAGES``, on
+    one CPU, or while the load average shows no idle CPU (``AUTO_MAX_LOAD_PER_CPU``)."""
     if n_messages is not None and n_messages < AUTO_MIN_MESSAGES:
         return 1
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cpus = os.cpu_count() or 1
+    try:
+        if os.getloadavg()[0] > AUTO_MAX_LOAD_PER_CPU * cpus:
+            return 1
+    except (AttributeError, OSError):  # no load average on this platform: decide by the CPUs alone
+        pass
     return max(1, min(cpus - 1, AUTO_MAX_WORKERS) + 1)
 
 

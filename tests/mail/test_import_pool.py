@@ -137,6 +137,7 @@ def test_abandoned_import_leaks_no_process(tmp_path: Path) -> None:
 
 
 def test_auto_workers_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(import_pool.os, "getloadavg", lambda: (0.5, 0.5, 0.5))
     monkeypatch.setattr(import_pool.os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3, 4, 5, 6, 7})
     assert auto_workers(import_pool.AUTO_MIN_MESSAGES - 1) == 1
     assert auto_workers(import_pool.AUTO_MIN_MESSAGES) == 1 + import_pool.AUTO_MAX_WORKERS
@@ -144,6 +145,12 @@ def test_auto_workers_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(import_pool.os, "sched_getaffinity", lambda _pid: {0})
     assert auto_workers(None) == 1
     monkeypatch.setattr(import_pool.os, "sched_getaffinity", lambda _pid: {0, 1})
+    assert auto_workers(10_000) == 2
+    # No idle CPU in the last minute (load above the CPUs): in-process, whatever the size.
+    monkeypatch.setattr(import_pool.os, "getloadavg", lambda: (2.5, 1.0, 1.0))
+    assert auto_workers(10_000) == 1
+    assert auto_workers(None) == 1
+    monkeypatch.setattr(import_pool.os, "getloadavg", lambda: (1.9, 3.0, 3.0))  # only the last minute counts
     assert auto_workers(10_000) == 2
 
 

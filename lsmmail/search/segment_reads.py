@@ -9,6 +9,7 @@ from array import array
 from bisect import bisect_left
 from typing import Any
 
+from ..engine.errors import Corruption
 from . import postings as P
 from ._postings_read import RankList, post_and, post_ranks
 from .mem_segment import _MemSegment
@@ -92,7 +93,10 @@ class _Universe:
         base = self.base.get(seg)
         if base is not None:
             return post_ranks(block, table_len, base)
-        m = self.maps[seg]
+        m = self.maps.get(seg)
+        if m is None:  # a segment with an empty doc table: any block of it is malformed
+            P.decode_ordinals(block, table_len)
+            raise Corruption("posting block of a segment without docs")
         return array("I", map(m.__getitem__, P.decode_ordinals(block, table_len)))
 
     def deleted_ranks(self, deleted: set[bytes]) -> RankList | None:

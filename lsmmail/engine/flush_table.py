@@ -6,13 +6,18 @@ blocks already encoded and cut: the per-entry ``TableBuilder.add`` (~2 us of Pyt
 flush's CPU with 1 KiB values) is replaced by one C call per run of blocks, and per entry only the bloom
 filter's hash remains in Python. Used for flushes with no live snapshot and no range tombstone whose
 values all stay in the table (none reaches ``min_blob_size``); every other flush takes the per-entry path.
+Compactions write their blocks through it too (``OutputSink.add_compacted``). With the C extension the
+blocks of a call are compressed, checksummed and laid out by one C call and written with one write
+(block_frame.py): flush CPU per 32 MiB memtable of the bench's values 62-66 -> 48-50 ms.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+from . import block_frame
 from .block import BlockBuilder
+from .block_frame import NativeFramer
 from .bloom import BloomBuilder
 from .fs import WritableFile
 from .sstable import TableOptions, TableProperties, encode_handle
@@ -33,6 +38,7 @@ class BlockTableWriter(TableFileWriter):
         self._smallest_key = b""
         self._largest_key = b""
         self._last_bloom_key: bytes | None = None
+        self._framer = NativeFramer() if block_frame.READY else None
 
     @property
     def num_entries(self) -> int:
@@ -81,9 +87,19 @@ class BlockTableWriter(TableFileWriter):
             self._last_bloom_key = last
         compress = self._opts.compression
         index_add = self._index.add
-        for raw, last in zip(blocks, last_ikeys, strict=True):
-            offset, size = self._write_block(raw, compress)
-            index_add(last, encode_handle(offset, size))
+        if self._framer is not None:
+            # All the blocks in one C call (compressed, checksummed, laid out) and one write.
+            framed, sizes = self._framer.frame(blocks, compress)
+            self._file.append(framed)
+            offset = self._offset
+            for size, last in zip(sizes, last_ikeys, strict=True):
+                index_add(last, encode_handle(offset, size))
+                offset += size + 5
+            self._offset = offset
+        else:
+            for raw, last in zip(blocks, last_ikeys, strict=True):
+                offset, size = self._write_block(raw, compress)
+                index_add(last, encode_handle(offset, size))
         props.num_data_blocks += len(blocks)
         self._largest_key = last_ikeys[-1]
 

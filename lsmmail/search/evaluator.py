@@ -5,7 +5,7 @@ from __future__ import annotations
 import heapq
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
-from itertools import filterfalse, islice, repeat, takewhile
+from itertools import dropwhile, filterfalse, islice, repeat, takewhile
 from typing import TYPE_CHECKING, Any
 
 from ._group import decode_positions
@@ -17,7 +17,6 @@ from .query import All, And, DateBound, HasAttachment, InFolder, IsRead, Node, N
 from .segment_reads import _PLAN_CACHE_ENTRIES, Keys
 from .tokenizer import ADDRESS_FIELDS, MAX_TOKEN_BYTES, META, SPECIAL_FIELDS, TEXT_FIELDS, normalize
 
-EMPTY_SET: frozenset[bytes] = frozenset()
 #: The end of UUIDv7 time: ids hold 48-bit milliseconds.
 _TIME_END = 1 << 48
 
@@ -436,25 +435,35 @@ def _mem_hits(
     ix: SearchIndex, user: bytes, plan: Plan, deleted: set[bytes], after: bytes | None, lo: bytes | None,
     want: int | None = None,
 ) -> list[bytes]:
-    """The plan's matches in the memory segment (recent docs not flushed yet: a few hundred at most), as
-    plain sets, newest first (the newest ``want`` of them at least: all if None), states not checked. A doc
+    """The plan's newest ``want`` matches (all if None; at least ``want`` when there are) in the memory
+    segment (recent docs not flushed yet: a few hundred at most), newest first, states not checked. A doc
     is in memory or in one flushed segment, never both, so each side is filtered by its own negated
     postings."""
     if user not in ix._mem.docs:
         return []
-    if after is None and lo is None and not deleted and not plan.mem_neg and len(plan.mem_pos) < 2:
-        # one leaf (or none: every held doc), nothing to filter: a slice of its cached newest-first list
-        return ix._mem_newest(user, plan.mem_pos[0] if plan.mem_pos else ())[:want]
     leaf = ix._mem_leaf
-    cand: frozenset[bytes] | set[bytes]
-    if plan.mem_pos:
-        cand = EMPTY_SET
-        for i, k in enumerate(plan.mem_pos):
-            cand = cand & leaf(user, k) if i else leaf(user, k)  # & iterates over the smaller set
-            if not cand:
-                return []
-    else:  # every doc, also one without a single term (an empty message has no postings)
-        cand = leaf(user, ())
+    if len(plan.mem_pos) < 2:
+        # One leaf (or none: every held doc): its cached newest-first list, filtered through C iterators
+        # that stop at ``want`` (no set built, nothing sorted); unfiltered, a slice of it.
+        newest = ix._mem_newest(user, plan.mem_pos[0] if plan.mem_pos else ())
+        if after is None and lo is None and not deleted and not plan.mem_neg:
+            return newest[:want]
+        it: Iterator[bytes] = iter(newest)
+        if after is not None:
+            it = dropwhile(after.__le__, it)  # ids >= after: on earlier pages
+        if lo is not None:
+            it = takewhile(lo.__le__, it)
+        for k in plan.mem_neg:
+            it = filterfalse(leaf(user, k).__contains__, it)
+        if deleted:
+            it = filterfalse(deleted.__contains__, it)
+        return list(it if want is None else islice(it, want))
+    # Two or more positive leaves: intersect their cached sets (a few dozen docs each), then sort.
+    cand: frozenset[bytes] | set[bytes] = leaf(user, plan.mem_pos[0])
+    for k in plan.mem_pos[1:]:
+        if not cand:
+            return []
+        cand = cand & leaf(user, k)  # & iterates over the smaller set
     for k in plan.mem_neg:
         cand = cand - leaf(user, k)
     if after is not None:

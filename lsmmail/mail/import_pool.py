@@ -33,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
 from . import mime, schema
@@ -111,14 +111,7 @@ def prepare_parsed(raw: bytes, parsed: mime.ParsedMessage, search: bool) -> Prep
         "m": parsed.message_id, "i": parsed.in_reply_to, "r": parsed.references, "b": parsed.bcc,
         "a": [[name, ctype, len(data), sha.hex()] for name, ctype, data, sha in atts],
     })
-    analysed = None
-    if search:
-        # Imported here: a store without search never loads the tokenizer. Not ``lsmmail.search.index``:
-        # a worker process needs the analysis only (see ``lsmmail.search.analysis``).
-        from lsmmail.search.analysis import analyse
-        from lsmmail.search.documents import message_document
-
-        analysed = analyse(message_document(parsed))
+    analysed = _search_analysis()(parsed) if search else None
     if parsed.message_id:
         dedup = schema.dedup_tail(schema.DEDUP_MESSAGE_ID, parsed.message_id.encode("utf-8", "surrogatepass"))
     else:
@@ -130,6 +123,25 @@ def prepare_parsed(raw: bytes, parsed: mime.ParsedMessage, search: bool) -> Prep
         encode_body(parsed.text, parsed.html) if parsed.text or parsed.html else None,
         atts, subject_digest, reply, analysed,
     )
+
+
+_ANALYSE: Callable[[mime.ParsedMessage], tuple[bytes, int]] | None = None
+
+
+def _search_analysis() -> Callable[[mime.ParsedMessage], tuple[bytes, int]]:
+    """``analyse(message_document(parsed))``, imported on first use: a store without search never loads
+    the tokenizer, and a worker loads ``lsmmail.search.analysis``, not the index (its queries and
+    segments). Kept in a global: two import statements per message cost ~2 µs."""
+    global _ANALYSE
+    if _ANALYSE is None:
+        from lsmmail.search.analysis import analyse
+        from lsmmail.search.documents import message_document
+
+        def analyse_parsed(parsed: mime.ParsedMessage) -> tuple[bytes, int]:
+            return analyse(message_document(parsed))
+
+        _ANALYSE = analyse_parsed
+    return _ANALYSE
 
 
 #: Referenced Message-ID -> its dedup key tail: a thread's messages repeat their predecessors' ids in

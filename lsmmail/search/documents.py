@@ -36,13 +36,22 @@ class IndexedDocument:
 def message_document(parsed: Any) -> IndexedDocument:
     """What search indexes of a parsed message (``lsmmail.mail.mime.ParsedMessage``: ``subject``,
     ``from_``, ``to``, ``cc``, ``text``, ``html``, ``attachments`` with ``filename``): the one definition
-    for delivery, the import's workers and reindex, so they index identical fields."""
-    return IndexedDocument(
+    for delivery, the import's workers and reindex, so they index identical fields.
+
+    Built by filling the instance dict: the frozen dataclass's ``__init__`` sets each of the 8 fields
+    through ``object.__setattr__`` (~3 µs a message, once per imported message); the object is the same
+    (same fields, equal to one made by ``IndexedDocument(...)``, still frozen)."""
+    doc = _new_document(IndexedDocument)
+    doc.__dict__.update(
         subject=parsed.subject, from_=parsed.from_, to=parsed.to, cc=parsed.cc,
         body_text=parsed.text, body_html=parsed.html,
         attachment_names=[a.filename for a in parsed.attachments if a.filename],
         has_attachment=bool(parsed.attachments),
     )
+    return doc
+
+
+_new_document = object.__new__
 
 
 class DocState(NamedTuple):

@@ -41,3 +41,26 @@ def test_lazy_package_exports() -> None:
     from lsmmail.search.index import SearchIndex
 
     assert search.SearchIndex is SearchIndex
+
+
+def test_message_document_is_an_ordinary_frozen_document() -> None:
+    import dataclasses
+
+    from lsmmail.mail import mime
+    from lsmmail.search.documents import IndexedDocument, message_document
+
+    raw = (b"From: Ann <ann@example.com>\r\nTo: bo@example.org\r\nSubject: hi there\r\n"
+           b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nbody\r\n"
+           b"--b\r\nContent-Type: application/pdf; name=r.pdf\r\n\r\n%PDF\r\n--b--\r\n")
+    p = mime.parse(raw)
+    doc = message_document(p)
+    assert doc == IndexedDocument(subject="hi there", from_=[("Ann", "ann@example.com")],
+                                  to=[("", "bo@example.org")], cc=[], body_text="body", body_html="",
+                                  attachment_names=["r.pdf"], has_attachment=True)
+    assert dataclasses.asdict(doc)["attachment_names"] == ["r.pdf"]
+    try:
+        doc.subject = "changed"  # type: ignore[misc]
+    except dataclasses.FrozenInstanceError:
+        pass
+    else:
+        raise AssertionError("message_document's result must stay frozen")

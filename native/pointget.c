@@ -327,3 +327,33 @@ int64_t lsm_get(const lsm_read_view *v, struct lsm_memtable *const *mems, size_t
     }
     return rc;
 }
+
+/* The kinds lsm_get_state tells apart (keys.py KIND_*). */
+enum { KIND_DELETE = 0, KIND_PUT = 1, KIND_BLOB = 2 };
+#define MAX_USER_KEY 65535u /* keys.py MAX_KEY_SIZE */
+
+int64_t lsm_get_state(const lsm_read_state *rs, const uint8_t *ukey, size_t ulen, uint64_t snap,
+                      lsm_get_scratch *s) {
+    /* lsm_get over a read state's memtables and version, its answer folded into the return value so that
+     * a get needs nothing else from Python in the common cases: >= 0, the version found is a PUT and the
+     * result is its value length (the value in s->vbuf, s->out[0] = its trailer); LSM_GET_NONE, no version
+     * of ukey at or below snap, or the newest is a DELETE; LSM_GET_BLOB, the newest is a blob reference
+     * (s->out[0] = trailer, s->vbuf[0:s->out[1]) = the reference). Anything else (a table that is not an
+     * OS file, a value larger than s->vcap, a corrupt block or a read error, as lsm_get reports them; a
+     * found kind this function does not know) returns LSM_GET_SLOW, and LSM_EINVAL is returned for a key
+     * that is empty or longer than 65,535 bytes: the caller then takes its full path, which reports each
+     * case. Range tombstones are the caller's (it checks a found version against them). */
+    if (ulen == 0 || ulen > MAX_USER_KEY) return LSM_EINVAL;
+    int64_t rc = lsm_get(rs->view, rs->mems, rs->nmem, 0, ukey, ulen, snap, s);
+    if (rc == LSM_MEM_HIT) {
+        unsigned kind = (unsigned)(s->out[0] & 0xFF);
+        if (kind == KIND_PUT) return (int64_t)s->out[1];
+        if (kind == KIND_DELETE) return LSM_GET_NONE;
+        if (kind == KIND_BLOB) return LSM_GET_BLOB;
+        return LSM_GET_SLOW;
+    }
+    const lsm_read_view *v = rs->view;
+    size_t total = v->ngroups ? v->group_end[v->ngroups - 1] : 0;
+    if (rc >= 0 && (uint64_t)rc >= total) return LSM_GET_NONE;
+    return LSM_GET_SLOW;
+}

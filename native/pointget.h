@@ -74,4 +74,17 @@ typedef struct {
 int64_t lsm_get(const lsm_read_view *v, struct lsm_memtable *const *mems, size_t nmem, size_t from,
                 const uint8_t *ukey, size_t ulen, uint64_t snap, lsm_get_scratch *s);
 
+/* A read state: a version's read view and the memtables to consult before it, newest first
+ * (lsm_get_state). */
+typedef struct {
+    const lsm_read_view *view;
+    struct lsm_memtable *const *mems;
+    size_t nmem;
+} lsm_read_state;
+#define LSM_GET_NONE (-20)
+#define LSM_GET_BLOB (-21)
+#define LSM_GET_SLOW (-22)
+int64_t lsm_get_state(const lsm_read_state *rs, const uint8_t *ukey, size_t ulen, uint64_t snap,
+                      lsm_get_scratch *s);
+
 #endif

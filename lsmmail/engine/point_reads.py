@@ -7,6 +7,11 @@ active memtable, the immutable memtables newest first, the L0 tables newest firs
 table per deeper level. The first version found at or below the sequence number answers, unless a range
 tombstone newer than it covers the key.
 
+``get`` without a snapshot is one C call (``lsm_get_state``) on a read state built once per state
+(:class:`_ReadState`: the memtables' and the version's C handles), whose return value is the answer in
+the common cases (a value's length, none, a blob reference); the rest takes the full path
+(``_get_state``), which reads tables C cannot and reports every error.
+
 Errors: ``InvalidArgument`` for a bad key or snapshot, ``DBClosed`` after ``close``, ``Corruption`` for
 data that fails its checks (never wrong data), ``IOFailure`` for a read error.
 """
@@ -45,7 +50,8 @@ _VERSION_PROBE = _lib is not None and _pointget.READY
 _MEM_HIT = _pointget.MEM_HIT
 _tls = _pointget._tls
 _ECORRUPT, _ESPACE = -1, -2  # lsm_native.h
-
+_GET_NONE, _GET_BLOB = -20, -21  # pointget.h LSM_GET_NONE / LSM_GET_BLOB
+_get_state = _lib.lsm_get_state if _VERSION_PROBE else None
 
 
 def _memtables_get(key: bytes, seq: int, mem: MemTable,
@@ -62,6 +68,42 @@ def _memtables_get(key: bytes, seq: int, mem: MemTable,
     return None
 
 
+class _ReadState:
+    """What ``lsm_get_state`` reads for one ``(memtable, immutable memtables, version)`` state: an
+    ``lsm_read_state`` (``ptr``) pointing at the version's read view and at the memtables' C handles,
+    newest first. Built on the first get of a state and reused while the state stays current. It holds the
+    memtables and the version only weakly (a state replaced by a flush or a compaction must not keep them,
+    and their memory and files, alive); a get uses it only after checking, with its own strong references
+    to the current state in hand, that the weak ones still name that state."""
+
+    __slots__ = ("mem_ref", "ver_ref", "imm_refs", "ptr", "tombs", "_keep")
+
+    def __init__(self, mem: MemTable, imms: tuple[MemTable, ...], v: Version,
+                 vp: tuple[weakref.ref[Version], _pointget.VersionProbe, list[TableReader]]) -> None:
+        handles = [mem._m] + [m._m for m in reversed(imms)]  # type: ignore[attr-defined]
+        mems = _ffi.new("struct lsm_memtable *[]", handles)
+        st = _ffi.new("lsm_read_state *")
+        st.view, st.mems, st.nmem = vp[1].view, mems, 1 + len(imms)
+        self.mem_ref = weakref.ref(mem)
+        self.ver_ref = vp[0]
+        self.imm_refs = tuple(weakref.ref(m) for m in imms)
+        self.ptr = st
+        #: Whether a version found may be covered by a range tombstone of the version or of an immutable
+        #: memtable (both fixed; the active memtable's list grows, so each get checks it).
+        self.tombs = bool(v.range_tombstones) or any(m.range_tombstones for m in imms)
+        self._keep = (vp[1], mems)
+
+    def names(self, imms: tuple[MemTable, ...]) -> bool:
+        """Whether this state's immutable memtables are ``imms`` (a get checks the memtable and the
+        version itself: the common case, with no immutable memtable, needs no call)."""
+        if len(self.imm_refs) != len(imms):
+            return False
+        for r, m in zip(self.imm_refs, imms, strict=True):
+            if r() is not m:
+                return False
+        return True
+
+
 class PointReads:
     """Mixin of DB: point reads, and the readers of table and blob files."""
 
@@ -69,6 +111,8 @@ class PointReads:
     #: whole (one assignment), so threads may race to rebuild it but never see a torn one; a weak
     #: reference, so it never keeps an old version (and its files) alive.
     _probe: tuple[weakref.ref[Version], _pointget.VersionProbe, list[TableReader]] | None = None
+    #: The last read state a get used (:class:`_ReadState`); replaced whole, like ``_probe``.
+    _rs: _ReadState | None = None
 
     # State owned by DB (declared for type checkers).
     if TYPE_CHECKING:
@@ -101,10 +145,61 @@ class PointReads:
     def get(self, key: bytes, *, snapshot: Snapshot | None = None) -> bytes | None:
         """The value of ``key`` (as of ``snapshot`` if given), or None. Raises ``Corruption`` rather than
         return data that fails its checks."""
-        if type(key) is not bytes or not key or len(key) > MAX_KEY_SIZE:
-            key = check_key(key)
+        if snapshot is not None or type(key) is not bytes or _get_state is None:
+            return self._get_full(key, snapshot)
+        # The read state under ``_mu`` (nothing between acquire and release can raise).
+        mu = self._mu
+        mu.acquire()
+        closed = self._closed
+        seq, mem, v, imms = self._last_seq, self._mem, self._current, self._imms
+        imms = tuple(imms) if imms else ()
+        mu.release()
+        if closed:
+            raise DBClosed("the database is closed")
+        rs = self._rs
+        if rs is None or rs.mem_ref() is not mem or rs.ver_ref() is not v or ((imms or rs.imm_refs)
+                                                                              and not rs.names(imms)):
+            try:
+                rs = self._rs = _ReadState(mem, imms, v, self._probe_of(v))
+            except AttributeError:  # a pure-Python memtable: made only without the extension
+                return self._get_state(key, seq, mem, imms, v)
+        try:
+            s = _tls.p
+        except AttributeError:
+            s = _pointget.point_scratch()
+        # One C call: memtables, then the tables' filters, indexes and blocks (``lsm_get_state``); the
+        # answer is in its return value. ``mem``, ``imms`` and ``v`` stay referenced here until it returns.
+        n = _get_state(rs.ptr, key, len(key), seq, s.sc)
+        if n >= 0:
+            if (rs.tombs or mem.range_tombstones) and self._covered(key, seq, s.out[0] >> 8, mem, imms, v):
+                return None
+            return _ffi.buffer(s.cvbuf, n)[:]
+        if n == _GET_NONE:
+            return None
+        if n == _GET_BLOB:
+            if (rs.tombs or mem.range_tombstones) and self._covered(key, seq, s.out[0] >> 8, mem, imms, v):
+                return None
+            ref = _ffi.buffer(s.cvbuf, s.out[1])[:]
+            try:
+                return self._read_blob(ref)
+            except LsmError:
+                raise
+            except OSError as e:
+                raise IOFailure(e.errno, f"read failed: {e}") from e
+        # Anything else (a table that is not an OS file, a large value, an error to report, a bad key):
+        # the full path, which reports each case.
+        return self._get_state(check_key(key), seq, mem, imms, v)
+
+    def _covered(self, key: bytes, seq: int, found_seq: int, mem: MemTable, imms: tuple[MemTable, ...],
+                 v: Version) -> bool:
+        """Whether a range tombstone visible at ``seq`` and newer than ``found_seq`` covers ``key``."""
+        tombs = self._tombstones(mem, imms, v)
+        return bool(tombs) and covering_tombstone_seq(tombs, key, seq) > found_seq
+
+    def _get_full(self, key: bytes, snapshot: Snapshot | None) -> bytes | None:
+        """:meth:`get` for a snapshot, a key that is not ``bytes`` (checked here), or the pure engine."""
+        key = check_key(key)
         if snapshot is None:
-            # ``_read_state`` inlined (a missing key's get is ~1 us: a method call is ~8% of it).
             with self._mu:
                 if self._closed:
                     raise DBClosed("the database is closed")
@@ -112,9 +207,14 @@ class PointReads:
                 imms = tuple(self._imms) if self._imms else ()
         else:
             seq, mem, imms, version = self._read_state(snapshot)
+        return self._get_state(key, seq, mem, imms, version)
+
+    def _get_state(self, key: bytes, seq: int, mem: MemTable, imms: tuple[MemTable, ...],
+                   version: Version) -> bytes | None:
+        """The value of ``key`` at ``seq`` in the read state ``(mem, imms, version)``, or None, one source
+        at a time (``_lookup``), range tombstones gathered only for a key that was found (and only when
+        some source has any). ``key`` must be valid."""
         try:
-            # ``_get`` inlined, and the range tombstones gathered only for a key that was found (and only
-            # when some source has any).
             found = self._lookup(key, seq, mem, imms, version)
             if found is None:
                 return None

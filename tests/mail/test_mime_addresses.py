@@ -14,7 +14,10 @@ _local = st.sampled_from(["a", "john.smith", "x+tag", "a_b-c", "%x", "a..b", ".a
 _domain = st.sampled_from(["b.c", "example.org", "x-y.z", "a_b.c", "[1.2.3.4]", "b..c", "b.", ""])
 _name = st.sampled_from(["", "John", "John Smith", "J. Smith", "John  \t Smith", '"Smith, John"',
                          '"Jörg"', '"=?utf-8?q?J=C3=B6rg?="', '"a\\"b"', '""', '"x" y', "(c) John",
-                         "John (c)", "A\n\tB"])
+                         "John (c)", "A\n\tB", "Ann Lee via USRP-users", "zcao--- via X", "O'Brien", "x.y",
+                         ". z", "J.", "=?utf-8?q?J=C3=B6rg?=", "=?UTF-8?B?546L55u8?= x", "a{b}|c~",
+                         "#$%&*+/^_`!", "a=b?c", "a\\b", "a[b]", "a;b", "a:b", "é", "a\x7fb", "a\x0cb",
+                         "a\xa0b"])
 _ws = st.sampled_from(["", " ", "\t", "\n\t", "  "])
 
 
@@ -62,3 +65,10 @@ def test_addresses_equal_the_stdlib_path(values: list[str]) -> None:
 def test_plain_forms_take_the_fast_path() -> None:
     assert mime._plain_addresses('John Smith <j@x.org>, "Doe, Jane" <jd@y.org>,\n\tk@z.org') == [
         ("John Smith", "j@x.org"), ("Doe, Jane", "jd@y.org"), ("", "k@z.org")]
+
+
+def test_atext_names_take_the_fast_path() -> None:
+    value = "Ann Lee via USRP-users <u@lists.x.org>, =?utf-8?q?J=C3=B6rg?= <j@x.org>, J. Q. Doe <d@x.org>"
+    assert mime._plain_addresses(value) == email.utils.getaddresses([value]) == [
+        ("Ann Lee via USRP-users", "u@lists.x.org"), ("=?utf-8?q?J=C3=B6rg?=", "j@x.org"),
+        ("J. Q. Doe", "d@x.org")]

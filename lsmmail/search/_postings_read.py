@@ -69,7 +69,7 @@ class RankList:
 
 
 def post_ranks_pure(block: bytes, table_len: int, base: int) -> array:
-    if base < 0 or base + table_len > _RANK_LIMIT:
+    if not 0 <= base < _RANK_LIMIT or base + table_len > _RANK_LIMIT:
         raise InvalidArgument("ranks beyond 32 bits")
     ords = decode_ordinals(block, table_len)
     if base:
@@ -78,7 +78,7 @@ def post_ranks_pure(block: bytes, table_len: int, base: int) -> array:
 
 
 def post_ranks_native(block: bytes, table_len: int, base: int) -> array:
-    if base < 0 or base + table_len > _RANK_LIMIT:
+    if not 0 <= base < _RANK_LIMIT or base + table_len > _RANK_LIMIT:
         raise InvalidArgument("ranks beyond 32 bits")
     cap = len(block) + 1  # a valid block holds at most one ordinal per byte after its first
     out = native._new("uint32_t[]", cap)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._group import decode_positions
 from ._postings_read import DISPATCH as RANKS
-from ._postings_read import post_phrase
+from ._postings_read import post_and, post_phrase
 from .documents import DocState, doc_time_ms
 from .postings import ANY
 from .query import All, And, DateBound, HasAttachment, InFolder, IsRead, Node, Not, Or, Term, parse
@@ -56,30 +56,54 @@ class _Evaluator:
         return out  # type: ignore[return-value]
 
     def phrase(self, field: str, tokens: tuple[str, ...]) -> set[bytes]:
-        """Docs having ``tokens`` at adjacent positions of ``field``: the docs having every token, then, per
-        flushed segment, one native walk over the tokens' blocks that decodes only those docs' positions
-        (``_postings_read.post_phrase``); memory-segment docs from their held runs."""
+        """Docs having ``tokens`` at adjacent positions of ``field``: the flushed docs having every token (one
+        native AND of their rank lists), then, per flushed segment, one native walk over the tokens' blocks
+        that decodes only those docs' positions (``_postings_read.post_phrase``); memory-segment docs from
+        their held runs."""
         if len(tokens) == 1:
             return self.docs(field, tokens[0])
-        sets = sorted((self.docs(field, t) for t in set(tokens)), key=len)
-        cand = set(sets[0]).intersection(*sets[1:])
-        if not cand:
-            return cand
-        held = self.ix._mem.docs.get(self.user)
-        in_mem = cand.intersection(held) if held else ()
-        out = self._phrase_mem(field, tokens, in_mem) if in_mem else set()
-        flushed = cand.difference(in_mem) if in_mem else cand
-        if flushed:
-            blocks = {t: {seg: blk for seg, _, blk in self.ix._blocks(self.user, field, t, self.snap)}
-                      for t in set(tokens)}
-            for seg, table in self.tables.items():
-                blks = [blocks[t].get(seg) for t in tokens]
-                if None in blks:
-                    continue  # a token absent from the segment: no doc of it has the phrase
-                n = len(table)
-                ords = [o for o in map(bisect_left, repeat(table), flushed) if o < n and table[o] in flushed]
-                if ords:
-                    out.update(map(table.__getitem__, post_phrase(blks, n, ords)))  # type: ignore[arg-type]
+        uniq = set(tokens)
+        # Memory segment: the docs holding every token there, checked from their runs.
+        mem = [self.mem_post.get((field, t)) for t in uniq]
+        out: set[bytes] = set()
+        if all(mem):
+            first = min(mem, key=len)  # type: ignore[arg-type]
+            in_mem = set(first).intersection(*mem)  # type: ignore[arg-type]
+            if in_mem:
+                out = self._phrase_mem(field, tokens, in_mem)
+        # Flushed segments: the ranks holding every token (one native AND over the cached rank lists),
+        # then per segment one native walk over the tokens' blocks for those docs' ordinals.
+        ix, user = self.ix, self.user
+        if any(len(t.encode("utf-8")) > MAX_TOKEN_BYTES for t in uniq):
+            return out  # a token too long to be indexed: no flushed doc has it
+        lists = [ix._flushed_docs(user, ((field, t),)) for t in uniq]
+        if not all(td.ranks for td in lists):
+            return out
+        uni = ix._universe(user)
+        ids = uni.ids
+        ranks = sorted(post_and(lists, [], 0, len(ids), len(ids)))
+        if not ranks:
+            return out
+        blocks = {t: {seg: blk for seg, _, blk in ix._blocks(user, field, t, self.snap)} for t in uniq}
+        wanted: set[bytes] | None = None
+        for seg, table in self.tables.items():
+            blks = [blocks[t].get(seg) for t in tokens]
+            if None in blks:
+                continue  # a token absent from the segment: no doc of it has the phrase
+            n = len(table)
+            base = uni.base.get(seg)
+            if base is not None:  # the segment's ranks are base .. base + n - 1
+                i, j = bisect_left(ranks, base), bisect_left(ranks, base + n)
+                if i == j:
+                    continue
+                ords = [r - base for r in ranks[i:j]]
+            else:  # interleaved (merged) segments: find the docs in the doc table
+                if wanted is None:
+                    wanted = set(map(ids.__getitem__, ranks))
+                ords = [o for o in map(bisect_left, repeat(table), wanted) if o < n and table[o] in wanted]
+                if not ords:
+                    continue
+            out.update(map(table.__getitem__, post_phrase(blks, n, ords)))  # type: ignore[arg-type]
         return out
 
     def _phrase_mem(self, field: str, tokens: tuple[str, ...], docs: Iterable[bytes]) -> set[bytes]:

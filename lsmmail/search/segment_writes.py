@@ -37,8 +37,10 @@ class SegmentWrites(SegmentReads):
                 head, tail = P.segment_user_prefix(user), b"\x00" + P.encode_u64(seg)
                 # record i is the doc of ordinal i; keys == P.block_key(...)
                 put_segment_fwd(batch, [docs[d][0] for d in ids], head, tail)
+                fwd = P.forward_key(user, b"")  # forward_key(user, d) == fwd + d: one prefix per user
+                delete = batch.delete
                 for d in ids:
-                    batch.delete(P.forward_key(user, d))
+                    delete(fwd + d)
                 written[user] = ids
             batch.put(P.META_NEXT_SEGMENT, P.encode_u64(seg + 1))
             if self._combined:

@@ -52,6 +52,8 @@ _tls = _pointget._tls
 _ECORRUPT, _ESPACE = -1, -2  # lsm_native.h
 _GET_NONE, _GET_BLOB = -20, -21  # pointget.h LSM_GET_NONE / LSM_GET_BLOB
 _get_state = _lib.lsm_get_state if _VERSION_PROBE else None
+#: ``bytes`` of a ``char *`` and a length: ``ffi.unpack`` is ~35 ns less than ``ffi.buffer(p, n)[:]``.
+_unpack = _ffi.unpack if _VERSION_PROBE else None
 
 
 def _memtables_get(key: bytes, seq: int, mem: MemTable,
@@ -173,13 +175,13 @@ class PointReads:
         if n >= 0:
             if (rs.tombs or mem.range_tombstones) and self._covered(key, seq, s.out[0] >> 8, mem, imms, v):
                 return None
-            return _ffi.buffer(s.cvbuf, n)[:]
+            return _unpack(s.cvbuf, n)
         if n == _GET_NONE:
             return None
         if n == _GET_BLOB:
             if (rs.tombs or mem.range_tombstones) and self._covered(key, seq, s.out[0] >> 8, mem, imms, v):
                 return None
-            ref = _ffi.buffer(s.cvbuf, s.out[1])[:]
+            ref = _unpack(s.cvbuf, s.out[1])
             try:
                 return self._read_blob(ref)
             except LsmError:

@@ -35,7 +35,9 @@ HTML
 
 from __future__ import annotations
 
+import array
 import re
+import sys
 import unicodedata
 from html import unescape
 
@@ -232,10 +234,20 @@ def _alnum_table() -> bytes:
         table = bytearray(0x10000)
         # Surrogates (D800-DFFF) are never word characters and the kernel declines them anyway.
         for lo, hi in ((0, 0xD800), (0xE000, 0x10000)):
-            for m in _WORD.finditer("".join(map(chr, range(lo, hi)))):
-                table[lo + m.start() : lo + m.end()] = b"\x01" * (m.end() - m.start())
+            for m in _WORD.finditer(_code_points(lo, hi)):
+                start, end = m.span()
+                table[lo + start : lo + end] = b"\x01" * (end - start)
         _bmp_alnum = bytes(table)
     return _bmp_alnum
+
+
+def _code_points(lo: int, hi: int) -> str:
+    """``"".join(map(chr, range(lo, hi)))`` (no surrogates in the range) by decoding UTF-32: ~1 ms for the
+    BMP instead of ~4-5 ms, once per process (the first non-ASCII text of an import pays it)."""
+    words = array.array("I", range(lo, hi))
+    if words.itemsize != 4:  # pragma: no cover - 4 on every platform CPython supports today
+        return "".join(map(chr, range(lo, hi)))
+    return words.tobytes().decode("utf-32-le" if sys.byteorder == "little" else "utf-32-be")
 
 
 def words_raw_native(text: str) -> tuple[bytes, int]:

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator
 from itertools import dropwhile, filterfalse, islice, repeat, takewhile
 from typing import TYPE_CHECKING, Any
 
-from ._group import decode_positions
+from . import postings as P
 from ._postings_read import DISPATCH as RANKS
 from ._postings_read import post_and, post_phrase
 from .documents import DocState, doc_time_ms
@@ -84,7 +84,7 @@ class _Evaluator:
         ranks = sorted(post_and(lists, [], 0, len(ids), len(ids)))
         if not ranks:
             return out
-        blocks = {t: {seg: blk for seg, _, blk in ix._blocks(user, field, t, self.snap)} for t in uniq}
+        blocks = {t: ix._term_blocks(user, field, t) for t in uniq}
         wanted: set[bytes] | None = None
         for seg, table in self.tables.items():
             blks = [blocks[t].get(seg) for t in tokens]
@@ -107,14 +107,17 @@ class _Evaluator:
         return out
 
     def _phrase_mem(self, field: str, tokens: tuple[str, ...], docs: Iterable[bytes]) -> set[bytes]:
-        runs = [self.mem_post[(field, t)] for t in tokens]  # every doc of ``docs`` has every token
-        out = set()
-        for d in docs:
-            first = decode_positions(runs[0][d])
-            rest = [set(decode_positions(r[d])) for r in runs[1:]]
-            if any(all(p + i in s for i, s in enumerate(rest, 1)) for p in first):
-                out.add(d)
-        return out
+        """The memory-segment docs of ``docs`` (each holds every token) having the phrase: their held runs
+        are encoded as in a block, so each token's runs behind one block header make a block of ordinals
+        0..n-1 for the same native walk as the flushed side."""
+        order = sorted(docs)
+        n = len(order)
+        ords = list(range(n))
+        blocks = []
+        for t in tokens:
+            held = self.mem_post[(field, t)]
+            blocks.append(P.encode_block_runs(ords, [held[d] for d in order]))
+        return set(map(order.__getitem__, post_phrase(blocks, n, ords)))
 
     def term(self, node: Term) -> set[bytes]:
         out: set[bytes] = set()

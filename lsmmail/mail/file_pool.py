@@ -248,7 +248,7 @@ def _start_worker(fn: Callable[..., Any]) -> tuple[subprocess.Popen[bytes], Conn
         # Pickled before the process starts: an unpicklable ``fn`` raises here, not in the worker.
         fn_pickle = pickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
         cmd = [sys.executable, *subprocess._args_from_interpreter_flags(), "-c", _BOOT,
-               str(theirs.fileno()), json.dumps(sys.path)]
+               str(theirs.fileno()), json.dumps([p for p in sys.path if isinstance(p, str)])]
         proc = subprocess.Popen(cmd, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
     except BaseException:
         ours.close()

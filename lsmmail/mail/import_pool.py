@@ -235,7 +235,11 @@ def prepared_chunks(
     # Chunks read ahead: each worker gets at most WORKER_AHEAD of them, and this process steals from the
     # far end of the rest while it would wait (each chunk is ~64 messages, ~1.5 MB raw + ~1.3 MB prepared).
     window = (WORKER_AHEAD + 1) * workers + 3
-    pool: FilePool | None = FilePool(prepare_chunk, workers, window)
+    pool: FilePool | None
+    try:
+        pool = FilePool(prepare_chunk, workers, window)
+    except OSError:  # no process could be started (limits, no executable): everything in this process
+        pool = None
     # [raws, worker index or None, task id or None, Prepared list once prepared here] per chunk read
     # ahead, in input order.
     inflight: deque[list[Any]] = deque()

@@ -28,6 +28,29 @@ from .coding import checksum, u32
 _ESPACE, _EINVAL = -2, -3
 
 
+class RawBlocks(Sequence[bytes]):
+    """Data blocks laid out back to back in a C buffer (block i ends at ``ends[i]``), as
+    ``NativeMemTable.flush_blocks`` produces them: :class:`NativeFramer` frames them from the buffer
+    itself, with no copy into Python objects. Valid only until the producer's next run (the buffer is
+    reused); indexing copies a block out."""
+
+    __slots__ = ("buf", "ends")
+
+    def __init__(self, buf: object, ends: list[int]) -> None:
+        self.buf = buf
+        self.ends = ends
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def __getitem__(self, i: int) -> bytes:  # type: ignore[override]
+        if not -len(self.ends) <= i < len(self.ends):
+            raise IndexError(i)
+        i %= len(self.ends)
+        a = self.ends[i - 1] if i else 0
+        return native_lib._ffi.buffer(self.buf, self.ends[i])[a:]
+
+
 def frame_blocks_py(blocks: Sequence[bytes | memoryview], compress: bool) -> tuple[bytes, list[int]]:
     """The framed blocks back to back, and each block's stored size (without its 5-byte trailer)."""
     out = bytearray()
@@ -50,24 +73,29 @@ class NativeFramer:
         self._cap = 0
         self._buf = None
 
-    def frame(self, blocks: Sequence[bytes | memoryview], compress: bool) -> tuple[memoryview, list[int]]:
+    def frame(self, blocks: Sequence[bytes] | Sequence[memoryview],
+              compress: bool) -> tuple[memoryview, list[int]]:
         """As :func:`frame_blocks_py`; the framed bytes are a view of this framer's buffer, valid until
         its next call (the caller writes them at once)."""
         ffi, lib = native_lib._ffi, native_lib._lib
         n = len(blocks)
-        data = blocks[0] if n == 1 else b"".join(blocks)
-        ends = []
-        total = 0
-        for b in blocks:
-            total += len(b)
-            ends.append(total)
+        if isinstance(blocks, RawBlocks):
+            src = blocks.buf
+            ends = blocks.ends
+        else:
+            src = ffi.from_buffer(blocks[0] if n == 1 else b"".join(blocks))
+            ends = []
+            total = 0
+            for b in blocks:
+                total += len(b)
+                ends.append(total)
         ends_c = ffi.new("uint64_t[]", ends)
         bound = int(lib.lsm_frame_bound(ends_c, n))
         if bound > self._cap:
             self._cap = max(bound, 1 << 16)
             self._buf = native_lib._new("uint8_t[]", self._cap)
         stored = ffi.new("uint64_t[]", n)
-        got = lib.lsm_frame_blocks(ffi.from_buffer(data), ends_c, n, int(compress), self._buf, self._cap,
+        got = lib.lsm_frame_blocks(src, ends_c, n, int(compress), self._buf, self._cap,
                                    stored)
         if got < 0:
             raise ValueError(f"lsm_frame_blocks failed ({got})")

@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from .. import native
 from ..native_lib import split_at
 from .batch import encode_batch
+from .block_frame import RawBlocks
 from .errors import Corruption, InvalidArgument
 from .keys import KIND_RANGE_DEL
 from .memtable import ENTRY_OVERHEAD, Entry, MemTable, RangeTombstone
@@ -209,9 +210,10 @@ class NativeMemTable:
     ) -> Iterator[tuple[list[bytes], list[bytes], list[bytes], list[int], int]]:
         """The data blocks of a flush with no live snapshot and no range tombstone (each key's newest
         version), encoded and cut as ``TableBuilder`` would: runs of ``(blocks, last internal key of each,
-        user keys, trailers, value bytes)`` for :class:`~lsmmail.engine.flush_table.BlockTableWriter`.
-        Values are copied as they are: the caller checks :meth:`max_value_size` against the blob
-        threshold first."""
+        user keys, trailers, value bytes)`` for :class:`~lsmmail.engine.flush_table.BlockTableWriter`;
+        the blocks are a :class:`~lsmmail.engine.block_frame.RawBlocks` over this generator's buffer,
+        valid until the next run is asked for. Values are copied as they are: the caller checks
+        :meth:`max_value_size` against the blob threshold first."""
         lib, ffi, m = _lib, _ffi, self._m
         cap = 1 << 20
         nblocks = 64
@@ -248,9 +250,10 @@ class NativeMemTable:
                 blasts = ffi.unpack(block_last, nb)
                 kends = ffi.unpack(key_end, ne)
                 tr = ffi.unpack(trailers, ne)
-                data = ffi.buffer(buf, bends[-1])[:]
+                # The blocks stay in buf (no copy): the table writer frames them from there before it
+                # asks for the next run (block_frame.RawBlocks).
+                blocks = RawBlocks(buf, bends)
                 kdata = ffi.buffer(keys, kends[-1])[:]
-                blocks = split_at(data, bends)
                 ukeys = split_at(kdata, kends)
                 lasts = [ukeys[i] + tr[i].to_bytes(8, "little") for i in blasts]
                 yield blocks, lasts, ukeys, tr, int(state[3])

@@ -51,3 +51,23 @@ def test_a_memoryview_block_and_a_large_one() -> None:
     blocks = [view[:3000], view[3000:]]
     framed, sizes = NativeFramer().frame(blocks, True)
     assert (bytes(framed), sizes) == frame_blocks_py([bytes(b) for b in blocks], True)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(_block(), min_size=1, max_size=8), st.booleans())
+def test_blocks_framed_from_a_c_buffer(blocks: list[bytes], compress: bool) -> None:
+    """RawBlocks (blocks back to back in a C buffer, as flush_blocks yields them) frame as the same
+    blocks given one by one, and read back block by block."""
+    from lsmmail import native_lib
+    from lsmmail.engine.block_frame import RawBlocks
+
+    ends = []
+    total = 0
+    for b in blocks:
+        total += len(b)
+        ends.append(total)
+    buf = native_lib._ffi.new("uint8_t[]", b"".join(blocks) or b"\0")
+    raw = RawBlocks(buf, ends)
+    assert list(raw) == blocks and raw[-1] == blocks[-1]
+    framed, sizes = NativeFramer().frame(raw, compress)
+    assert (bytes(framed), sizes) == frame_blocks_py(blocks, compress)

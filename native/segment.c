@@ -186,10 +186,10 @@ static int posts_add(posts *ps, keyset *ks, uint32_t kid, uint32_t ord, uint32_t
 }
 
 /* Scratch buffers kept between builds (lsm_segment_scratch_keep): the postings, runs and key arrays of
- * a 1M-token flush touch ~17 MB, and fresh pages cost a page fault each (~27% of a build's time in a
- * loop of builds, 25.3 -> 19.1 us per doc with the pages reused). One set, process-wide: a build takes it
- * if no other build holds it (else it allocates its own), and gives it back at its end while keeping is
- * on, else frees it. */
+ * a 1M-token flush touch ~17 MB, and fresh pages cost a page fault each (kernel time was ~27% of a build
+ * in a loop of builds of 1,500 bench docs; with this set kept, 25-28 -> ~22 us per doc). One set,
+ * process-wide: a build takes it if no other build holds it (else it allocates its own), and gives it
+ * back at its end while keeping is on, else frees it. */
 enum { KEEP_POSTS, KEEP_RUNS, KEEP_SORD, KEEP_SRUNS, KEEP_KEYS, KEEP_ARENA, KEEP_N };
 typedef struct {
     void *p;
@@ -281,9 +281,10 @@ static int64_t build(size_t n, const uint32_t *ords, const uint8_t *fields, cons
     }
     /* Runs: at most 5 bytes per position plus 5 for a count per posting, reserved once (growing by
      * doubling copied them again). Postings: about (tokens + specials) / 1.5 in corpus mail, any-field ones
-     * included; reserved at tokens + specials and grown if needed. Both stay well under glibc's 32 MiB
-     * mmap threshold for a flush of 1M tokens, so the next flush reuses the pages instead of faulting in
-     * fresh ones (page faults were ~30% of a flush's time with 24-byte postings reserved at twice that). */
+     * included; reserved at tokens + specials and grown if needed. Both stay under glibc's 32 MiB mmap
+     * ceiling for a flush of 1M tokens, but a free still returned their pages to the system more often than
+     * not (glibc's thresholds move with the process's other allocations), so a kept set (seg_kept) is
+     * reused when there is one. */
     {
         uint64_t run_cap = 10 * (total_tok + total_spec) + 16;
         if (run_cap > UINT32_MAX) goto fail; /* run offsets are uint32 */

@@ -2,20 +2,28 @@
  * Python queue and commit in lsmmail/engine/write_path.py).
  *
  * Writers queue here and sleep on their own condition variable with the GIL released (cffi releases it
- * around every call). The writer that reaches the head leads: lsm_cq_join returns it its group already
- * picked (waiting briefly, still without the GIL, for writers the last commit woke); Python frames the
- * group's WAL records (the checksums are XXH3 in Python), and lsm_cq_commit writes them with one pwrite,
- * at most one fdatasync, and inserts every batch into the C memtable, in one call, so the leader gives
- * up the GIL once per commit instead of once per syscall and batch (each hand-off lets a follower run
- * its ~5-10 us of Python first). lsm_cq_finish then marks the group done and wakes exactly the threads
- * that must run: the followers, which return to Python once with their outcome, and the next head.
+ * around every call). lsm_cq_join returns a leader its group already picked; the leader commits it with
+ * one call (lsm_cq_commit_framed: framing with XXH3, one pwrite, at most one fdatasync, every batch into
+ * the C memtable), so it gives up the GIL once per commit instead of once per syscall and batch.
+ * lsm_cq_finish then marks the group done and wakes exactly the threads that must run: the followers,
+ * which return to Python once with their outcome, and the next head.
  *
- * Only the leader removes writers (from the head); anyone appends at the tail, under q->mu. A writer
- * struct belongs to one thread and is in the queue at most once; its rep pointer is the caller's buffer,
- * valid because the caller stays inside lsm_cq_join until its group is done. */
+ * Who leads: the head of the queue, once no group is being committed (`busy`). A synced head that saw
+ * the last group hold more writers than are queued now first waits (up to wait_ns, on its own condition
+ * variable) for the threads the last commit woke to queue again: each needs the GIL for its ~3 us of
+ * Python, one after the other, so without the wait groups alternate between the early and the late
+ * half. The writer whose push completes that group leads it itself instead of waking the head (it is
+ * awake; the head's wake-up would sit between the group's last push and its fdatasync), and the head
+ * stays in the group as a follower.
+ *
+ * Only a leader removes writers (its group, from the head); anyone appends at the tail, under q->mu. A
+ * writer struct belongs to one thread and is in the queue at most once; its rep pointer is the caller's
+ * buffer, valid because the caller stays inside lsm_cq_join until its group is done. Followers are
+ * signalled after q->mu is dropped, so a slot used with a queue is freed with lsm_cq_drop_writer. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -36,13 +44,21 @@ struct lsm_cqw {
     int alone; /* never grouped behind a leader and leads alone (a forced flush) */
     int done;
     int64_t status;
+    uint8_t *own; /* lsm_cq_join_kv's encoding of this writer's single entry (its rep) */
+    size_t own_cap;
 };
+
 
 struct lsm_cq {
     pthread_mutex_t mu;
     pthread_cond_t grew; /* signalled by a push while a leader waits for its group to fill */
     int leader_waits;
     int64_t wait_target; /* the queue length a waiting leader wants (push signals `grew` only there) */
+    int busy;            /* a leader holds a group (from lsm_cq_join's return to lsm_cq_finish/abandon) */
+    int waking;          /* threads signalling writers after dropping mu (lsm_cq_drop_writer waits) */
+    lsm_cqw *fill_head;  /* a head waiting (on its own cv) for fill_target writers before it leads */
+    int64_t fill_target;
+    uint64_t counters[3]; /* fill waits, of which completed by a push that then led, and timed out */
     lsm_cqw *head, *tail;
     int64_t len;
     uint8_t *buf; /* the commit section's framing buffer (only its holder touches it) */
@@ -81,7 +97,16 @@ void lsm_cq_free(lsm_cq *q) {
 
 lsm_cqw *lsm_cqw_new(void) {
     lsm_cqw *w = calloc(1, sizeof *w);
-    if (w && pthread_cond_init(&w->cv, NULL) != 0) {
+    if (!w) return NULL;
+    /* CLOCK_MONOTONIC: a head waits for its group to fill on its own cv with a deadline. */
+    pthread_condattr_t attr;
+    int bad = pthread_condattr_init(&attr);
+    if (!bad) {
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+        bad = pthread_cond_init(&w->cv, &attr);
+        pthread_condattr_destroy(&attr);
+    }
+    if (bad) {
         free(w);
         return NULL;
     }
@@ -91,11 +116,22 @@ lsm_cqw *lsm_cqw_new(void) {
 void lsm_cqw_free(lsm_cqw *w) {
     if (!w) return;
     pthread_cond_destroy(&w->cv);
+    free(w->own);
     free(w);
 }
 
+int lsm_cqw_reserve(lsm_cqw *w, size_t cap) {
+    /* Room for lsm_cq_join_kv to encode an entry of up to cap bytes in w: 0, or -1 (no memory). */
+    if (cap <= w->own_cap) return 0;
+    uint8_t *b = realloc(w->own, cap);
+    if (!b) return -1;
+    w->own = b;
+    w->own_cap = cap;
+    return 0;
+}
+
 static void push_locked(lsm_cq *q, lsm_cqw *w, const uint8_t *rep, size_t len, uint64_t count, uint64_t size,
-                        int sync, int alone) {
+                        int sync, int alone, int notify) {
     w->next = NULL;
     w->rep = rep;
     w->len = len;
@@ -113,6 +149,18 @@ static void push_locked(lsm_cq *q, lsm_cqw *w, const uint8_t *rep, size_t len, u
      * more futex calls per group of 8 synced writers (36.6k -> 34.3k for 8,000 puts; context switches
      * per put unchanged at ~3.3: the leader was rarely asleep through several pushes). */
     if (q->leader_waits && q->len >= q->wait_target) pthread_cond_signal(&q->grew);
+    if (notify && q->fill_head && !q->busy && q->len >= q->fill_target) pthread_cond_signal(&q->fill_head->cv);
+}
+
+/* *t = now (CLOCK_MONOTONIC) + ns. */
+static void add_ns(struct timespec *t, int64_t ns) {
+    clock_gettime(CLOCK_MONOTONIC, t);
+    t->tv_sec += ns / 1000000000;
+    t->tv_nsec += ns % 1000000000;
+    if (t->tv_nsec >= 1000000000) {
+        t->tv_sec++;
+        t->tv_nsec -= 1000000000;
+    }
 }
 
 /* The head's group: the head, then each following writer until one that leads alone, one that wants a
@@ -126,13 +174,7 @@ static size_t group_locked(lsm_cq *q, uint64_t max_bytes, uint64_t *addrs, size_
     lsm_cqw *w = q->head;
     if (w && w->sync && !w->alone && wait_ns > 0 && q->len < wait_for) {
         struct timespec deadline;
-        clock_gettime(CLOCK_MONOTONIC, &deadline);
-        deadline.tv_sec += wait_ns / 1000000000;
-        deadline.tv_nsec += wait_ns % 1000000000;
-        if (deadline.tv_nsec >= 1000000000) {
-            deadline.tv_sec++;
-            deadline.tv_nsec -= 1000000000;
-        }
+        add_ns(&deadline, wait_ns);
         q->leader_waits = 1;
         q->wait_target = wait_for;
         while (q->len < wait_for)
@@ -161,7 +203,7 @@ static size_t group_locked(lsm_cq *q, uint64_t max_bytes, uint64_t *addrs, size_
 void lsm_cq_push(lsm_cq *q, lsm_cqw *w, const uint8_t *rep, size_t len, uint64_t count, uint64_t size, int sync,
                  int alone) {
     pthread_mutex_lock(&q->mu);
-    push_locked(q, w, rep, len, count, size, sync, alone);
+    push_locked(q, w, rep, len, count, size, sync, alone, 1);
     pthread_mutex_unlock(&q->mu);
 }
 
@@ -173,15 +215,60 @@ int64_t lsm_cq_group(lsm_cq *q, uint64_t max_bytes, uint64_t *addrs, size_t max_
     return (int64_t)n;
 }
 
+static int64_t done_status(const lsm_cqw *w) { return w->status <= 0 ? w->status : LSM_EINVAL; }
+
+/* lsm_cq_join with q->mu held (see the top of the file for who leads). */
+static int64_t join_locked(lsm_cq *q, lsm_cqw *w, const uint8_t *rep, size_t len, uint64_t count,
+                           uint64_t size, int sync, int alone, uint64_t max_bytes, uint64_t *addrs, size_t max_n,
+                           int *need_sync, int64_t wait_for, int64_t wait_ns) {
+    push_locked(q, w, rep, len, count, size, sync, alone, 0);
+    lsm_cqw *fh = q->fill_head;
+    if (fh && !q->busy && q->len >= q->fill_target) {
+        /* This push completes the waiting head's group: lead it if this writer is in it. */
+        size_t n = alone ? 0 : group_locked(q, max_bytes, addrs, max_n, need_sync, 0, 0);
+        int in_group = 0;
+        for (size_t i = n; i-- > 0 && !in_group;) in_group = addrs[i] == (uint64_t)(uintptr_t)w;
+        if (in_group) {
+            q->busy = 1;
+            q->fill_head = NULL;
+            q->counters[1]++;
+            return (int64_t)n;
+        }
+        pthread_cond_signal(&fh->cv); /* cut off by a size or sync limit: the head leads now */
+    }
+    struct timespec deadline;
+    int waited = 0, expired = 0;
+    for (;;) {
+        if (w->done) return done_status(w);
+        if (q->head == w && !q->busy) {
+            if (w->sync && !w->alone && wait_ns > 0 && q->len < wait_for && !expired) {
+                if (!waited) {
+                    add_ns(&deadline, wait_ns);
+                    q->counters[0]++;
+                }
+                waited = 1;
+                q->fill_head = w;
+                q->fill_target = wait_for;
+                if (pthread_cond_timedwait(&w->cv, &q->mu, &deadline) == ETIMEDOUT) expired = 1;
+                continue;
+            }
+            if (expired && q->fill_head == w) q->counters[2]++;
+            if (q->fill_head == w) q->fill_head = NULL;
+            q->busy = 1;
+            return (int64_t)group_locked(q, max_bytes, addrs, max_n, need_sync, 0, 0);
+        }
+        /* A follower, or a head whose group a push took over (it cleared fill_head): wait until done, or
+         * until the head may lead. */
+        pthread_cond_wait(&w->cv, &q->mu);
+    }
+}
+
 int64_t lsm_cq_join(lsm_cq *q, lsm_cqw *w, const uint8_t *rep, size_t len, uint64_t count, uint64_t size,
                     int sync, int alone, uint64_t max_bytes, uint64_t *addrs, size_t max_n, int *need_sync,
                     int64_t wait_for, int64_t wait_ns) {
     pthread_mutex_lock(&q->mu);
-    push_locked(q, w, rep, len, count, size, sync, alone);
-    while (!w->done && q->head != w) pthread_cond_wait(&w->cv, &q->mu);
-    int64_t r;
-    if (w->done) r = w->status <= 0 ? w->status : LSM_EINVAL;
-    else r = (int64_t)group_locked(q, max_bytes, addrs, max_n, need_sync, wait_for, wait_ns);
+    int64_t r = join_locked(q, w, rep, len, count, size, sync, alone, max_bytes, addrs, max_n, need_sync,
+                            wait_for, wait_ns);
     pthread_mutex_unlock(&q->mu);
     return r;
 }
@@ -367,6 +454,24 @@ static size_t put_varint(uint8_t *p, uint64_t v) {
 #define KIND_PUT 1
 #define MAX_SEQUENCE (((uint64_t)1 << 56) - 1)
 
+/* The batch entries of the single entry (kind, key, value) -- a PUT, or a DELETE (value ignored) -- as
+ * WriteBatch encodes them (docs/format.md "WAL record payload"): kind, varint key length, key, and for a
+ * PUT varint value length and value. p has room for 21 + klen + vlen bytes. Returns the length. */
+static size_t encode_kv(uint8_t *p, int kind, const uint8_t *key, size_t klen, const uint8_t *value,
+                        size_t vlen) {
+    size_t n = 0;
+    p[n++] = (uint8_t)kind;
+    n += put_varint(p + n, klen);
+    memcpy(p + n, key, klen);
+    n += klen;
+    if (kind == KIND_PUT) {
+        n += put_varint(p + n, vlen);
+        if (vlen) memcpy(p + n, value, vlen);
+        n += vlen;
+    }
+    return n;
+}
+
 int64_t lsm_cq_commit_kv(lsm_cq *q, int fd, uint64_t offset, uint64_t block_offset, int do_sync, void *mem,
                          uint64_t seq, int kind, const uint8_t *key, size_t klen, const uint8_t *value,
                          size_t vlen, uint64_t *out) {
@@ -394,17 +499,8 @@ int64_t lsm_cq_commit_kv(lsm_cq *q, int fd, uint64_t offset, uint64_t block_offs
         q->rep = b;
         q->rep_cap = cap;
     }
+    size_t n = encode_kv(q->rep, kind, key, klen, value, vlen);
     uint8_t *p = q->rep;
-    size_t n = 0;
-    p[n++] = (uint8_t)kind;
-    n += put_varint(p + n, klen);
-    memcpy(p + n, key, klen);
-    n += klen;
-    if (kind == KIND_PUT) {
-        n += put_varint(p + n, vlen);
-        if (vlen) memcpy(p + n, value, vlen);
-        n += vlen;
-    }
     int64_t r = lsm_cq_commit_framed(q, fd, offset, block_offset, do_sync, mem, seq, 0, p, n, 1, out);
     out[5] = n;
     return r;
@@ -460,9 +556,21 @@ int64_t lsm_cq_commit(lsm_cq *q, int fd, const uint8_t *buf, size_t len, uint64_
     return 0;
 }
 
+static void wake_all(lsm_cq *q, lsm_cqw **wake, size_t nw) {
+    /* After dropping mu: a woken writer's thread may return and free its slot at once, so
+     * lsm_cq_drop_writer waits for `waking` to fall to 0 first. */
+    for (size_t i = 0; i < nw; i++) pthread_cond_signal(&wake[i]->cv);
+    __atomic_fetch_sub(&q->waking, 1, __ATOMIC_RELEASE);
+}
+
 int64_t lsm_cq_finish(lsm_cq *q, size_t n, int64_t status) {
-    /* Remove the first n writers (the leader's group, leader first) with `status`, wake the followers
-     * among them and the next head. Returns the queue length left. */
+    /* Remove the first n writers (the leader's group) with `status`, wake the followers among them and
+     * the next head. Returns the queue length left. Signalled after dropping mu: signalled under it,
+     * each follower woke only to block on mu again (~9% fewer puts/s with 8 synced threads). */
+    lsm_cqw *stack[64], **wake = stack;
+    if (n + 1 > 64) wake = malloc((n + 1) * sizeof *wake);
+    size_t nw = 0;
+    int after = wake != NULL; /* else (no memory for the list) signalled under mu */
     pthread_mutex_lock(&q->mu);
     for (size_t i = 0; i < n && q->head; i++) {
         lsm_cqw *w = q->head;
@@ -472,12 +580,56 @@ int64_t lsm_cq_finish(lsm_cq *q, size_t n, int64_t status) {
         w->status = status;
         w->done = 1;
         q->len--;
-        if (i > 0) pthread_cond_signal(&w->cv);
+        if (after) wake[nw++] = w;
+        else pthread_cond_signal(&w->cv);
     }
+    q->busy = 0;
+    if (q->head) {
+        if (after) wake[nw++] = q->head;
+        else pthread_cond_signal(&q->head->cv);
+    }
+    int64_t left = q->len;
+    if (after) __atomic_fetch_add(&q->waking, 1, __ATOMIC_ACQUIRE);
+    pthread_mutex_unlock(&q->mu);
+    if (after) wake_all(q, wake, nw);
+    if (wake != stack) free(wake);
+    return left;
+}
+
+int64_t lsm_cq_abandon(lsm_cq *q, lsm_cqw *w) {
+    /* The leader w gives up its group without committing (its own write failed before the commit):
+     * w leaves the queue, the rest stays queued, and the head is woken to lead. Returns the length. */
+    pthread_mutex_lock(&q->mu);
+    lsm_cqw *prev = NULL;
+    for (lsm_cqw *x = q->head; x; prev = x, x = x->next) {
+        if (x != w) continue;
+        if (prev) prev->next = x->next;
+        else q->head = x->next;
+        if (q->tail == x) q->tail = prev;
+        x->next = NULL;
+        x->done = 1;
+        q->len--;
+        break;
+    }
+    q->busy = 0;
     if (q->head) pthread_cond_signal(&q->head->cv);
     int64_t left = q->len;
     pthread_mutex_unlock(&q->mu);
     return left;
+}
+
+void lsm_cq_drop_writer(lsm_cq *q, lsm_cqw *w) {
+    /* Free a writer slot used with q, once no finish is still signalling it. */
+    while (__atomic_load_n(&q->waking, __ATOMIC_ACQUIRE) > 0) sched_yield();
+    lsm_cqw_free(w);
+}
+
+void lsm_cq_counters(lsm_cq *q, uint64_t *out) {
+    /* out[0] = fill waits (a synced head waiting for the last group's size), out[1] = of which the
+     * completing push led, out[2] = of which timed out. */
+    pthread_mutex_lock(&q->mu);
+    memcpy(out, q->counters, sizeof q->counters);
+    pthread_mutex_unlock(&q->mu);
 }
 
 int64_t lsm_cq_len(lsm_cq *q) {
@@ -485,4 +637,18 @@ int64_t lsm_cq_len(lsm_cq *q) {
     int64_t n = q->len;
     pthread_mutex_unlock(&q->mu);
     return n;
+}
+
+int64_t lsm_cq_join_kv(lsm_cq *q, lsm_cqw *w, int kind, const uint8_t *key, size_t klen,
+                       const uint8_t *value, size_t vlen, int sync, uint64_t max_bytes, uint64_t *addrs,
+                       size_t max_n, int *need_sync, int64_t wait_for, int64_t wait_ns) {
+    /* lsm_cq_join of the batch holding only (kind, key, value) (a PUT or a DELETE), encoded here into w's
+     * own buffer, which lsm_cqw_reserve made room for (21 + klen + vlen bytes): a single synced put
+     * queues without a batch object or an encoding in Python. LSM_EINVAL, not queued, for another kind
+     * or too small a buffer (never a group status: those are <= 0 statuses of finished groups). */
+    if ((kind != KIND_PUT && kind != KIND_DELETE) || w->own_cap < 21 + klen + vlen)
+        return LSM_CQ_NOT_QUEUED;
+    size_t n = encode_kv(w->own, kind, key, klen, value, kind == KIND_PUT ? vlen : 0);
+    return lsm_cq_join(q, w, w->own, n, 1, BATCH_HEADER + n, sync, 0, max_bytes, addrs, max_n, need_sync,
+                       wait_for, wait_ns);
 }

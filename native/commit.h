@@ -6,6 +6,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* lsm_cq_join_kv's refusal before queueing (below every status a finished group can carry). */
+#define LSM_CQ_NOT_QUEUED (-(INT64_C(1) << 62))
+
 typedef struct lsm_cq lsm_cq;
 typedef struct lsm_cqw lsm_cqw;
 
@@ -35,5 +38,12 @@ int64_t lsm_cq_commit_kv(lsm_cq *q, int fd, uint64_t offset, uint64_t block_offs
                          size_t vlen, uint64_t *out);
 int64_t lsm_cq_finish(lsm_cq *q, size_t n, int64_t status);
 int64_t lsm_cq_len(lsm_cq *q);
+int lsm_cqw_reserve(lsm_cqw *w, size_t cap);
+int64_t lsm_cq_join_kv(lsm_cq *q, lsm_cqw *w, int kind, const uint8_t *key, size_t klen,
+                       const uint8_t *value, size_t vlen, int sync, uint64_t max_bytes, uint64_t *addrs,
+                       size_t max_n, int *need_sync, int64_t wait_for, int64_t wait_ns);
+void lsm_cq_counters(lsm_cq *q, uint64_t *out);
+int64_t lsm_cq_abandon(lsm_cq *q, lsm_cqw *w);
+void lsm_cq_drop_writer(lsm_cq *q, lsm_cqw *w);
 
 #endif

@@ -19,10 +19,10 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from .. import native
-from .batch import MAX_VALUE_SIZE, encode_header, encode_single_put
+from .batch import MAX_VALUE_SIZE, encode_batch, encode_header, encode_single_put
 from .errors import Corruption, InvalidArgument, IOFailure, LsmError
 from .fs import _OsWritable
-from .keys import KIND_RANGE_DEL, MAX_KEY_SIZE
+from .keys import KIND_PUT, KIND_RANGE_DEL, MAX_KEY_SIZE
 from .memtable import ENTRY_OVERHEAD
 from .memtable_native import NativeMemTable
 from .wal import LogWriter
@@ -169,23 +169,40 @@ _BATCH_HEADER = 12
 _LOG_BLOCK = 32768
 #: The most bytes a single entry's encoding adds to its key and value: kind byte and two varints.
 _KV_OVERHEAD = 11
+#: ``rep`` of a writer whose entry C encoded (lsm_cq_join_kv; the bytes live in its C slot): a marker,
+#: compared by identity (not empty bytes, which are one shared object).
+_KV_REP = b"<entry encoded in the C slot>"
+#: Smallest own buffer of a C slot (a put of a 1 KiB value and its key fits).
+_MIN_KV_CAP = 4096
+#: lsm_cq_join_kv's refusal before queueing (LSM_CQ_NOT_QUEUED in native/commit.h).
+_NOT_QUEUED = -(1 << 62)
+
+
+def _varint_len(n: int) -> int:
+    return 1 if n < 0x80 else 2 if n < 0x4000 else (n.bit_length() + 6) // 7
 
 
 class _ThreadWriter:
     """A thread's C writer slot (it is in the queue at most once: a thread commits one batch at a time)
     and the leader's scratch arrays."""
 
-    __slots__ = ("ptr", "addr", "addrs", "need_sync", "out")
+    __slots__ = ("ptr", "addr", "addrs", "need_sync", "out", "cap", "kv")
 
-    def __init__(self) -> None:
+    def __init__(self, cq: Any) -> None:
         ptr = _lib.lsm_cqw_new()
         if ptr == _ffi.NULL:
             raise MemoryError("cannot allocate a commit queue slot")
-        self.ptr = _ffi.gc(ptr, _lib.lsm_cqw_free)
+        # Freed through the queue (which this reference keeps alive): a finish may still be signalling
+        # the slot after its thread returned.
+        self.ptr = _ffi.gc(ptr, lambda p: _lib.lsm_cq_drop_writer(cq, p))
         self.addr = int(_ffi.cast("uintptr_t", ptr))
         self.addrs = _ffi.new("uint64_t[]", _MAX_GROUP_WRITERS)
         self.need_sync = _ffi.new("int *")
         self.out = _ffi.new("uint64_t[5]")
+        self.cap = 0  # bytes lsm_cq_join_kv may encode into the slot (lsm_cqw_reserve)
+        # The record of this thread's synced single puts (:meth:`NativeCommit._submit_kv`), reused: a
+        # thread has one write in flight, and a leader is done with its group's records at its finish.
+        self.kv = _Writer(None, True, 0, rep=_KV_REP)
 
 
 def _account(mem: NativeMemTable, first_seq: int, group: list[_Writer], kv_bytes: int,
@@ -234,13 +251,18 @@ class NativeWriteQueue:
         self.joined: list[None] = []
         # The commit section: held by a queue leader while it commits and by a solo writer.
         self.section = threading.Lock()
+        # Writers seen at the last group's finish: its own plus those still queued. A synced head waits
+        # (up to GROUP_WAIT_NS) for this many to queue before it leads. Not the last group's size: with
+        # the group cut the moment that many queued, a writer that once missed a group (a timeout) kept
+        # missing every next one by a few microseconds (groups of 7 of 8 threads, one writer trailing).
+        self.active = 1
         self._local = threading.local()
 
     def local_writer(self) -> _ThreadWriter:
         try:
             return self._local.w  # type: ignore[no-any-return]
         except AttributeError:
-            w = self._local.w = _ThreadWriter()
+            w = self._local.w = _ThreadWriter(self.cq)
             return w
 
     def __len__(self) -> int:
@@ -306,8 +328,9 @@ class NativeCommit:
             return
         q.by_writer[cw.addr] = w
         entries = w.entries
-        # Like the Python twin's yield: a synced leader waits (GIL released) for the last group's size.
-        wait_for = self._last_group if w.sync and self._last_group > 1 else 0
+        # Like the Python twin's yield: a synced head waits (GIL released) for as many writers as the
+        # last group's finish saw (q.active).
+        wait_for = q.active if w.sync and q.active > 1 else 0
         # from_buffer: a pointer into ``w.rep`` itself, alive until the group is committed (the leader
         # reads its own batch after its join returned). A bytes argument may go through a temporary copy
         # that is freed when the call returns.
@@ -323,27 +346,71 @@ class NativeCommit:
             if n < 0:
                 raise q.errors[-n - 1]
             return
-        # This thread leads a group of n (itself first); a solo writer may be finishing its commit.
+        self._lead_native(q, cw, w, n)
+
+    def _submit_kv(self, kind: int, key: bytes, value: bytes) -> None:
+        """A synced single put or delete (``key`` and ``value`` checked ``bytes`` of allowed sizes) on the
+        C queue, its entry encoded by ``lsm_cq_join_kv`` into the thread's C slot: no batch, no encoding
+        and no writer record built in Python for it (the thread's reused record goes to the leader)."""
+        if self._poisoned is not None or self._closing or self._closed:
+            with self._mu:
+                self._check_writable()
+        q = self._writers
+        assert isinstance(q, NativeWriteQueue)
+        cw = q.local_writer()
+        kn = len(key)
+        vn = len(value) if kind == KIND_PUT else 0
+        if kn + vn + 21 > cw.cap:
+            cap = max(kn + vn + 21, _MIN_KV_CAP)
+            if _lib.lsm_cqw_reserve(cw.ptr, cap) != 0:
+                raise MemoryError("cannot grow a commit queue slot")
+            cw.cap = cap
+        w = cw.kv
+        w.entries = [(kind, key, value)]
+        w.rep = _KV_REP
+        w.size = _BATCH_HEADER + 1 + _varint_len(kn) + kn + (_varint_len(vn) + vn if kind == KIND_PUT else 0)
+        q.by_writer[cw.addr] = w
+        wait_for = q.active if q.active > 1 else 0
+        q.joined.append(None)
+        try:
+            n = _lib.lsm_cq_join_kv(q.cq, cw.ptr, kind, key, kn, value, vn, 1, MAX_GROUP_BYTES, cw.addrs,
+                                    _MAX_GROUP_WRITERS, cw.need_sync, wait_for, GROUP_WAIT_NS)
+        finally:
+            q.joined.pop()
+        if n <= 0:
+            if n < 0:
+                if n == _NOT_QUEUED:
+                    raise InvalidArgument(f"lsm_cq_join_kv refused kind {kind}")
+                raise q.errors[-n - 1]
+            return
+        self._lead_native(q, cw, w, n)
+
+    def _lead_native(self, q: NativeWriteQueue, cw: _ThreadWriter, w: _Writer, n: int) -> None:
+        """This thread's join returned a group of ``n`` to lead (``w`` is its own writer): make room,
+        commit the group, finish it (waking its followers); raise the group's error, if any."""
+        # This thread leads a group of n (the queue's first n writers, itself among them: the head, or
+        # the writer whose push completed the group the head waited for); a solo writer may be finishing
+        # its commit.
         q.section.acquire()
         try:
             with self._mu:
                 self._make_room_for_write(force=w.force_flush)
         except BaseException as e:
-            # Only the leader fails: the rest of its group stays queued, and the next head leads.
+            # Only the leader fails: the rest of its group stays queued, and the head leads.
             q.section.release()
-            self._native_finish(q, 1, 0)
+            self._native_abandon(q, cw)
             if isinstance(e, OSError):
                 raise IOFailure(e.errno, f"write failed: {e}") from e
             raise
         if w.force_flush:
             q.section.release()
-            self._native_finish(q, 1, 0)
+            self._native_abandon(q, cw)
             return
         if n == 1:
             group = [w]
         else:
             by_writer, addrs = q.by_writer, cw.addrs
-            group = [w] + [by_writer[addrs[i]] for i in range(1, n)]
+            group = [by_writer[addrs[i]] for i in range(n)]
         try:
             err = self._commit_native(q, cw, group, bool(cw.need_sync[0]))
         except BaseException as e:  # noqa: BLE001 - a bug or KeyboardInterrupt: fail the group, never hang it
@@ -426,8 +493,14 @@ class NativeCommit:
                 with self._mu:
                     self._write_cv.notify_all()
 
+    def _native_abandon(self, q: NativeWriteQueue, cw: _ThreadWriter) -> None:
+        _lib.lsm_cq_abandon(q.cq, cw.ptr)
+        if self._closing:
+            with self._mu:
+                self._write_cv.notify_all()
+
     def _native_finish(self, q: NativeWriteQueue, n: int, status: int) -> None:
-        _lib.lsm_cq_finish(q.cq, n, status)
+        q.active = n + _lib.lsm_cq_finish(q.cq, n, status)
         if self._closing:
             with self._mu:
                 self._write_cv.notify_all()
@@ -457,8 +530,12 @@ class NativeCommit:
             first_seq = self._last_seq + 1
             mem, log = self._mem, self._log
         assert log is not None
-        if type(mem) is not NativeMemTable or not isinstance(log.file, _OsWritable):
-            return self._commit(group, need_sync)
+        if type(mem) is not NativeMemTable or not isinstance(log.file, _OsWritable) or not _C_FRAMING:
+            for x in group:
+                if x.rep is _KV_REP:
+                    x.rep = encode_batch(0, x.entries or [])[_BATCH_HEADER:]
+            if type(mem) is not NativeMemTable or not isinstance(log.file, _OsWritable):
+                return self._commit(group, need_sync)
         seq = first_seq
         err: BaseException | None = None
         framed: bytes | bytearray = b""
@@ -467,7 +544,8 @@ class NativeCommit:
             if _C_FRAMING:
                 # Framing and checksums in C too (XXH3 from the xxhash package): nothing per record here.
                 g = group[0]
-                rep_bytes = len(g.rep) if len(group) == 1 else sum(len(x.rep) for x in group)
+                size = g.size if len(group) == 1 else sum(x.size for x in group)
+                rep_bytes = size - _BATCH_HEADER * len(group)
                 log.reserve(frame_bound(rep_bytes, len(group)))
                 f = log.file
                 for x in group:

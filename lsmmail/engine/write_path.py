@@ -17,11 +17,11 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from .. import native
-from .batch import BATCH_HEADER_SIZE, WriteBatch, encode_single_put
+from .batch import BATCH_HEADER_SIZE, MAX_VALUE_SIZE, WriteBatch, encode_single_put
 from .commit_queue import C_FRAMING, NativeCommit, NativeWriteQueue, _Writer, frame_group, pick_group
 from .errors import DBClosed, InvalidArgument, IOFailure, LsmError, ReadOnlyError
 from .fs import OsFileSystem
-from .keys import KIND_DELETE, KIND_PUT
+from .keys import KIND_DELETE, KIND_PUT, MAX_KEY_SIZE
 from .memtable_native import new_memtable
 from .wal import WAL_PREALLOCATE, LogWriter
 
@@ -81,8 +81,14 @@ class WritePath(NativeCommit):
         """Set ``key`` to ``value``. Durability: see the module docstring (``sync``)."""
         if sync is None:
             sync = self.options.sync_writes
-        if not sync and self._kv_lane and self._commit_kv(KIND_PUT, key, value):
-            return
+        if self._kv_lane:
+            if not sync:
+                if self._commit_kv(KIND_PUT, key, value):
+                    return
+            elif (type(key) is bytes and type(value) is bytes and 0 < len(key) <= MAX_KEY_SIZE
+                  and len(value) <= MAX_VALUE_SIZE):
+                self._submit_kv(KIND_PUT, key, value)
+                return
         rep = encode_single_put(key, value)
         if rep is None:
             b = WriteBatch()
@@ -96,8 +102,13 @@ class WritePath(NativeCommit):
         """Remove ``key`` (no error if it is absent)."""
         if sync is None:
             sync = self.options.sync_writes
-        if not sync and self._kv_lane and self._commit_kv(KIND_DELETE, key, b""):
-            return
+        if self._kv_lane:
+            if not sync:
+                if self._commit_kv(KIND_DELETE, key, b""):
+                    return
+            elif type(key) is bytes and 0 < len(key) <= MAX_KEY_SIZE:
+                self._submit_kv(KIND_DELETE, key, b"")
+                return
         b = WriteBatch()
         b.delete(key)
         self.write(b, sync=sync)

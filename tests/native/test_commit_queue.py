@@ -34,8 +34,12 @@ def _q():  # noqa: ANN202
     return ffi.gc(lib.lsm_cq_new(), lib.lsm_cq_free)
 
 
-def _w():  # noqa: ANN202
-    return ffi.gc(lib.lsm_cqw_new(), lib.lsm_cqw_free)
+def _w(q=None):  # noqa: ANN001, ANN202
+    """A writer slot; one that threads join ``q`` with is freed through the queue (a finish may still
+    be signalling it after its thread returned)."""
+    if q is None:
+        return ffi.gc(lib.lsm_cqw_new(), lib.lsm_cqw_free)
+    return ffi.gc(lib.lsm_cqw_new(), lambda p: lib.lsm_cq_drop_writer(q, p))
 
 
 _SPEC = st.tuples(st.integers(1, 400), st.booleans(), st.integers(0, 9).map(lambda k: k == 0))
@@ -118,6 +122,107 @@ def test_waiting_leader_wakes_when_its_group_is_complete() -> None:
     assert lib.lsm_cq_len(q) == 0
 
 
+def _join_in_thread(q, w, got: list[tuple[int, list[int]]], wait_for: int = 0,  # noqa: ANN001
+                    wait_ns: int = 0) -> threading.Thread:
+    """Start a thread whose writer ``w`` joins ``q`` synced; it appends (status, its group's slot
+    addresses) to ``got`` on return."""
+    def run() -> None:
+        addrs = ffi.new("uint64_t[]", MAXN)
+        need = ffi.new("int *")
+        n = lib.lsm_cq_join(q, w, b"", 0, 0, 1, 1, 0, 1 << 20, addrs, MAXN, need, wait_for, wait_ns)
+        got.append((n, [int(addrs[i]) for i in range(max(n, 0))]))
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t
+
+
+def _wait_len(q, n: int) -> None:  # noqa: ANN001
+    while lib.lsm_cq_len(q) < n:
+        threading.Event().wait(0.001)
+
+
+def _addr(w) -> int:  # noqa: ANN001
+    return int(ffi.cast("uintptr_t", w))
+
+
+def test_the_push_that_completes_the_group_leads_it() -> None:
+    """A synced head waits (up to an hour) for a group of three; the writer whose join makes three leads
+    the group (the head first, itself last) instead of waking the head, which returns the leader's
+    status as a follower. The counters record one fill wait, completed by that push."""
+    q = _q()
+    slots = [_w(q) for _ in range(3)]
+    got: list[tuple[int, list[int]]] = []
+    head = _join_in_thread(q, slots[0], got, wait_for=3, wait_ns=3600 * 10**9)
+    _wait_len(q, 1)
+    second = _join_in_thread(q, slots[1], got)
+    _wait_len(q, 2)
+    addrs = ffi.new("uint64_t[]", MAXN)
+    need = ffi.new("int *")
+    n = lib.lsm_cq_join(q, slots[2], b"", 0, 0, 1, 1, 0, 1 << 20, addrs, MAXN, need, 0, 0)
+    assert n == 3 and need[0] == 1
+    assert [int(addrs[i]) for i in range(3)] == [_addr(s) for s in slots]
+    assert head.is_alive() and second.is_alive()
+    assert lib.lsm_cq_finish(q, 3, -7) == 0
+    head.join(60)
+    second.join(60)
+    assert sorted(got) == [(-7, []), (-7, [])]
+    counters = ffi.new("uint64_t[3]")
+    lib.lsm_cq_counters(q, counters)
+    assert list(counters) == [1, 1, 0]
+
+
+def test_a_push_outside_the_waited_for_group_wakes_the_head() -> None:
+    """The completing push cannot lead a group it is not in (an unsynced head's group stops before a
+    synced writer; here: a writer past max_bytes): the head leads what fits."""
+    q = _q()
+    slots = [_w(q) for _ in range(2)]
+    got: list[tuple[int, list[int]]] = []
+    addrs = ffi.new("uint64_t[]", MAXN)
+    need = ffi.new("int *")
+
+    def head() -> None:
+        n = lib.lsm_cq_join(q, slots[0], b"", 0, 0, 600, 1, 0, 1000, addrs, MAXN, need, 2, 3600 * 10**9)
+        got.append((n, [int(addrs[i]) for i in range(n)]))
+        lib.lsm_cq_finish(q, n, 0)
+
+    t = threading.Thread(target=head)
+    t.start()
+    _wait_len(q, 1)
+    a2 = ffi.new("uint64_t[]", MAXN)
+    # 600 + 600 > max_bytes 1000: the second writer is cut; it waits, then leads its own group.
+    n = lib.lsm_cq_join(q, slots[1], b"", 0, 0, 600, 1, 0, 1000, a2, MAXN, need, 0, 0)
+    t.join(60)
+    assert got == [(1, [_addr(slots[0])])]
+    assert n == 1 and int(a2[0]) == _addr(slots[1])
+    assert lib.lsm_cq_finish(q, 1, 0) == 0
+
+
+def test_abandon_by_a_leader_behind_the_head() -> None:
+    """A leader that is not the head abandons its group (its own write failed first): it leaves the
+    queue, the head's group stays, and the head leads it once its wait for a fuller group times out."""
+    q = _q()
+    slots = [_w(q) for _ in range(3)]
+    got: list[tuple[int, list[int]]] = []
+    head = _join_in_thread(q, slots[0], got, wait_for=3, wait_ns=50_000_000)
+    _wait_len(q, 1)
+    second = _join_in_thread(q, slots[1], got)
+    _wait_len(q, 2)
+    addrs = ffi.new("uint64_t[]", MAXN)
+    need = ffi.new("int *")
+    assert lib.lsm_cq_join(q, slots[2], b"", 0, 0, 1, 1, 0, 1 << 20, addrs, MAXN, need, 0, 0) == 3
+    assert lib.lsm_cq_abandon(q, slots[2]) == 2
+    head.join(60)
+    assert got == [(2, [_addr(slots[0]), _addr(slots[1])])]
+    assert second.is_alive()
+    assert lib.lsm_cq_finish(q, 2, 0) == 0
+    second.join(60)
+    assert got[1] == (0, [])
+    counters = ffi.new("uint64_t[3]")
+    lib.lsm_cq_counters(q, counters)
+    assert list(counters) == [1, 1, 1]
+
+
 def _rep(entries: list[tuple[int, bytes, bytes]]) -> bytes:
     return encode_batch(0, entries)[12:]
 
@@ -196,9 +301,11 @@ def test_commit_reports_the_failed_step(tmp_path: Path) -> None:
         os.close(fd)
 
 
-def test_followers_wait_in_c_and_get_the_leaders_status() -> None:
-    """Eight threads join one queue; the head leads (finishing its group with a status), followers
-    return that status without leading, every thread returns exactly once."""
+@pytest.mark.parametrize("wait_for", [0, 8])
+def test_followers_wait_in_c_and_get_the_leaders_status(wait_for: int) -> None:
+    """Eight threads join one queue; a leader (the head, or with ``wait_for`` the writer whose push
+    completed the group a synced head waited for) gets a group that holds itself and finishes it with a
+    status; followers return that status without leading, every thread returns exactly once."""
     q = _q()
     n_threads = 8
     rounds = 200
@@ -208,12 +315,14 @@ def test_followers_wait_in_c_and_get_the_leaders_status() -> None:
     mu = threading.Lock()
 
     def run(i: int) -> None:
-        w = _w()
+        w = _w(q)
+        me = int(ffi.cast("uintptr_t", w))
         addrs = ffi.new("uint64_t[]", MAXN)
         need = ffi.new("int *")
         for r in range(rounds):
-            n = lib.lsm_cq_join(q, w, b"", 0, 0, 1, r % 2, 0, 1 << 20, addrs, MAXN, need, 0, 0)
+            n = lib.lsm_cq_join(q, w, b"", 0, 0, 1, r % 2, 0, 1 << 20, addrs, MAXN, need, wait_for, 2_000_000)
             if n > 0:
+                assert me in [addrs[k] for k in range(n)]
                 led[i] += 1
                 with mu:
                     commits.append(n)
@@ -374,6 +483,85 @@ def test_commit_kv_equals_write_batch(kind: int, key: bytes, value: bytes, block
     assert list(got.entries(None, None)) == list(want.entries(None, None))
     assert (got.approximate_size, got.num_entries, got.largest_seq) == (
         want.approximate_size, want.num_entries, want.largest_seq)
+
+
+@pytest.mark.skipif(not commit_queue._C_FRAMING, reason="XXH3 could not be handed to C")
+@settings(max_examples=150, deadline=None)
+@given(kinds=st.lists(st.sampled_from([KIND_PUT, KIND_DELETE]), min_size=1, max_size=4),
+       keys=st.lists(st.one_of(st.binary(min_size=1, max_size=200),
+                               st.integers(1, 65535).map(lambda n: b"k" * n)), min_size=4, max_size=4),
+       values=st.lists(st.one_of(st.binary(max_size=200),
+                                 st.sampled_from([127, 128, 16383, 16384, 70_000]).map(bytes)),
+                       min_size=4, max_size=4),
+       block_offset=st.integers(0, 32767), seq=st.integers(1, 1 << 40))
+def test_join_kv_equals_write_batch(kinds: list[int], keys: list[bytes], values: list[bytes],
+                                    block_offset: int, seq: int) -> None:
+    """Writers queued by lsm_cq_join_kv (each entry encoded in its slot) and committed as one group =
+    framing each WriteBatch's encoding (LogWriter.encode_record) + NativeMemTable.add_batch; the sizes
+    the Python side computes (``_Writer.size``) are the batches' byte_size."""
+    q = _q()
+    slots = [_w(q) for _ in kinds]
+    addrs = ffi.new("uint64_t[]", MAXN)
+    need = ffi.new("int *")
+    writer = LogWriter(_NoFile(), block_offset % 32768)
+    want_log = b""
+    want = NativeMemTable(1)
+    followers: list[threading.Thread] = []
+    got_status: list[int] = []
+
+    def follow(i: int, vn: int) -> None:
+        fa = ffi.new("uint64_t[]", MAXN)
+        fn = ffi.new("int *")
+        got_status.append(lib.lsm_cq_join_kv(q, slots[i], kinds[i], keys[i], len(keys[i]), values[i], vn, 0,
+                                             1 << 30, fa, MAXN, fn, 0, 0))
+
+    s = seq
+    for i, kind in enumerate(kinds):
+        b = WriteBatch()
+        if kind == KIND_PUT:
+            b.put(keys[i], values[i])
+        else:
+            b.delete(keys[i])
+        rep = b.encoded_entries()
+        want_log += writer.encode_record(encode_header(s, 1) + rep)
+        want.add_batch(s, list(b.entries), rep)
+        s += 1
+        assert lib.lsm_cqw_reserve(slots[i], len(keys[i]) + len(values[i]) + 21) == 0
+        vn = len(values[i]) if kind == KIND_PUT else 0
+        if i == 0:  # alone in the queue: leads at once (and stays busy until its finish)
+            assert lib.lsm_cq_join_kv(q, slots[0], kind, keys[0], len(keys[0]), values[0], vn, 0, 1 << 30,
+                                      addrs, MAXN, need, 0, 0) == 1
+        else:  # queued behind it, in order
+            followers.append(threading.Thread(target=follow, args=(i, vn)))
+            followers[-1].start()
+            _wait_len(q, i + 1)
+    got = NativeMemTable(1)
+    out = ffi.new("uint64_t[5]")
+    fd = os.memfd_create("join-kv-test")
+    try:
+        rc = lib.lsm_cq_commit_framed(q, fd, 0, block_offset, 0, got._m, seq, len(kinds), b"", 0, 0, out)
+        log = os.pread(fd, len(want_log) + 1, 0)
+    finally:
+        os.close(fd)
+    assert rc == 0 and log == want_log
+    assert list(got.entries(None, None)) == list(want.entries(None, None))
+    assert lib.lsm_cq_finish(q, len(kinds), 0) == 0
+    for t in followers:
+        t.join(60)
+    assert got_status == [0] * (len(kinds) - 1)
+
+
+def test_join_kv_refuses_without_room_or_for_another_kind() -> None:
+    q = _q()
+    slot = _w(q)
+    addrs = ffi.new("uint64_t[]", MAXN)
+    need = ffi.new("int *")
+    refused = -(1 << 62)
+    args = (1, 1 << 20, addrs, MAXN, need, 0, 0)
+    assert lib.lsm_cq_join_kv(q, slot, KIND_PUT, b"k", 1, b"v", 1, *args) == refused
+    assert lib.lsm_cqw_reserve(slot, 100) == 0
+    assert lib.lsm_cq_join_kv(q, slot, KIND_RANGE_DEL, b"k", 1, b"v", 1, *args) == refused
+    assert lib.lsm_cq_len(q) == 0
 
 
 @pytest.mark.skipif(not commit_queue._C_FRAMING, reason="XXH3 could not be handed to C")

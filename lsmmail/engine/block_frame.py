@@ -19,7 +19,7 @@ the memtables' share of peak RSS is one memtable per flush that falls behind.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from .. import native_lib
 from .block import compress_block
@@ -65,6 +65,13 @@ def frame_blocks_py(blocks: Sequence[bytes | memoryview], compress: bool) -> tup
     return bytes(out), sizes
 
 
+#: Raw bytes of blocks framed per C call by :meth:`NativeFramer.pieces`: the framer's buffer (and, for
+#: blocks given as separate objects, the joined input) stays ~256 KiB instead of a whole MiB-sized run
+#: (compaction of the bench's 400 MB: peak RSS 62 MiB with whole runs, against 58 per block before).
+#: Four C calls per MiB cost nothing measurable.
+PIECE = 256 * 1024
+
+
 class NativeFramer:
     """native/blockframe.c with an output buffer reused from call to call (one per table writer, so
     one per flush or compaction thread at a time: not thread-safe)."""
@@ -75,18 +82,51 @@ class NativeFramer:
 
     def frame(self, blocks: Sequence[bytes] | Sequence[memoryview],
               compress: bool) -> tuple[memoryview, list[int]]:
-        """As :func:`frame_blocks_py`; the framed bytes are a view of this framer's buffer, valid until
-        its next call (the caller writes them at once)."""
-        ffi, lib = native_lib._ffi, native_lib._lib
+        """As :func:`frame_blocks_py`, in one C call; the framed bytes are a view of this framer's
+        buffer, valid until its next call (the caller writes them at once)."""
+        return self._frame(blocks, 0, len(blocks), compress)
+
+    def pieces(self, blocks: Sequence[bytes] | Sequence[memoryview],
+               compress: bool) -> Iterator[tuple[memoryview, list[int]]]:
+        """:meth:`frame` over consecutive pieces of about :data:`PIECE` raw bytes (at least one block
+        each); each piece's view is valid until the next is asked for."""
         n = len(blocks)
         if isinstance(blocks, RawBlocks):
-            src = blocks.buf
             ends = blocks.ends
+            i = 0
+            while i < n:
+                base = ends[i - 1] if i else 0
+                k = i + 1
+                while k < n and ends[k] - base <= PIECE:
+                    k += 1
+                yield self._frame(blocks, i, k, compress)
+                i = k
+            return
+        i = 0
+        while i < n:
+            size = len(blocks[i])
+            k = i + 1
+            while k < n and size + len(blocks[k]) <= PIECE:
+                size += len(blocks[k])
+                k += 1
+            yield self._frame(blocks, i, k, compress)
+            i = k
+
+    def _frame(self, blocks: Sequence[bytes] | Sequence[memoryview], i: int, k: int,
+               compress: bool) -> tuple[memoryview, list[int]]:
+        """Blocks ``i:k`` framed."""
+        ffi, lib = native_lib._ffi, native_lib._lib
+        n = k - i
+        if isinstance(blocks, RawBlocks):
+            base = blocks.ends[i - 1] if i else 0
+            src = blocks.buf + base
+            ends = [e - base for e in blocks.ends[i:k]]
         else:
-            src = ffi.from_buffer(blocks[0] if n == 1 else b"".join(blocks))
+            part = blocks[i:k]
+            src = ffi.from_buffer(part[0] if n == 1 else b"".join(part))
             ends = []
             total = 0
-            for b in blocks:
+            for b in part:
                 total += len(b)
                 ends.append(total)
         ends_c = ffi.new("uint64_t[]", ends)
@@ -95,8 +135,7 @@ class NativeFramer:
             self._cap = max(bound, 1 << 16)
             self._buf = native_lib._new("uint8_t[]", self._cap)
         stored = ffi.new("uint64_t[]", n)
-        got = lib.lsm_frame_blocks(src, ends_c, n, int(compress), self._buf, self._cap,
-                                   stored)
+        got = lib.lsm_frame_blocks(src, ends_c, n, int(compress), self._buf, self._cap, stored)
         if got < 0:
             raise ValueError(f"lsm_frame_blocks failed ({got})")
         return memoryview(ffi.buffer(self._buf, got)), ffi.unpack(stored, n)

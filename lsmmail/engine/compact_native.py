@@ -33,6 +33,7 @@ from ..native_lib import split_at
 from .blob import HEADER_SIZE, RECORD_HEADER_SIZE, decode_blob_ref, encode_blob_ref
 from .blob import _record_header as RECORD_HEADER
 from .block import BlockBuilder, decode_data_block_py
+from .block_frame import RawBlocks
 from .coding import checksum
 from .errors import Corruption, InvalidArgument
 from .iterators import merge_entries
@@ -84,9 +85,11 @@ def _add_garbage(garbage: Garbage, number: int, length: int) -> None:
 def compact_blocks_pure(runs: Sequence[Iterator[bytes]], snapshots: list[int], bottommost: bool,
                         block_size: int, restart_interval: int, tombs: Sequence[Tomb] = (),
                         relocate: frozenset[int] = frozenset(), reloc_number: int = 0,
-                        garbage: Garbage | None = None, spill_min: int = 0) -> Iterator[CompactRun]:
+                        garbage: Garbage | None = None, spill_min: int = 0,
+                        views: bool = False) -> Iterator[CompactRun]:
     """The Python twin of :func:`compact_blocks_native` (same chunks' concatenation, not the same
-    chunking; the same ``garbage`` once exhausted)."""
+    chunking; the same ``garbage`` once exhausted). ``views`` is accepted and ignored (chunks are
+    always copies)."""
     from .compaction import drop_hidden  # compaction imports this module
 
     g: Garbage = {} if garbage is None else garbage
@@ -181,13 +184,18 @@ class _Out:
         o.pos = o.nb = o.kpos = o.ne = o.nblobs = o.nrelocs = o.spos = 0
 
     def take(self, max_put: int, spill_view: bool = False) -> CompactRun:
-        """The blocks in the buffers as a chunk (the caller resets them). ``spill_view``: the spill is a
-        memoryview of the buffer (valid until the caller resets it), not a copy."""
+        """The blocks in the buffers as a chunk (the caller resets them). ``spill_view``: the blocks (a
+        ``RawBlocks``) and the spill (a memoryview) are views of the buffers, valid until the caller
+        resets them, not copies."""
         ffi, o = _ffi, self.o
         nb, ne = o.nb, o.ne
         bends = ffi.unpack(o.block_end, nb)
         kends = ffi.unpack(o.key_end, ne)
-        blocks = split_at(ffi.buffer(o.buf, bends[-1])[:], bends)
+        if spill_view:
+            # Framed straight from the buffer by the table writer (block_frame.RawBlocks): no copy.
+            blocks: Sequence[bytes] = RawBlocks(o.buf, bends)
+        else:
+            blocks = split_at(ffi.buffer(o.buf, bends[-1])[:], bends)
         ukeys = split_at(ffi.buffer(o.keys, kends[-1])[:], kends)
         return (blocks, ffi.unpack(o.block_nent, nb), ukeys, ffi.unpack(o.trailers, ne),
                 ffi.unpack(o.block_vbytes, nb), max_put, ffi.unpack(o.block_nblobs, nb),
@@ -200,9 +208,12 @@ class _Out:
 def compact_blocks_native(runs: Sequence[Iterator[bytes]], snapshots: list[int], bottommost: bool,
                           block_size: int, restart_interval: int, tombs: Sequence[Tomb] = (),
                           relocate: frozenset[int] = frozenset(), reloc_number: int = 0,
-                          garbage: Garbage | None = None, spill_min: int = 0) -> Iterator[CompactRun]:
+                          garbage: Garbage | None = None, spill_min: int = 0,
+                          views: bool = False) -> Iterator[CompactRun]:
     """native/compact.c over the same inputs: see the module docstring. ``garbage`` is complete once the
-    generator is exhausted."""
+    generator is exhausted. ``views``: each chunk's blocks and spill are views of the kernel's buffers,
+    valid only until the next chunk is asked for (for a consumer that writes each chunk at once, as
+    ``OutputSink.add_compacted``): no copy of each MiB of output blocks into Python objects."""
     lib, ffi = _lib, _ffi
     snaps = ffi.new("uint64_t[]", snapshots) if snapshots else ffi.NULL
     tseqs = tkeys = tends = ffi.NULL
@@ -240,7 +251,7 @@ def compact_blocks_native(runs: Sequence[Iterator[bytes]], snapshots: list[int],
 
     for j in range(len(runs)):
         feed(j)
-    yield from _drive(m, feed, block_size, spill_min, garbage)
+    yield from _drive(m, feed, block_size, spill_min, garbage, views)
 
 
 def _drive(m: object, feed: Callable[[int], None], block_size: int, spill_min: int,

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import os
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from .blob import RECORD_HEADER_SIZE, BlobFileWriter, decode_blob_ref, encode_blob_ref
+from .block_frame import RawBlocks
 from .compact_native import CompactRun
 from .flush_table import BlockTableWriter
 from .fs import FileSystem
@@ -205,6 +206,11 @@ class OutputFiles:
         g[1] += length
 
 
+def _raw_size(blocks: Sequence[bytes]) -> int:
+    """Raw bytes of a chunk's blocks (a ``RawBlocks`` knows them without copying a block out)."""
+    return blocks.ends[-1] if isinstance(blocks, RawBlocks) else sum(map(len, blocks))
+
+
 class OutputSink:
     """Writes the output of a flush or compaction: SSTables cut at ``max_file_size`` (never between two
     versions of one user key, so files of a level stay disjoint), and at most one new blob file.
@@ -332,7 +338,7 @@ class OutputSink:
                     self._append_records(relocs, spill)
                 else:
                     self._relocate(relocs, spill)
-            if w is not None and w.data_size + sum(map(len, blocks)) + 5 * len(blocks) < limit:
+            if w is not None and w.data_size + _raw_size(blocks) + 5 * len(blocks) < limit:
                 # No cut can fall in this chunk (a stored block is at most its raw size plus the 5-byte
                 # trailer): one call for all of its blocks instead of one per block.
                 lasts = []

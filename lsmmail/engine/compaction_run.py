@@ -74,7 +74,7 @@ class CompactionRunner:
         try:
             sink.add_compacted(compact_blocks(
                 runs, snapshots, c.bottommost, self.options.block_size, self.options.block_restart_interval,
-                near, c.relocate_blobs, reloc_number, sink.out.garbage, min_blob))
+                near, c.relocate_blobs, reloc_number, sink.out.garbage, min_blob, views=True))
             sink.finish()
         except BaseException:
             for path in sink.abandon():

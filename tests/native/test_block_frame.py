@@ -71,3 +71,33 @@ def test_blocks_framed_from_a_c_buffer(blocks: list[bytes], compress: bool) -> N
     assert list(raw) == blocks and raw[-1] == blocks[-1]
     framed, sizes = NativeFramer().frame(raw, compress)
     assert (bytes(framed), sizes) == frame_blocks_py(blocks, compress)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_block(), min_size=1, max_size=10), st.booleans(), st.integers(1, 12_000))
+def test_pieces_concatenate_to_the_whole_run(blocks: list[bytes], compress: bool, piece: int) -> None:
+    """Framing piece by piece (each piece at least one block, about ``PIECE`` raw bytes) gives the
+    same bytes and sizes as the whole run, from separate blocks and from a C buffer alike."""
+    from lsmmail import native_lib
+    from lsmmail.engine.block_frame import RawBlocks
+
+    want = frame_blocks_py(blocks, compress)
+    ends = []
+    total = 0
+    for b in blocks:
+        total += len(b)
+        ends.append(total)
+    raw = RawBlocks(native_lib._ffi.new("uint8_t[]", b"".join(blocks) or b"\0"), ends)
+    saved = block_frame.PIECE
+    block_frame.PIECE = piece
+    try:
+        for source in (blocks, raw):
+            framed = b""
+            sizes: list[int] = []
+            for part, part_sizes in NativeFramer().pieces(source, compress):
+                assert part_sizes
+                framed += bytes(part)
+                sizes += part_sizes
+            assert (framed, sizes) == want
+    finally:
+        block_frame.PIECE = saved

@@ -195,3 +195,21 @@ def test_overlong_varint_in_blob_reference_is_corruption() -> None:
     for fn in (compact_blocks_native, compact_blocks_pure):
         with pytest.raises(Corruption):
             _run(fn, [_blocks([(b"a", 5, 2, ref)], 1 << 20, 16)], [], False, 4096, 16)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_case())
+def test_views_hold_the_same_chunks_while_they_are_current(case: tuple) -> None:
+    """``views=True`` (the compaction's streaming consumer): each chunk's blocks and spill are views of
+    the kernel's buffers; read before the next chunk is asked for, they are the copies' bytes."""
+    runs, snaps, bottom, block_size, ri, cuts, tombs, relocate, spill = case
+    inputs = [_blocks(r, c, ri) for r, c in zip(runs, cuts, strict=True)]
+
+    def chunks(views: bool) -> list:
+        out = []
+        for b, *rest, sp in compact_blocks_native([iter(x) for x in inputs], snaps, bottom, block_size, ri,
+                                                  tombs, relocate, 77, {}, spill, views=views):
+            out.append(([bytes(x) for x in b], *rest, bytes(sp)))
+        return out
+
+    assert chunks(True) == chunks(False)

@@ -11,10 +11,10 @@ I/O), written and read with one call each, and the pipe carries only small contr
 calling thread reads itself: no thread of this process stands between a worker and its next task.
 
 Contract
-    ``FilePool(fn, n, slots)`` starts ``n`` fresh interpreter processes (never ``fork``: the caller runs
-    engine threads; see "Processes" below) that run ``fn(blobs, *args)`` for each :meth:`submit` ted list
-    of bytes ``blobs`` and tuple ``args`` (picklable; ``fn`` a module-level function of an importable
-    module), at most ``slots`` tasks outstanding.
+    ``FilePool(fn, n, slots, nice=0)`` starts ``n`` fresh interpreter processes (never ``fork``: the
+    caller runs engine threads; see "Processes" below), each at ``os.nice(nice)``, that run ``fn(blobs,
+    *args)`` for each :meth:`submit` ted list of bytes ``blobs`` and tuple ``args`` (picklable; ``fn`` a
+    module-level function of an importable module), at most ``slots`` tasks outstanding.
     :meth:`result` returns ``(True, value)``, or ``(False, None)`` when ``fn`` raised in the
     worker (the caller redoes the task itself, so the exception surfaces exactly as in-process), and
     raises :class:`PoolBroken` when a worker died or its pipe broke (the pool is then unusable: close it).
@@ -207,6 +207,12 @@ def _worker_process() -> None:
     # Ctrl-C reaches the whole process group: the storing process handles it and closes the pool (EOF
     # here), so a worker does not print a KeyboardInterrupt traceback of its own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    niceness = int(sys.argv[3])
+    if niceness:
+        try:
+            os.nice(niceness)
+        except OSError:  # not allowed here: run at the caller's priority
+            pass
     try:
         _worker_main(Connection(int(sys.argv[1])))
     finally:
@@ -239,8 +245,9 @@ def live_workers() -> int:
     return len(_LIVE)
 
 
-def _start_worker(fn: Callable[..., Any]) -> tuple[subprocess.Popen[bytes], Connection]:
-    """Start one worker process and send it ``fn``; (process, this end of its socket)."""
+def _start_worker(fn: Callable[..., Any], nice: int) -> tuple[subprocess.Popen[bytes], Connection]:
+    """Start one worker process (``os.nice(nice)`` first) and send it ``fn``; (process, this end of its
+    socket)."""
     if not sys.executable:
         raise OSError("no Python executable to start import workers with")
     ours, theirs = socket.socketpair()
@@ -248,7 +255,7 @@ def _start_worker(fn: Callable[..., Any]) -> tuple[subprocess.Popen[bytes], Conn
         # Pickled before the process starts: an unpicklable ``fn`` raises here, not in the worker.
         fn_pickle = pickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
         cmd = [sys.executable, *subprocess._args_from_interpreter_flags(), "-c", _BOOT,
-               str(theirs.fileno()), json.dumps([p for p in sys.path if isinstance(p, str)])]
+               str(theirs.fileno()), json.dumps([p for p in sys.path if isinstance(p, str)]), str(nice)]
         proc = subprocess.Popen(cmd, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
     except BaseException:
         ours.close()
@@ -278,7 +285,7 @@ class _Worker:
 class FilePool:
     """Worker processes fed through files (see the module docstring)."""
 
-    def __init__(self, fn: Callable[..., Any], workers: int, slots: int) -> None:
+    def __init__(self, fn: Callable[..., Any], workers: int, slots: int, nice: int = 0) -> None:
         base = _payload_dir()
         _remove_stale(base)
         self._dir = tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-", dir=base)
@@ -289,7 +296,7 @@ class FilePool:
         self._closed = False
         try:
             for _ in range(workers):
-                self._workers.append(_Worker(*_start_worker(fn)))
+                self._workers.append(_Worker(*_start_worker(fn, nice)))
         except BaseException:
             self.close()
             raise

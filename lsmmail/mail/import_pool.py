@@ -64,6 +64,13 @@ AUTO_MAX_WORKERS = 2
 #: them (tests use it to make sure the workers' results are the ones stored).
 PREPARE_WHILE_STARTING = True
 
+#: Niceness of the worker processes. They compute ahead what this process would otherwise compute itself
+#: (it steals any chunk a worker has not finished when it needs one), so on a busy core they should yield:
+#: to this process's own threads first (the flush, compaction and commit threads share the GIL with the
+#: storing thread, and one of them preempted while it holds the GIL stalls the storing thread too), and to
+#: other programs, which a worker at full priority slowed for no gain.
+WORKER_NICE = 10
+
 #: Chunks a worker holds at a time (being prepared or queued): two keep it busy while this process
 #: stores one; the rest of the window stays free for this process to steal.
 WORKER_AHEAD = 2
@@ -237,7 +244,7 @@ def prepared_chunks(
     window = (WORKER_AHEAD + 1) * workers + 3
     pool: FilePool | None
     try:
-        pool = FilePool(prepare_chunk, workers, window)
+        pool = FilePool(prepare_chunk, workers, window, nice=WORKER_NICE)
     except OSError:  # no process could be started (limits, no executable): everything in this process
         pool = None
     # [raws, worker index or None, task id or None, Prepared list once prepared here] per chunk read

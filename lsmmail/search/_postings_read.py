@@ -41,6 +41,8 @@ _ffi = native._ffi
 #: The kernels exist in extensions built since they were added; an older build falls back to the twins.
 NATIVE = _lib is not None and hasattr(_lib, "lsm_post_phrase")
 DISPATCH = NATIVE and not native.PURE_FORCED
+#: Largest page kept in the per-thread output buffer (16 KiB); larger results get a buffer per call.
+_SCRATCH_MAX = 4096
 #: Lists per :func:`post_and` call the kernel takes (positive and negated each); more go to the twin.
 MAX_LISTS = 64
 _RANK_LIMIT = 1 << 32
@@ -174,6 +176,12 @@ def post_and_native(
         npp[i] = p._ptr or p.ptr()
         nl[i] = len(p.ranks)
         i += 1
+    if want > _SCRATCH_MAX:  # a large result (a phrase's candidates): a buffer of its own
+        buf = array("I", bytes(4 * want))
+        n = native._check(_lib.lsm_post_and(pp, pl, npos, npp, nl, nneg, lo, hi,
+                                            _ffi.from_buffer("uint32_t[]", buf), want), "rank lists")
+        del buf[n:]
+        return buf
     if want > s.cap:
         s.grow(want)
     n = _lib.lsm_post_and(pp, pl, npos, npp, nl, nneg, lo, hi, s.out_ptr, want)

@@ -81,7 +81,8 @@ class _Evaluator:
             return out
         uni = ix._universe(user)
         ids = uni.ids
-        ranks = sorted(post_and(lists, [], 0, len(ids), len(ids)))
+        most = min(len(td.ranks) for td in lists)  # the intersection is no longer than the shortest list
+        ranks = sorted(post_and(lists, [], 0, len(ids), most))
         if not ranks:
             return out
         blocks = {t: ix._term_blocks(user, field, t) for t in uniq}

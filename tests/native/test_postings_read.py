@@ -201,3 +201,12 @@ def test_phrase_edges() -> None:
     huge = bytes([1, 0, 1, 0, 2]) + b"\xff" * 9 + b"\x01" + b"\xff" * 9 + b"\x01"  # positions past 64 bits
     assert _outcome(R.post_phrase_native, [huge], 1, [0]) == _outcome(R.post_phrase_pure, [huge], 1, [0])
     assert R.post_phrase_native([block], 3, []) == []
+
+
+def test_large_result_gets_its_own_buffer() -> None:
+    a = R.RankList(array("I", range(0, 30_000, 2)))
+    b = R.RankList(array("I", range(0, 30_000, 3)))
+    got = R.post_and_native([a, b], [], 0, 30_000, 20_000)
+    assert list(got) == list(range(29_994, -1, -6))
+    got2 = R.post_and_native([a], [b], 0, 30_000, 10)
+    assert list(got2) == R.post_and_pure([a], [b], 0, 30_000, 10)

@@ -355,22 +355,32 @@ class NativeCommit:
         if self._poisoned is not None or self._closing or self._closed:
             with self._mu:
                 self._check_writable()
-        q = self._writers
-        assert isinstance(q, NativeWriteQueue)
-        cw = q.local_writer()
+        q: NativeWriteQueue = self._writers  # type: ignore[assignment]
+        try:
+            cw = q._local.w
+        except AttributeError:
+            cw = q.local_writer()
         kn = len(key)
-        vn = len(value) if kind == KIND_PUT else 0
-        if kn + vn + 21 > cw.cap:
-            cap = max(kn + vn + 21, _MIN_KV_CAP)
+        if kind == KIND_PUT:
+            vn = len(value)
+            # The entry's encoded length: kind byte, varint lengths (1 byte below 128, 2 below 16384).
+            size = (_BATCH_HEADER + 3 + kn + vn if kn < 0x80 and vn < 0x80 else
+                    _BATCH_HEADER + 1 + _varint_len(kn) + kn + _varint_len(vn) + vn)
+        else:
+            vn = 0
+            size = _BATCH_HEADER + 1 + _varint_len(kn) + kn
+        if size + 10 > cw.cap:  # lsm_cq_join_kv wants 21 + kn + vn bytes (<= size + 10)
+            cap = max(size + 10, _MIN_KV_CAP)
             if _lib.lsm_cqw_reserve(cw.ptr, cap) != 0:
                 raise MemoryError("cannot grow a commit queue slot")
             cw.cap = cap
         w = cw.kv
         w.entries = [(kind, key, value)]
         w.rep = _KV_REP
-        w.size = _BATCH_HEADER + 1 + _varint_len(kn) + kn + (_varint_len(vn) + vn if kind == KIND_PUT else 0)
+        w.size = size
         q.by_writer[cw.addr] = w
-        wait_for = q.active if q.active > 1 else 0
+        active = q.active
+        wait_for = active if active > 1 else 0
         q.joined.append(None)
         try:
             n = _lib.lsm_cq_join_kv(q.cq, cw.ptr, kind, key, kn, value, vn, 1, MAX_GROUP_BYTES, cw.addrs,

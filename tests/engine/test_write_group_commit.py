@@ -112,6 +112,43 @@ def test_concurrent_writers_same_result_on_both_queues(tmp_path: Path, monkeypat
         db.verify()
 
 
+def _sized_ops() -> list[tuple[bool, bytes, bytes]]:
+    """Synced puts and deletes whose key and value lengths cross the 1- and 2-byte varint limits."""
+    ops = []
+    for i, (kn, vn) in enumerate((k, v) for k in (1, 127, 128, 300, 16384)
+                                 for v in (0, 1, 127, 128, 16383, 16384, 70_000)):
+        key = bytes([i % 250 + 1]) * kn
+        ops.append((True, key, bytes([i % 7]) * vn))
+        if i % 3 == 0:
+            ops.append((False, key, b""))
+    return ops
+
+
+@needs_native
+def test_synced_single_writes_count_like_the_python_queue(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Synced puts and deletes take the C slot encoding (lsm_cq_join_kv) on the C queue: the same user
+    and WAL bytes as the Python queue's batches, the same database after a reopen."""
+    results = []
+    for native_commit in (True, False):
+        monkeypatch.setattr(write_path, "NATIVE_COMMIT", native_commit)
+        d = str(tmp_path / f"db{native_commit}")
+        with DB.open(d) as db:
+            assert isinstance(db._writers, NativeWriteQueue) is native_commit
+            for is_put, key, value in _sized_ops():
+                if is_put:
+                    db.put(key, value, sync=True)
+                else:
+                    db.delete(key, sync=True)
+            st = db._stats
+            counts = tuple(st[k] for k in ("user_bytes_written", "wal_bytes_written", "wal_syncs",
+                                           "grouped_writes"))
+        with DB.open(d) as db:
+            results.append((counts, dict(db.scan())))
+    assert results[0] == results[1]
+    assert results[0][0][2] == len(_sized_ops())
+
+
 def test_queue_choice_follows_the_file_system(tmp_path: Path) -> None:
     for fs, native_queue in ((MemFileSystem(), False), (FaultInjectingFileSystem(OsFileSystem()), False),
                              (OsFileSystem(), native.AVAILABLE)):

@@ -233,10 +233,18 @@ static int64_t run_positions(const uint8_t *blk, size_t len, uint64_t off, uint6
     return (int64_t)npos;
 }
 
-int64_t lsm_post_phrase(const uint8_t *const *blks, const size_t *lens, size_t k, uint64_t table_len,
+int64_t lsm_post_phrase(const uint8_t *buf, const uint64_t *ends, size_t k, uint64_t table_len,
                         const uint32_t *cand, size_t ncand, uint64_t *run, uint32_t *ords, uint64_t *posbuf,
                         uint32_t *out) {
     if (k == 0 || k > MAX_LISTS) return LSM_EINVAL;
+    const uint8_t *blks[MAX_LISTS];
+    size_t lens[MAX_LISTS];
+    for (size_t t = 0; t < k; t++) {
+        uint64_t start = t ? ends[t - 1] : 0;
+        if (ends[t] < start) return LSM_EINVAL;
+        blks[t] = buf + start;
+        lens[t] = (size_t)(ends[t] - start);
+    }
     for (size_t t = 0; t < k; t++) {
         int64_t rc = index_block(blks[t], lens[t], table_len, cand, ncand, run + t * ncand, ords);
         if (rc < 0) return rc;

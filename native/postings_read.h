@@ -10,7 +10,7 @@ int64_t lsm_post_ranks(const uint8_t *blk, size_t len, uint64_t table_len, uint3
 int64_t lsm_post_and(const uint32_t *const *pos, const size_t *pos_len, size_t npos,
                      const uint32_t *const *neg, const size_t *neg_len, size_t nneg, uint32_t lo, uint32_t hi,
                      uint32_t *out, size_t want);
-int64_t lsm_post_phrase(const uint8_t *const *blks, const size_t *lens, size_t k, uint64_t table_len,
+int64_t lsm_post_phrase(const uint8_t *buf, const uint64_t *ends, size_t k, uint64_t table_len,
                         const uint32_t *cand, size_t ncand, uint64_t *run, uint32_t *ords, uint64_t *posbuf,
                         uint32_t *out);
 

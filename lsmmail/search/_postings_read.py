@@ -30,6 +30,7 @@ import threading
 from array import array
 from bisect import bisect_left
 from collections.abc import Sequence
+from itertools import accumulate
 from typing import Any
 
 from .. import native
@@ -221,11 +222,13 @@ def post_phrase_native(blocks: Sequence[bytes], table_len: int, cand: Sequence[i
     if not cands or cands[0] < 0 or cands[-1] >= _RANK_LIMIT:
         return post_phrase_pure(blocks, table_len, cand)
     nc = len(cands)
-    lens = [len(b) for b in blocks]
+    # the blocks as one buffer and their end offsets: a from_buffer per block cost more than the walk
+    ends = list(accumulate(map(len, blocks)))
+    longest = max(e - s for s, e in zip([0, *ends], ends, strict=False))
+    out = native._new("uint32_t[]", nc)
     rc = _lib.lsm_post_phrase(
-        [_ffi.from_buffer(b) for b in blocks], lens, k, table_len, _ffi.new("uint32_t[]", cands), nc,
-        native._new("uint64_t[]", k * nc), native._new("uint32_t[]", max(lens) + 1),
-        native._new("uint64_t[]", sum(lens) + 1), out := native._new("uint32_t[]", nc),
+        b"".join(blocks), ends, k, table_len, cands, nc, native._new("uint64_t[]", k * nc),
+        native._new("uint32_t[]", longest + 1), native._new("uint64_t[]", ends[-1] + 1), out,
     )
     if rc == _EDECLINE:
         return post_phrase_pure(blocks, table_len, cand)

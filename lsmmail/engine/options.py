@@ -45,11 +45,14 @@ class Options:
     #: Full memtables allowed to wait for their flush beside the one taking writes; a writer that fills
     #: the current memtable while this many wait stalls until a flush ends. At most
     #: ``1 + max_immutable_memtables`` memtables are in memory at once: the engine's largest use of
-    #: memory (92 MiB of the default 3 x 30.7 MiB at the engine bench's peak, beside the 32 MiB block
-    #: cache). RocksDB's default ``max_write_buffer_number`` = 2 is 1 here. Default 2: with 1, peak RSS of
-    #: the engine-bench chain was 159 vs 168 MiB (medians of 3 interleaved runs; RocksDB 200 in the same
-    #: runs), but writers stalled 4-10 times per 400k batched 1 KiB puts (0.4-0.9 s of waiting on the
-    #: loaded 2-core machine), never with 2. Must be >= 1. Can change at run time.
+    #: memory. Only a writer that outruns its flushes fills the third: while flushes keep up, one
+    #: memtable fills while the last one is flushed, and the memtables' freed chunks are kept for reuse
+    #: only up to those two (~62 MiB at the default, beside the 32 MiB block cache; 92 MiB at every
+    #: flush before that rule). RocksDB's default ``max_write_buffer_number`` = 2 is 1 here. Default 2:
+    #: with 1, peak RSS of the engine-bench chain was 159 vs 168 MiB (medians of 3 interleaved runs;
+    #: RocksDB 200 in the same runs, fourth session), but writers stalled 4-10 times per 400k batched
+    #: 1 KiB puts (0.4-0.9 s of waiting on the loaded 2-core machine), never with 2. Must be >= 1. Can
+    #: change at run time.
     max_immutable_memtables: int = 2
 
     #: Target size of a data block before compression. Default 16 KiB (see docs/format.md). Fixed at open.

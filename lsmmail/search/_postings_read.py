@@ -85,8 +85,8 @@ def post_ranks_native(block: bytes, table_len: int, base: int) -> array:
         raise InvalidArgument("ranks beyond 32 bits")
     cap = len(block) + 1  # a valid block holds at most one ordinal per byte after its first
     out = native._new("uint32_t[]", cap)
-    n = native._check(_lib.lsm_post_ranks(_ffi.from_buffer(block), len(block), table_len, base, out, cap),
-                      "posting block")
+    buf = block if type(block) is bytes else _ffi.from_buffer(block)  # bytes pass as they are
+    n = native._check(_lib.lsm_post_ranks(buf, len(block), table_len, base, out, cap), "posting block")
     got = array("I")
     got.frombytes(_ffi.buffer(out, 4 * n))
     return got

@@ -16,10 +16,10 @@ from ._postings_read import RankList, post_and, post_ranks
 from .mem_segment import _MemSegment
 from .tokenizer import MAX_TOKEN_BYTES
 
-#: Budget of the decoded-postings cache, in doc references summed over entries. A reference costs 8 bytes
-#: in the ascending list plus, once a query probes the entry, ~40 bytes in its frozenset (the doc ids
-#: themselves are shared with the doc tables), so 500k references are ~25 MB at most: every posting list
-#: of the hot terms of hundreds of typical mailboxes (the bench mailbox's 160 queries use ~40k).
+#: Budget of the decoded-postings cache, in doc references summed over entries. A reference costs 4 bytes
+#: as a rank, plus 8 in the id list and ~40 in the frozenset that only the general and state paths build
+#: (the doc ids themselves are shared with the doc tables), so 500k references are ~26 MB at most: every
+#: posting list of the hot terms of hundreds of typical mailboxes (the bench mailbox's 160 queries use ~40k).
 _DOCS_CACHE_BUDGET = 500_000
 #: Bound of the parsed-query cache (query text -> plan): search boxes repeat queries (paging repeats
 #: the same text for every page); 4,096 plans of ~1 KB are ~4 MB.

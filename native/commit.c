@@ -56,6 +56,7 @@ struct lsm_cq {
     int64_t wait_target; /* the queue length a waiting leader wants (push signals `grew` only there) */
     int busy;            /* a leader holds a group (from lsm_cq_join's return to lsm_cq_finish/abandon) */
     int waking;          /* threads signalling writers after dropping mu (lsm_cq_drop_writer waits) */
+    int64_t active;      /* writers the last finish saw: its group plus those still queued */
     lsm_cqw *fill_head;  /* a head waiting (on its own cv) for fill_target writers before it leads */
     int64_t fill_target;
     uint64_t counters[3]; /* fill waits, of which completed by a push that then led, and timed out */
@@ -241,14 +242,17 @@ static int64_t join_locked(lsm_cq *q, lsm_cqw *w, const uint8_t *rep, size_t len
     for (;;) {
         if (w->done) return done_status(w);
         if (q->head == w && !q->busy) {
-            if (w->sync && !w->alone && wait_ns > 0 && q->len < wait_for && !expired) {
+            /* wait_for < 0: as many as the last finish saw, read now (a value read at the join is
+             * stale by a group: with it, groups of 5 and 3 of 8 threads kept alternating). */
+            int64_t target = wait_for < 0 ? q->active : wait_for;
+            if (w->sync && !w->alone && wait_ns > 0 && q->len < target && !expired) {
                 if (!waited) {
                     add_ns(&deadline, wait_ns);
                     q->counters[0]++;
                 }
                 waited = 1;
                 q->fill_head = w;
-                q->fill_target = wait_for;
+                q->fill_target = target;
                 if (pthread_cond_timedwait(&w->cv, &q->mu, &deadline) == ETIMEDOUT) expired = 1;
                 continue;
             }
@@ -584,6 +588,7 @@ int64_t lsm_cq_finish(lsm_cq *q, size_t n, int64_t status) {
         else pthread_cond_signal(&w->cv);
     }
     q->busy = 0;
+    q->active = (int64_t)n + q->len;
     if (q->head) {
         if (after) wake[nw++] = q->head;
         else pthread_cond_signal(&q->head->cv);

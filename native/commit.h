@@ -1,6 +1,8 @@
 /* commit.c: the group-commit queue and the leader's WAL write + memtable insert (the pure twin is in
  * lsmmail/engine/write_path.py). Statuses: 0 ok; > 0 from lsm_cq_join: this caller leads a group of that
- * many writers; < 0: an error (-errno for I/O, or an LSM_E* code). */
+ * many writers; < 0: an error (-errno for I/O, or an LSM_E* code). lsm_cq_join's wait_for: a synced head
+ * waits up to wait_ns for that many queued writers; < 0: for as many as the last lsm_cq_finish saw (its
+ * group plus the writers still queued then); 0: no wait. */
 #ifndef LSM_COMMIT_H
 #define LSM_COMMIT_H
 #include <stddef.h>

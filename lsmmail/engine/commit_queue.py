@@ -38,8 +38,11 @@ MAX_GROUP_BYTES = 1 << 20
 #: binds first.
 _MAX_GROUP_WRITERS = 1024
 
-#: How long a synced leader on the C queue waits for writers the last commit woke to queue behind it
-#: (only while fewer than the last group are queued). See the A/B in the commit message.
+#: How long a synced head on the C queue waits for the writers the last commit woke to queue again:
+#: as many as that commit's finish saw (its group plus the writers still queued then), not the last
+#: group's size, which a group cut by the wait's timeout would lower for good (the writer that missed
+#: it, queued by the finish, then trailed every next group by a few microseconds). See the A/B in the
+#: commit message.
 GROUP_WAIT_NS = 100_000
 
 _lib = native._lib
@@ -251,11 +254,6 @@ class NativeWriteQueue:
         self.joined: list[None] = []
         # The commit section: held by a queue leader while it commits and by a solo writer.
         self.section = threading.Lock()
-        # Writers seen at the last group's finish: its own plus those still queued. A synced head waits
-        # (up to GROUP_WAIT_NS) for this many to queue before it leads. Not the last group's size: with
-        # the group cut the moment that many queued, a writer that once missed a group (a timeout) kept
-        # missing every next one by a few microseconds (groups of 7 of 8 threads, one writer trailing).
-        self.active = 1
         self._local = threading.local()
 
     def local_writer(self) -> _ThreadWriter:
@@ -329,8 +327,8 @@ class NativeCommit:
         q.by_writer[cw.addr] = w
         entries = w.entries
         # Like the Python twin's yield: a synced head waits (GIL released) for as many writers as the
-        # last group's finish saw (q.active).
-        wait_for = q.active if w.sync and q.active > 1 else 0
+        # last group's finish saw (wait_for -1).
+        wait_for = -1 if w.sync else 0
         # from_buffer: a pointer into ``w.rep`` itself, alive until the group is committed (the leader
         # reads its own batch after its join returned). A bytes argument may go through a temporary copy
         # that is freed when the call returns.
@@ -379,12 +377,10 @@ class NativeCommit:
         w.rep = _KV_REP
         w.size = size
         q.by_writer[cw.addr] = w
-        active = q.active
-        wait_for = active if active > 1 else 0
         q.joined.append(None)
         try:
             n = _lib.lsm_cq_join_kv(q.cq, cw.ptr, kind, key, kn, value, vn, 1, MAX_GROUP_BYTES, cw.addrs,
-                                    _MAX_GROUP_WRITERS, cw.need_sync, wait_for, GROUP_WAIT_NS)
+                                    _MAX_GROUP_WRITERS, cw.need_sync, -1, GROUP_WAIT_NS)
         finally:
             q.joined.pop()
         if n <= 0:
@@ -510,7 +506,7 @@ class NativeCommit:
                 self._write_cv.notify_all()
 
     def _native_finish(self, q: NativeWriteQueue, n: int, status: int) -> None:
-        q.active = n + _lib.lsm_cq_finish(q.cq, n, status)
+        _lib.lsm_cq_finish(q.cq, n, status)
         if self._closing:
             with self._mu:
                 self._write_cv.notify_all()

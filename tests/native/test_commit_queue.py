@@ -172,6 +172,32 @@ def test_the_push_that_completes_the_group_leads_it() -> None:
     assert list(counters) == [1, 1, 0]
 
 
+def test_a_head_waits_for_as_many_writers_as_the_last_finish_saw() -> None:
+    """wait_for -1: the target is what the last finish saw (its group plus writers still queued), read
+    when the head starts waiting. A group of two finishes with one writer queued behind it: the next
+    synced head (that writer) waits for three, and the third join leads."""
+    q = _q()
+    slots = [_w(q) for _ in range(3)]
+    for s in slots[:2]:
+        lib.lsm_cq_push(q, s, b"", 0, 0, 1, 1, 0)
+    got: list[tuple[int, list[int]]] = []
+    head = _join_in_thread(q, slots[2], got, wait_for=-1, wait_ns=3600 * 10**9)
+    _wait_len(q, 3)
+    assert lib.lsm_cq_finish(q, 2, 0) == 1  # saw 2 + 1: the head now waits for 3
+    second = _join_in_thread(q, slots[0], got, wait_for=-1, wait_ns=3600 * 10**9)
+    _wait_len(q, 2)
+    threading.Event().wait(0.01)
+    assert head.is_alive() and second.is_alive() and got == []
+    addrs = ffi.new("uint64_t[]", MAXN)
+    need = ffi.new("int *")
+    n = lib.lsm_cq_join(q, slots[1], b"", 0, 0, 1, 1, 0, 1 << 20, addrs, MAXN, need, -1, 3600 * 10**9)
+    assert n == 3 and [int(addrs[i]) for i in range(3)] == [_addr(slots[2]), _addr(slots[0]), _addr(slots[1])]
+    assert lib.lsm_cq_finish(q, 3, 0) == 0
+    head.join(60)
+    second.join(60)
+    assert got == [(0, []), (0, [])]
+
+
 def test_a_push_outside_the_waited_for_group_wakes_the_head() -> None:
     """The completing push cannot lead a group it is not in (an unsynced head's group stops before a
     synced writer; here: a writer past max_bytes): the head leads what fits."""

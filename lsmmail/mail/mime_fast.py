@@ -218,7 +218,9 @@ class Part:
         key = (cd, ct)
         hit = _FILENAME_CACHE.get(key, _UNKNOWN)
         if hit is _UNKNOWN:
-            hit = _stdlib_filename(self, _MISSING)
+            hit = _plain_filename(cd, ct)
+            if hit is _UNKNOWN:
+                hit = _stdlib_filename(self, _MISSING)
             _remember(_FILENAME_CACHE, key, hit)
         return failobj if hit is _MISSING else hit
 
@@ -253,6 +255,39 @@ class Part:
     get_default_type = Message.get_default_type
     get_content_maintype = Message.get_content_maintype
     get_param = Message.get_param
+
+
+def _plain_param(value: str | None, param: str) -> object:
+    """``Message.get_param(param)`` of a header whose ASCII value has no ``*`` (RFC 2231) and no backslash
+    (``_MISSING`` if the header or the parameter is absent). For such a value the stdlib chain reduces to:
+    split with ``_parseparam``; the first parameter whose name (the bare first piece included, as
+    ``get_param`` iterates it too) is ``param`` in any case; its stripped value unquoted once
+    (``decode_params`` unquotes and re-quotes, the identity without backslashes, and ``get_param``
+    unquotes), as in :meth:`Part.get_boundary`."""
+    if value is None:
+        return _MISSING
+    for piece in _parseparam(value):
+        name, eq, val = piece.partition("=")
+        if (name.strip() if eq else piece.strip()).lower() == param:
+            return _unquote(val.strip())
+    return _MISSING
+
+
+def _plain_filename(cd: str | None, ct: str | None) -> object:
+    """``Message.get_filename(_MISSING)`` from the Content-Disposition and Content-Type values (None:
+    absent) when neither has ``*`` or a backslash: the ``filename`` parameter, else ``name``, unquoted
+    again by ``collapse_rfc2231_value`` and stripped; ``_UNKNOWN`` otherwise (the stdlib decides). Why:
+    attachment names are mostly unique, so the memo misses on each (~25 us through the generic parameter
+    code, ~440 times in the bench sample's import)."""
+    for v in (cd, ct):
+        if v is not None and ("*" in v or "\\" in v):
+            return _UNKNOWN
+    found = _plain_param(cd, "filename")
+    if found is _MISSING:
+        found = _plain_param(ct, "name")
+    if found is _MISSING:
+        return _MISSING
+    return _unquote(found).strip()  # type: ignore[arg-type]
 
 
 _MISSING = object()  # "no such parameter", as a cached answer

@@ -349,6 +349,16 @@ static inline int mem_filter_may(const uint64_t *f, uint64_t h) {
     return 1;
 }
 
+/* The filter line and the slot an insert of hash h will write, fetched while it searches the skiplist
+ * (each is a cache miss of its own otherwise: ~55 -> ~20 ns per insert). */
+static inline void mem_point_prefetch(const lsm_memtable *m, uint64_t h) {
+    uint64_t *f = m->filt;
+    if (!f) return;
+    uint64_t mask[8];
+    __builtin_prefetch(&f[mem_filter_line(h, mask)], 1);
+    __builtin_prefetch(&mem_slots(f)[h & (MEM_SLOTS - 1)], 1);
+}
+
 /* After linking node n (hash h): its slot names it. */
 static inline void mem_point_set(lsm_memtable *m, uint64_t h, node *n) {
     uint64_t *f = m->filt;
@@ -415,6 +425,8 @@ static int random_height(lsm_memtable *m) {
 static int insert(lsm_memtable *m, const uint8_t *key, size_t klen, uint64_t trailer, const uint8_t *val,
                   size_t vlen) {
     node *prev[MAX_HEIGHT];
+    uint64_t kh = mem_key_hash(key, klen);
+    mem_point_prefetch(m, kh);
     find_ge(m, key, klen, trailer, prev);
     int h = random_height(m);
     if (h > m->height) {
@@ -431,7 +443,6 @@ static int insert(lsm_memtable *m, const uint8_t *key, size_t klen, uint64_t tra
     n->pad = 0;
     memcpy((uint8_t *)&n->next[h], key, klen);
     if (vlen) memcpy((uint8_t *)&n->next[h] + klen, val, vlen);
-    uint64_t kh = mem_key_hash(key, klen);
     mem_filter_add(m, kh);
     for (int i = 0; i < h; i++) {
         n->next[i] = __atomic_load_n(&prev[i]->next[i], __ATOMIC_RELAXED);

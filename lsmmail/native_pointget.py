@@ -20,7 +20,6 @@ build of those packages that does not export the symbols): callers then use the 
 from __future__ import annotations
 
 import ctypes
-import mmap
 import os
 import threading
 import weakref
@@ -236,11 +235,6 @@ class VersionProbe:
                 e.fd, e.table, layout = pt[4], pt[5], pt[6]
                 keep.append(layout)
                 e.boff, e.bsize = layout.offs, layout.sizes
-                fmap = pt[7] if len(pt) > 7 else None
-                if fmap is not None:
-                    mb = _ffi.from_buffer(fmap)
-                    keep.append(mb)
-                    e.map, e.maplen = mb, len(fmap)
             else:
                 e.fd = -1
             ix = index
@@ -353,30 +347,6 @@ def table_layout(t: object) -> BlockLayout:
     if lay is None:
         lay = _layouts[t] = BlockLayout(t._offsets, t._sizes)  # type: ignore[attr-defined]
     return lay
-
-
-_maps: weakref.WeakKeyDictionary[object, mmap.mmap | None] = weakref.WeakKeyDictionary()
-
-
-def table_map(t: object) -> mmap.mmap | None:
-    """Table reader ``t``'s file mapped read-only into memory (made on first use), or None (not an OS
-    file, empty, or the mapping failed). Point reads take their blocks from it (no pread, no copy out of
-    the page cache: ~15% less CPU per cache-missing get). The mapping lives as long as the reader and
-    every probe holding it; a table file deleted meanwhile stays readable through it, as through its open
-    descriptor. The first call installs pointget.c's SIGBUS guard (process-wide, chained to the handler
-    before it): a page of a mapping that cannot be read fails that read with an I/O error (``OSError``
-    EIO, ``IOFailure`` from ``DB.get``) instead of stopping the process."""
-    if t in _maps:
-        return _maps[t]
-    m = None
-    fd = table_fd(t)
-    if fd >= 0 and _lib.lsm_pointget_map_ready():
-        try:
-            m = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
-        except (OSError, ValueError):
-            m = None
-    _maps[t] = m
-    return m
 
 
 def table_fd(t: object) -> int:

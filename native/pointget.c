@@ -7,11 +7,8 @@
  * Python as function pointers. Until that is done (lsm_pointget_ready() == 0) the loads return LSM_EINVAL
  * and the Python side uses the twin.
  */
-#define _XOPEN_SOURCE 700 /* sigaction's SA_NODEFER, pread */
+#define _POSIX_C_SOURCE 200809L
 #include <errno.h>
-#include <pthread.h>
-#include <setjmp.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -246,119 +243,6 @@ int64_t lsm_block_fetch(lsm_block_cache *c, uint64_t table, int fd, uint64_t off
     return 0;
 }
 
-/* Reads from a mapped table file. A page the kernel cannot supply (an I/O error, or the file cut short
- * under the mapping) raises SIGBUS in the reading thread instead of failing a read call. So the reads of
- * mapped bytes run under a guard: a SIGBUS handler, installed once, jumps back to the guard of the thread
- * that faulted (the read then reports LSM_EIO, as a failed pread would); a SIGBUS outside any guard goes to
- * the handler that was installed before (Python's faulthandler, or the default: the process stops). The
- * handler runs with SA_NODEFER, so the jump out of it leaves SIGBUS unblocked. */
-static struct sigaction bus_prev;
-static pthread_once_t bus_once = PTHREAD_ONCE_INIT;
-static int bus_ok;
-static __thread sigjmp_buf *bus_guard;
-
-static void bus_handler(int sig, siginfo_t *si, void *ctx) {
-    sigjmp_buf *g = bus_guard;
-    if (g) {
-        bus_guard = NULL;
-        siglongjmp(*g, 1);
-    }
-    /* Not ours: put the previous handler back and raise the signal again for it (a fault would also raise
-     * it again when the access re-runs on return; a SIGBUS sent with kill would not). */
-    sigaction(SIGBUS, &bus_prev, NULL);
-    raise(sig);
-}
-
-static void bus_install(void) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_sigaction = bus_handler;
-    sa.sa_flags = SA_SIGINFO | SA_NODEFER;
-    sigemptyset(&sa.sa_mask);
-    bus_ok = sigaction(SIGBUS, &sa, &bus_prev) == 0;
-}
-
-int lsm_pointget_map_ready(void) {
-    /* 1 once the SIGBUS guard is installed (lsm_block_fetch_mapped reads mapped files only then). */
-    pthread_once(&bus_once, bus_install);
-    return bus_ok;
-}
-
-int64_t lsm_block_fetch_mapped(lsm_block_cache *c, uint64_t table, int fd, const uint8_t *map,
-                               uint64_t maplen, uint64_t offset, uint64_t size, int verify,
-                               lsm_bc_entry **ent, uint64_t *out) {
-    /* lsm_block_fetch, reading the stored block from map[0:maplen) (the table file mapped into memory)
-     * instead of with pread when map is not NULL and holds the whole block: no copy out of the page cache
-     * and no system call (readrandom: ~15% less CPU per get). A page of the mapping that cannot be read
-     * returns LSM_EIO with out[1] = EIO (see the guard above). */
-    uint64_t n = size + 5;
-    if (!map || !bus_ok || offset > maplen || n > maplen - offset)
-        return lsm_block_fetch(c, table, fd, offset, size, verify, ent, out);
-    if (c) {
-        lsm_bc_entry *e = lsm_bc_lookup(c, table, offset);
-        if (e) {
-            *ent = e;
-            return 1;
-        }
-    }
-    if (!lsm_pointget_ready()) return LSM_EINVAL;
-    const uint8_t *src = map + offset;
-    sigjmp_buf jb;
-    lsm_bc_entry *volatile e = NULL;
-    volatile int64_t rc;
-    if (sigsetjmp(jb, 0)) {
-        /* a page of the mapping could not be read */
-        if (e) lsm_bc_release(NULL, e);
-        out[1] = EIO;
-        out[2] = 0;
-        return LSM_EIO;
-    }
-    /* The checks (raw = NULL: the block answers LSM_ESPACE with the raw length it needs, after its
-     * checksum was verified), then, outside the guard, the entry, then the copy or decompression. */
-    bus_guard = &jb;
-    rc = lsm_block_load(-1, offset, src, size, verify, NULL, 0, NULL, 0, out);
-    uint8_t comp = src[size];
-    bus_guard = NULL;
-    if (rc == LSM_ESPACE && comp == 0) {
-        rc = (int64_t)size;
-        if ((e = lsm_bc_entry_new((size_t)size))) {
-            bus_guard = &jb;
-            memcpy(e->data, src, (size_t)size);
-            bus_guard = NULL;
-        } else {
-            rc = LSM_ESPACE;
-        }
-    } else if (rc == LSM_ESPACE && comp == 1) {
-        uint64_t rlen = out[1];
-        if (size - 4 > 0x7FFFFFFF || rlen > 0x7FFFFFFF) {
-            out[2] = WHY_LZ4_LENGTH;
-            rc = LSM_ECORRUPT;
-        } else if (!(e = lsm_bc_entry_new((size_t)rlen))) {
-            rc = LSM_ESPACE;
-        } else {
-            bus_guard = &jb;
-            int d = g_lz4((const char *)src + 4, (char *)e->data, (int)(size - 4), (int)rlen);
-            bus_guard = NULL;
-            if (d < 0 || (uint64_t)d != rlen) {
-                out[2] = WHY_LZ4_DATA;
-                rc = LSM_ECORRUPT;
-            } else {
-                rc = (int64_t)rlen;
-            }
-        }
-    } else if (rc >= 0) {
-        /* an empty raw payload (lsm_block_load copied its 0 bytes) */
-        e = lsm_bc_entry_new(0);
-        rc = e ? 0 : LSM_ESPACE;
-    }
-    if (rc < 0) {
-        if (e) lsm_bc_release(NULL, e);
-        return rc;
-    }
-    *ent = e;
-    return 0;
-}
-
 /* Why a cached point read failed beyond lsm_block_load's reasons: lsm_block_get found the block malformed. */
 enum { WHY_MALFORMED = 6 };
 
@@ -386,8 +270,7 @@ int64_t lsm_point_get_cached(struct lsm_memtable *const *mems, size_t nmem, cons
         for (uint64_t bi = out[0]; bi < p->n; bi++) {
             lsm_bc_entry *e = NULL;
             uint64_t off = p->boff[bi];
-            int64_t got = lsm_block_fetch_mapped(c, p->table, (int)p->fd, p->map, p->maplen, off,
-                                                 p->bsize[bi], verify, &e, out);
+            int64_t got = lsm_block_fetch(c, p->table, (int)p->fd, off, p->bsize[bi], verify, &e, out);
             if (got < 0) {
                 out[3] = (uint64_t)ti;
                 out[4] = off;

@@ -34,10 +34,6 @@ typedef struct {
     uint64_t table;
     const uint64_t *boff;
     const uint64_t *bsize;
-    /* The table file mapped into memory (map[0:maplen)), or NULL: lsm_point_get_cached reads its blocks
-     * there instead of with pread (lsm_block_fetch_mapped). */
-    const uint8_t *map;
-    uint64_t maplen;
 } lsm_probe_table;
 
 int64_t lsm_version_find(const lsm_probe_table *t, const uint32_t *group_end, const uint8_t *group_sorted,
@@ -55,10 +51,6 @@ int64_t lsm_point_get(struct lsm_memtable *const *mems, size_t nmem, const lsm_p
 #define LSM_BC_OVERHEAD 128
 int64_t lsm_block_fetch(lsm_block_cache *c, uint64_t table, int fd, uint64_t offset, uint64_t size, int verify,
                         lsm_bc_entry **ent, uint64_t *out);
-int lsm_pointget_map_ready(void);
-int64_t lsm_block_fetch_mapped(lsm_block_cache *c, uint64_t table, int fd, const uint8_t *map,
-                               uint64_t maplen, uint64_t offset, uint64_t size, int verify,
-                               lsm_bc_entry **ent, uint64_t *out);
 int64_t lsm_point_get_cached(struct lsm_memtable *const *mems, size_t nmem, const lsm_probe_table *t,
                              const uint32_t *group_end, const uint8_t *group_sorted, size_t ngroups,
                              size_t from, const uint8_t *ukey, size_t ulen, uint64_t snap, lsm_block_cache *c,

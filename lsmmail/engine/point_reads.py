@@ -400,7 +400,7 @@ class PointReads:
                 t = self._table(f)
                 filt, index = t.probe_parts
                 group.append((filt, index, f.smallest_user, f.largest_user, _pointget.table_fd(t), f.number,
-                              _pointget.table_layout(t), _pointget.table_map(t)))
+                              _pointget.table_layout(t)))
                 tables.append(t)
             groups.append((level > 0, group))
         probe = _pointget.VersionProbe(groups)

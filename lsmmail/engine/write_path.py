@@ -17,7 +17,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from .. import native
-from .batch import BATCH_HEADER_SIZE, MAX_VALUE_SIZE, WriteBatch, encode_single_put
+from .batch import BATCH_HEADER_SIZE, WriteBatch, encode_single_put
 from .commit_queue import C_FRAMING, NativeCommit, NativeWriteQueue, _Writer, frame_group, pick_group
 from .errors import DBClosed, InvalidArgument, IOFailure, LsmError, ReadOnlyError
 from .fs import OsFileSystem
@@ -34,6 +34,11 @@ if TYPE_CHECKING:
 #: Whether a DB on the real file system commits through the C queue (tests switch it off to run the
 #: Python twin on the same file system).
 NATIVE_COMMIT = True
+
+#: A synced single put with a value up to this size is encoded into its thread's C queue slot
+#: (:meth:`NativeCommit._submit_kv`); the slot keeps its buffer for the thread's life, so a larger value
+#: takes the general path instead of leaving that much memory with the thread.
+KV_JOIN_MAX_VALUE = 64 * 1024
 
 
 class WritePath(NativeCommit):
@@ -86,7 +91,7 @@ class WritePath(NativeCommit):
                 if self._commit_kv(KIND_PUT, key, value):
                     return
             elif (type(key) is bytes and type(value) is bytes and 0 < len(key) <= MAX_KEY_SIZE
-                  and len(value) <= MAX_VALUE_SIZE):
+                  and len(value) <= KV_JOIN_MAX_VALUE):
                 self._submit_kv(KIND_PUT, key, value)
                 return
         rep = encode_single_put(key, value)

@@ -150,7 +150,8 @@ static void push_locked(lsm_cq *q, lsm_cqw *w, const uint8_t *rep, size_t len, u
      * more futex calls per group of 8 synced writers (36.6k -> 34.3k for 8,000 puts; context switches
      * per put unchanged at ~3.3: the leader was rarely asleep through several pushes). */
     if (q->leader_waits && q->len >= q->wait_target) pthread_cond_signal(&q->grew);
-    if (notify && q->fill_head && !q->busy && q->len >= q->fill_target) pthread_cond_signal(&q->fill_head->cv);
+    if (notify && q->fill_head && !q->busy && q->len >= q->fill_target)
+        pthread_cond_signal(&q->fill_head->cv);
 }
 
 /* *t = now (CLOCK_MONOTONIC) + ns. */
@@ -220,8 +221,8 @@ static int64_t done_status(const lsm_cqw *w) { return w->status <= 0 ? w->status
 
 /* lsm_cq_join with q->mu held (see the top of the file for who leads). */
 static int64_t join_locked(lsm_cq *q, lsm_cqw *w, const uint8_t *rep, size_t len, uint64_t count,
-                           uint64_t size, int sync, int alone, uint64_t max_bytes, uint64_t *addrs, size_t max_n,
-                           int *need_sync, int64_t wait_for, int64_t wait_ns) {
+                           uint64_t size, int sync, int alone, uint64_t max_bytes, uint64_t *addrs,
+                           size_t max_n, int *need_sync, int64_t wait_for, int64_t wait_ns) {
     push_locked(q, w, rep, len, count, size, sync, alone, 0);
     lsm_cqw *fh = q->fill_head;
     if (fh && !q->busy && q->len >= q->fill_target) {

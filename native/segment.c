@@ -185,38 +185,6 @@ static int posts_add(posts *ps, keyset *ks, uint32_t kid, uint32_t ord, uint32_t
     return 0;
 }
 
-/* Scratch buffers kept between builds (lsm_segment_scratch_keep): the postings, runs and key arrays of
- * a 1M-token flush touch ~17 MB, and fresh pages cost a page fault each (kernel time was ~27% of a build
- * in a loop of builds of 1,500 bench docs; with this set kept, 25-28 -> ~22 us per doc). One set,
- * process-wide: a build takes it if no other build holds it (else it allocates its own), and gives it
- * back at its end while keeping is on, else frees it. */
-enum { KEEP_POSTS, KEEP_RUNS, KEEP_SORD, KEEP_SRUNS, KEEP_KEYS, KEEP_ARENA, KEEP_N };
-typedef struct {
-    void *p;
-    size_t cap; /* in elements of the array it is used as */
-} kept_t;
-static kept_t seg_kept[KEEP_N];
-static int seg_keep_on;   /* lsm_segment_scratch_keep's flag */
-static int seg_kept_busy; /* a build (or a release) holds seg_kept */
-
-static void kept_free_all(void) {
-    for (int k = 0; k < KEEP_N; k++) {
-        free(seg_kept[k].p);
-        seg_kept[k].p = NULL;
-        seg_kept[k].cap = 0;
-    }
-}
-
-void lsm_segment_scratch_keep(int on) {
-    __atomic_store_n(&seg_keep_on, on ? 1 : 0, __ATOMIC_SEQ_CST);
-    /* off: free the kept set now, unless a build holds it (that build frees it at its end, since it
-     * reads the flag after giving the set back: see the end of build()) */
-    if (!on && !__atomic_exchange_n(&seg_kept_busy, 1, __ATOMIC_SEQ_CST)) {
-        kept_free_all();
-        __atomic_store_n(&seg_kept_busy, 0, __ATOMIC_SEQ_CST);
-    }
-}
-
 void lsm_segment_free(lsm_segment_result *res) {
     if (!res) return;
     free(res->keys);
@@ -245,24 +213,7 @@ static int64_t build(size_t n, const uint32_t *ords, const uint8_t *fields, cons
     uint32_t *pcur = NULL, *rcur = NULL, *sord = NULL;
     uint8_t *sruns = NULL;
     size_t scratch_cap = 0, lslot_cap = 0;
-    size_t sord_cap = 0, sruns_cap = 0;
     int64_t rc = SEG_ENOMEM;
-    int took = !__atomic_exchange_n(&seg_kept_busy, 1, __ATOMIC_SEQ_CST);
-    if (took) { /* empty while keeping is off: then these stay NULL / 0 */
-        ps.p = seg_kept[KEEP_POSTS].p;
-        ps.cap = seg_kept[KEEP_POSTS].cap;
-        runs.p = seg_kept[KEEP_RUNS].p;
-        runs.cap = seg_kept[KEEP_RUNS].cap;
-        sord = seg_kept[KEEP_SORD].p;
-        sord_cap = seg_kept[KEEP_SORD].cap;
-        sruns = seg_kept[KEEP_SRUNS].p;
-        sruns_cap = seg_kept[KEEP_SRUNS].cap;
-        ks.keys = seg_kept[KEEP_KEYS].p;
-        ks.keys_cap = seg_kept[KEEP_KEYS].cap;
-        ks.arena.p = seg_kept[KEEP_ARENA].p;
-        ks.arena.cap = seg_kept[KEEP_ARENA].cap;
-        for (int k = 0; k < KEEP_N; k++) seg_kept[k].p = NULL;
-    }
 
     if (n >= UINT32_MAX) goto invalid; /* entry numbers + 1 are uint32 */
     uint64_t total_tok = 0, total_spec = 0;
@@ -281,21 +232,16 @@ static int64_t build(size_t n, const uint32_t *ords, const uint8_t *fields, cons
     }
     /* Runs: at most 5 bytes per position plus 5 for a count per posting, reserved once (growing by
      * doubling copied them again). Postings: about (tokens + specials) / 1.5 in corpus mail, any-field ones
-     * included; reserved at tokens + specials and grown if needed. Both stay under glibc's 32 MiB mmap
-     * ceiling for a flush of 1M tokens, but a free still returned their pages to the system more often than
-     * not (glibc's thresholds move with the process's other allocations), so a kept set (seg_kept) is
-     * reused when there is one. */
+     * included; reserved at tokens + specials and grown if needed. Both stay well under glibc's 32 MiB
+     * mmap threshold for a flush of 1M tokens, so the next flush reuses the pages instead of faulting in
+     * fresh ones (page faults were ~30% of a flush's time with 24-byte postings reserved at twice that). */
     {
         uint64_t run_cap = 10 * (total_tok + total_spec) + 16;
         if (run_cap > UINT32_MAX) goto fail; /* run offsets are uint32 */
         size_t cap = (size_t)(total_tok + total_spec) + 16;
-        if (ps.cap < cap) {
-            free(ps.p);
-            ps.cap = 0;
-            ps.p = malloc(cap * sizeof(post_t));
-            if (!ps.p) goto fail;
-            ps.cap = cap;
-        }
+        ps.p = malloc(cap * sizeof(post_t));
+        if (!ps.p) goto fail;
+        ps.cap = cap;
         if (sbuf_reserve(&runs, (size_t)run_cap)) goto fail;
     }
     for (size_t e = 0; e < n; e++) {
@@ -482,12 +428,7 @@ static int64_t build(size_t n, const uint32_t *ords, const uint8_t *fields, cons
         size_t nk = ks.nkeys ? ks.nkeys : 1;
         pcur = malloc(nk * sizeof(uint32_t));
         rcur = malloc(nk * sizeof(uint32_t));
-        if (sord_cap < (ps.len ? ps.len : 1)) {
-            free(sord);
-            sord_cap = ps.len ? ps.len : 1;
-            sord = malloc(sord_cap * sizeof(uint32_t));
-            if (!sord) sord_cap = 0;
-        }
+        sord = malloc((ps.len ? ps.len : 1) * sizeof(uint32_t));
         if (!pcur || !rcur || !sord) goto fail;
         uint32_t acc = 0, racc = 0;
         for (size_t k = 0; k < ks.nkeys; k++) {
@@ -496,15 +437,8 @@ static int64_t build(size_t n, const uint32_t *ords, const uint8_t *fields, cons
             rcur[k] = racc;
             racc += ks.keys[k].rbytes; /* <= runs.len < 4 GiB (run_cap) */
         }
-        if (sruns_cap < (size_t)racc + 8) {
-            free(sruns);
-            sruns_cap = (size_t)racc + 8;
-            sruns = malloc(sruns_cap);
-            if (!sruns) {
-                sruns_cap = 0;
-                goto fail;
-            }
-        }
+        sruns = malloc((size_t)racc + 8);
+        if (!sruns) goto fail;
         const post_t *pp = ps.p;
         for (size_t q = 0; q < ps.len; q++) {
             uint32_t kid = pp[q].kid, rl = pp[q].run_len;
@@ -580,30 +514,11 @@ invalid:
 fail:
     lsm_segment_free(res);
 done:
-    if (took && __atomic_load_n(&seg_keep_on, __ATOMIC_SEQ_CST)) {
-        seg_kept[KEEP_POSTS] = (kept_t){ps.p, ps.cap};
-        seg_kept[KEEP_RUNS] = (kept_t){runs.p, runs.cap};
-        seg_kept[KEEP_SORD] = (kept_t){sord, sord_cap};
-        seg_kept[KEEP_SRUNS] = (kept_t){sruns, sruns_cap};
-        seg_kept[KEEP_KEYS] = (kept_t){ks.keys, ks.keys_cap};
-        seg_kept[KEEP_ARENA] = (kept_t){ks.arena.p, ks.arena.cap};
-        __atomic_store_n(&seg_kept_busy, 0, __ATOMIC_SEQ_CST);
-        /* keeping was switched off meanwhile, after its release found the set busy: free it here */
-        if (!__atomic_load_n(&seg_keep_on, __ATOMIC_SEQ_CST) &&
-            !__atomic_exchange_n(&seg_kept_busy, 1, __ATOMIC_SEQ_CST)) {
-            kept_free_all();
-            __atomic_store_n(&seg_kept_busy, 0, __ATOMIC_SEQ_CST);
-        }
-    } else {
-        if (took) __atomic_store_n(&seg_kept_busy, 0, __ATOMIC_SEQ_CST);
-        free(ks.arena.p);
-        free(ks.keys);
-        free(ps.p);
-        free(runs.p);
-        free(sord);
-        free(sruns);
-    }
+    free(ks.arena.p);
+    free(ks.keys);
     free(ks.table);
+    free(ps.p);
+    free(runs.p);
     free(vals.p);
     free(tok_id);
     free(touched);
@@ -612,6 +527,8 @@ done:
     free(lslot);
     free(pcur);
     free(rcur);
+    free(sord);
+    free(sruns);
     return rc;
 }
 

@@ -21,11 +21,6 @@ int64_t lsm_segment_build(size_t n, const uint32_t *ords, const uint8_t *fields,
                           size_t suffix_len, lsm_segment_result *res);
 void lsm_segment_free(lsm_segment_result *res);
 
-/* on != 0: builds keep their large scratch buffers (postings, runs, key arrays: ~17 MB for a 1M-token
- * flush) for the next build instead of freeing them; 0: free what is kept (now, or at the end of the
- * build holding it). Off at start. Only the speed of a build changes, never its output. */
-void lsm_segment_scratch_keep(int on);
-
 /* lsm_segment_build over forward records (search/postings.py, format 2) instead of entry arrays: record k
  * is buf[rec_end[k-1] .. rec_end[k]) (the whole buf, no gaps) and belongs to the doc of ordinal ords[k];
  * its fields become the entries. Same output; LSM_EINVAL also for a record that is not well-formed

@@ -22,11 +22,6 @@ from .records import ImportResult, join_summary, message_record
 from .store_core import StoreCore
 from .txn import Txn, UserState
 
-try:  # the search layer is optional (as in search_bridge)
-    from lsmmail.search._segment_build import scratch_kept
-except ImportError:  # pragma: no cover - depends on the tree
-    from contextlib import nullcontext as scratch_kept  # type: ignore[assignment]
-
 #: Import batches per pipeline round (``Delivery._import_round``): their results are yielded together, once
 #: the last one is durable. Within a round, each batch's write (WAL append + fdatasync: ~19% of the
 #: storing thread's wall time in an import, fdatasync alone ~13%) runs while the next batch is taken and
@@ -132,9 +127,7 @@ class Delivery(StoreCore):
             workers = auto_workers(len(raws) if isinstance(raws, Sized) else None)
         chunks = prepared_chunks(raws, size, self._opts.max_message_size, self._search is not None,
                                  max(0, workers - 1))
-        # The search flushes of an import (one per ~1,500 messages) reuse their scratch buffers; fewer young
-        # collections.
-        with scratch_kept(), _import_gc():
+        with _import_gc():  # fewer young collections while importing
             try:
                 if PIPELINE_BATCHES <= 1 or (isinstance(raws, Sized) and len(raws) <= size):
                     # One batch (or pipelining off): nothing to overlap, no writer thread to start.

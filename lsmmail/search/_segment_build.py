@@ -23,9 +23,6 @@ the streams and specials in place, so a flush does no Python work per (doc, fiel
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from itertools import accumulate
 
 from .. import native
@@ -43,7 +40,6 @@ _lib = native._lib  # the *_native twin works even under LSMMAIL_PURE=1 (differe
 _ffi = native._ffi
 NATIVE = native.lib is not None and hasattr(native.lib, "lsm_segment_build")
 NATIVE_FWD = native.lib is not None and hasattr(native.lib, "lsm_segment_build_fwd")
-NATIVE_KEEP = native.lib is not None and hasattr(native.lib, "lsm_segment_scratch_keep")
 _TEXT = frozenset(TEXT_FIELDS)
 _TEXT_MASK = bytes(1 if chr(c) in _TEXT else 0 for c in range(256))
 
@@ -205,34 +201,6 @@ def _buffers(res: object, nkeys: int) -> tuple[bytes, list[int], bytes, list[int
     finally:
         _lib.lsm_segment_free(res)
     return keys, kend, vals, vend
-
-
-_keep_lock = threading.Lock()
-_keep_users = 0
-
-
-@contextmanager
-def scratch_kept() -> Iterator[None]:
-    """While inside (nestable, any thread), native segment builds keep their large scratch buffers for the
-    next build instead of freeing them (``lsm_segment_scratch_keep``): a flush of 1M tokens touches ~17 MB
-    of postings, runs and key arrays, and fresh pages cost a page fault each (a build of 1,500 bench docs:
-    ~26 -> ~22 us per doc). For bulk imports, which flush every ~1,500 messages; once the last user leaves,
-    the kept set is freed, so an idle store holds none of it. Never changes a build's output."""
-    global _keep_users
-    if not NATIVE_KEEP:
-        yield
-        return
-    with _keep_lock:
-        _keep_users += 1
-        if _keep_users == 1:
-            _lib.lsm_segment_scratch_keep(1)
-    try:
-        yield
-    finally:
-        with _keep_lock:
-            _keep_users -= 1
-            if _keep_users == 0:
-                _lib.lsm_segment_scratch_keep(0)
 
 
 build_segment = build_segment_native if NATIVE else build_segment_pure

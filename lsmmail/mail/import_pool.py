@@ -41,12 +41,14 @@ from .file_pool import FilePool, PoolBroken
 from .records import details_prefix, encode_body, summary_parts
 
 #: ``workers=None`` uses worker processes only from this many input messages on. Measured (durable
-#: import into a fresh store, each run a fresh process, interleaved; docs/benchmarks.md's 2-core machine):
-#: on the 3,011-message bench sample one worker never beat the in-process import (medians 0.87 vs 1.19 s
-#: at load ~4, 0.94 vs 1.23 s at ~2; best runs tied, 0.74-0.75 s), while on 7,011 messages a worker won
-#: on a quiet machine (4.38k vs 3.91k msgs/s). A worker's start-up (~0.11-0.15 s of CPU to its first
-#: result) and hand-over (~10 µs per message in each process) pay off only over a few thousand messages.
-AUTO_MIN_MESSAGES = 4096
+#: import into a fresh store, each run a fresh process, interleaved; docs/benchmarks.md's 2-core machine),
+#: on a quiet machine (load < 1), workers=1 vs 2, seconds: 500 messages 0.083-0.090 vs 0.095-0.098; 1,000
+#: 0.166-0.178 vs 0.154-0.196 (even); 2,000 0.395-0.492 vs 0.392-0.431; the 3,011-message bench sample
+#: 0.675-0.913 vs 0.627-0.653 (4 runs each). A worker's start-up (~0.11-0.15 s of CPU to its first
+#: result) and hand-over (~10 µs per message in each process) pay off from a couple of thousand
+#: messages. On a busy machine they do not (3,011 messages at load ~2-4: medians 0.87-0.94 s in-process
+#: vs 1.19-1.23 s with a worker), which AUTO_MAX_LOAD_PER_CPU below decides.
+AUTO_MIN_MESSAGES = 2048
 
 #: ``workers=None`` starts no worker while the 1-minute load average exceeds the usable CPUs: without an
 #: idle core a worker only adds its start-up and hand-over to the CPU the machine already lacks (7,011

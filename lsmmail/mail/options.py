@@ -20,7 +20,7 @@ class MailOptions:
     #: Processes sharing an import_messages call, counting the storing one: N >= 2 starts N - 1 worker
     #: processes that parse and analyse ahead (import_pool); 0 or 1: in-process. None (default):
     #: automatic (``import_pool.auto_workers``: one worker per CPU beyond the first, at most 2, for inputs
-    #: of at least 4,096 messages while a CPU is idle). Fixed when the store is opened;
+    #: of at least 2,048 messages while a CPU is idle). Fixed when the store is opened;
     #: ``import_messages(workers=...)`` overrides it per call. Results are identical either way.
     import_workers: int | None = None
     #: fdatasync every write before returning (True) or only hand it to the OS (False: survives a process

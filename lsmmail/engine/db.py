@@ -206,6 +206,7 @@ class DB(PointReads, WritePath, Maintenance, Scans):
         set_current(fs, self.path, manifest_name(manifest_number))
         self._mem = new_memtable(new_log)
         self._imms: list[MemTable] = []
+        self._publish_view()
         self._log = self._new_log(fs.create(self._p(f"{new_log:06d}.log")))
         fs.sync_dir(self.path)
         self._remove_unreferenced_files(keep_logs_from=new_log, manifest=manifest_name(manifest_number))
@@ -331,6 +332,7 @@ class DB(PointReads, WritePath, Maintenance, Scans):
         DB raise before they look at either; a scan still open keeps the memtables it took."""
         self._mem = new_memtable(self._mem.log_number)
         self._imms = []
+        self._publish_view()
         if self._cache is not None:
             self._cache.clear()
         release_free_memory()

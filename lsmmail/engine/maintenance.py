@@ -111,6 +111,7 @@ class Maintenance(CompactionRunner):
         DB is still opening)."""
         old = self._current
         self._current = new
+        self._publish_view()
         self._live_versions.add(new)
         kept = {f.number for f in new.files()}
         for f in old.files():

@@ -70,6 +70,21 @@ def _memtables_get(key: bytes, seq: int, mem: MemTable,
     return None
 
 
+class ReadView:
+    """The memtable, immutable memtables (oldest first) and version a get reads, published whole: a
+    writer that changes any of the three (a memtable switch, a version install, the close) builds a new
+    view under ``_mu`` after the change (``_publish_view``) and assigns it in one step, so a get reads it
+    without the lock. Every write a sequence number read *before* the view covers is in that view: a write
+    publishes its sequence number after its memtable insert, and a view only replaces one that already
+    held the data (a switch moves the memtable to the immutable ones, a flush installs its table in the
+    same step that drops the memtable)."""
+
+    __slots__ = ("mem", "imms", "v", "__weakref__")
+
+    def __init__(self, mem: MemTable, imms: tuple[MemTable, ...], v: Version) -> None:
+        self.mem, self.imms, self.v = mem, imms, v
+
+
 class _ReadState:
     """What ``lsm_get_state`` reads for one ``(memtable, immutable memtables, version)`` state: an
     ``lsm_read_state`` (``ptr``) pointing at the version's read view and at the memtables' C handles,
@@ -78,7 +93,7 @@ class _ReadState:
     and their memory and files, alive); a get uses it only after checking, with its own strong references
     to the current state in hand, that the weak ones still name that state."""
 
-    __slots__ = ("mem_ref", "ver_ref", "imm_refs", "ptr", "tombs", "_keep")
+    __slots__ = ("mem_ref", "ver_ref", "imm_refs", "view_ref", "ptr", "tombs", "_keep")
 
     def __init__(self, mem: MemTable, imms: tuple[MemTable, ...], v: Version,
                  vp: tuple[weakref.ref[Version], _pointget.VersionProbe, list[TableReader]]) -> None:
@@ -89,6 +104,7 @@ class _ReadState:
         self.mem_ref = weakref.ref(mem)
         self.ver_ref = vp[0]
         self.imm_refs = tuple(weakref.ref(m) for m in imms)
+        self.view_ref: weakref.ref[ReadView] | None = None  # set by a get that built it from a view
         self.ptr = st
         #: Whether a version found may be covered by a range tombstone of the version or of an immutable
         #: memtable (both fixed; the active memtable's list grows, so each get checks it).
@@ -115,6 +131,15 @@ class PointReads:
     _probe: tuple[weakref.ref[Version], _pointget.VersionProbe, list[TableReader]] | None = None
     #: The last read state a get used (:class:`_ReadState`); replaced whole, like ``_probe``.
     _rs: _ReadState | None = None
+    #: The current :class:`ReadView` (None until the DB is open).
+    _view: ReadView | None = None
+
+    def _publish_view(self) -> None:
+        """Publish the current memtables and version to lock-free gets. ``_mu`` is held (or the DB is
+        opening); call after every change of ``_mem``, ``_imms`` or ``_current``."""
+        mem = getattr(self, "_mem", None)
+        if mem is not None:
+            self._view = ReadView(mem, tuple(self._imms), self._current)  # type: ignore[attr-defined]
 
     # State owned by DB (declared for type checkers).
     if TYPE_CHECKING:
@@ -149,22 +174,24 @@ class PointReads:
         return data that fails its checks."""
         if snapshot is not None or type(key) is not bytes or _get_state is None:
             return self._get_full(key, snapshot)
-        # The read state under ``_mu`` (nothing between acquire and release can raise).
-        mu = self._mu
-        mu.acquire()
-        closed = self._closed
-        seq, mem, v, imms = self._last_seq, self._mem, self._current, self._imms
-        imms = tuple(imms) if imms else ()
-        mu.release()
-        if closed:
-            raise DBClosed("the database is closed")
+        # Without the lock: the sequence number first, then the view (see ReadView for why that is
+        # consistent), then the closed flag (a close after it finds this get holding its own references
+        # to the view's memtables and version, as a get under the lock did). ~0.1 us less than taking _mu.
+        seq = self._last_seq
+        view = self._view
+        if self._closed or view is None:
+            if self._closed:
+                raise DBClosed("the database is closed")
+            return self._get_full(key, None)
+        mem, imms, v = view.mem, view.imms, view.v
         rs = self._rs
-        if rs is None or rs.mem_ref() is not mem or rs.ver_ref() is not v or ((imms or rs.imm_refs)
-                                                                              and not rs.names(imms)):
+        if rs is None or rs.view_ref is None or rs.view_ref() is not view:
             try:
-                rs = self._rs = _ReadState(mem, imms, v, self._probe_of(v))
+                rs = _ReadState(mem, imms, v, self._probe_of(v))
             except AttributeError:  # a pure-Python memtable: made only without the extension
                 return self._get_state(key, seq, mem, imms, v)
+            rs.view_ref = weakref.ref(view)
+            self._rs = rs
         try:
             s = _tls.p
         except AttributeError:

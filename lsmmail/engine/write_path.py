@@ -328,6 +328,7 @@ class WritePath(NativeCommit):
         self._log = self._new_log(new_file)
         self._imms.append(self._mem)
         self._mem = new_memtable(number)
+        self._publish_view()
         self._bg_cv.notify_all()
 
     @staticmethod

@@ -66,11 +66,13 @@ struct lsm_cq {
     size_t cap;
     uint8_t *rep; /* the commit section's scratch for lsm_cq_commit_kv's batch entries */
     size_t rep_cap;
+    int refs; /* the owner's reference plus one per writer slot made by lsm_cqw_new_for */
 };
 
 lsm_cq *lsm_cq_new(void) {
     lsm_cq *q = calloc(1, sizeof *q);
     if (!q) return NULL;
+    q->refs = 1;
     pthread_condattr_t attr;
     if (pthread_condattr_init(&attr) != 0) goto fail;
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
@@ -88,7 +90,11 @@ fail:
 }
 
 void lsm_cq_free(lsm_cq *q) {
+    /* Drops the owner's reference; the queue goes when its last writer slot is dropped too. The Python
+     * objects that own the queue and its slots can be collected in one garbage cycle, in any order: a
+     * slot's finalizer (lsm_cq_drop_writer) ran after the queue's had freed it (AddressSanitizer). */
     if (!q) return;
+    if (__atomic_sub_fetch(&q->refs, 1, __ATOMIC_ACQ_REL) != 0) return;
     free(q->buf);
     free(q->rep);
     pthread_cond_destroy(&q->grew);
@@ -624,10 +630,19 @@ int64_t lsm_cq_abandon(lsm_cq *q, lsm_cqw *w) {
     return left;
 }
 
+lsm_cqw *lsm_cqw_new_for(lsm_cq *q) {
+    /* A writer slot that holds a reference to q until lsm_cq_drop_writer. */
+    lsm_cqw *w = lsm_cqw_new();
+    if (w) __atomic_add_fetch(&q->refs, 1, __ATOMIC_RELAXED);
+    return w;
+}
+
 void lsm_cq_drop_writer(lsm_cq *q, lsm_cqw *w) {
-    /* Free a writer slot used with q, once no finish is still signalling it. */
+    /* Free a slot made by lsm_cqw_new_for(q), once no finish is still signalling it, and drop its
+     * reference to q. */
     while (__atomic_load_n(&q->waking, __ATOMIC_ACQUIRE) > 0) sched_yield();
     lsm_cqw_free(w);
+    lsm_cq_free(q);
 }
 
 void lsm_cq_counters(lsm_cq *q, uint64_t *out) {

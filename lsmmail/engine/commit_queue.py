@@ -192,11 +192,12 @@ class _ThreadWriter:
     __slots__ = ("ptr", "addr", "addrs", "need_sync", "out", "cap", "kv")
 
     def __init__(self, cq: Any) -> None:
-        ptr = _lib.lsm_cqw_new()
+        ptr = _lib.lsm_cqw_new_for(cq)
         if ptr == _ffi.NULL:
             raise MemoryError("cannot allocate a commit queue slot")
-        # Freed through the queue (which this reference keeps alive): a finish may still be signalling
-        # the slot after its thread returned.
+        # Freed through the queue: a finish may still be signalling the slot after its thread returned.
+        # The slot holds a C reference to the queue, so the order in which the garbage collector
+        # finalizes the two does not matter.
         self.ptr = _ffi.gc(ptr, lambda p: _lib.lsm_cq_drop_writer(cq, p))
         self.addr = int(_ffi.cast("uintptr_t", ptr))
         self.addrs = _ffi.new("uint64_t[]", _MAX_GROUP_WRITERS)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
+from hypothesis import strategies as st
+
 from lsmmail.engine.batch import WriteBatch
 from lsmmail.engine.db import DB
 from lsmmail.engine.fs import FileSystem, MemFileSystem
@@ -20,6 +22,20 @@ Entry = tuple[int, bytes, bytes]
 
 #: The DB directory inside a MemFileSystem.
 MEM_DIR = "/db"
+
+#: Keys of the random histories the point-read tests replay: prefixes of each other, a NUL and a 0xFF
+#: byte, so a probe lands between, on and past stored keys.
+HISTORY_KEYS = [b"a", b"ab", b"b", b"b\x00", b"c", b"c\xff", b"d"] + [b"k%02d" % i for i in range(10)]
+#: Values: short ones stay inline; 40+ bytes go to blob files (tiny_options' min_blob_size).
+history_values = st.one_of(st.binary(max_size=12), st.binary(min_size=40, max_size=90))
+#: One batch entry: a put, a delete or a range delete over HISTORY_KEYS.
+history_entries = st.one_of(
+    st.tuples(st.just(KIND_PUT), st.sampled_from(HISTORY_KEYS), history_values),
+    st.tuples(st.just(KIND_DELETE), st.sampled_from(HISTORY_KEYS), st.just(b"")),
+    st.tuples(st.sampled_from(HISTORY_KEYS), st.sampled_from(HISTORY_KEYS))
+    .filter(lambda p: p[0] < p[1])
+    .map(lambda p: (KIND_RANGE_DEL, p[0], p[1])),
+)
 
 
 def tiny_options(fs: FileSystem | None = None, *, background: bool = False, **over: object) -> Options:

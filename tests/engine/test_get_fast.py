@@ -13,7 +13,7 @@ import tempfile
 import weakref
 
 import pytest
-from _helpers import MEM_DIR, apply_entries, tiny_options, to_batch
+from _helpers import HISTORY_KEYS, MEM_DIR, apply_entries, history_entries, tiny_options, to_batch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -26,17 +26,9 @@ from lsmmail.engine.keys import KIND_DELETE, KIND_PUT, KIND_RANGE_DEL, MAX_KEY_S
 pytestmark = pytest.mark.skipif(point_reads._get_state is None,
                                 reason="the C point-read path is not available")
 
-KEYS = [b"a", b"ab", b"b", b"b\x00", b"c", b"c\xff", b"d"] + [b"k%02d" % i for i in range(10)]
+KEYS = HISTORY_KEYS
 PROBES = KEYS + [b"0", b"aa", b"missing", b"zz"]
-# Short values stay inline; 40+ bytes go to blob files (tiny_options' min_blob_size).
-values = st.one_of(st.binary(max_size=12), st.binary(min_size=40, max_size=90))
-entries = st.one_of(
-    st.tuples(st.just(KIND_PUT), st.sampled_from(KEYS), values),
-    st.tuples(st.just(KIND_DELETE), st.sampled_from(KEYS), st.just(b"")),
-    st.tuples(st.sampled_from(KEYS), st.sampled_from(KEYS))
-    .filter(lambda p: p[0] < p[1])
-    .map(lambda p: (KIND_RANGE_DEL, p[0], p[1])),
-)
+entries = history_entries
 ops = st.one_of(
     st.tuples(st.just("write"), st.lists(entries, min_size=1, max_size=6)),
     st.tuples(st.just("flush"), st.none()),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import tempfile
 
 import pytest
-from _helpers import MEM_DIR, tiny_options, to_batch
+from _helpers import HISTORY_KEYS, MEM_DIR, history_entries, tiny_options, to_batch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -19,23 +19,16 @@ from lsmmail.engine import point_reads
 from lsmmail.engine.db import DB
 from lsmmail.engine.errors import Corruption
 from lsmmail.engine.fs import OsFileSystem
-from lsmmail.engine.keys import KIND_DELETE, KIND_PUT, KIND_RANGE_DEL
+from lsmmail.engine.keys import KIND_DELETE, KIND_PUT
 from lsmmail.engine.memtable_native import NativeMemTable
 from lsmmail.engine.sstable import TableReader
 
 pytestmark = pytest.mark.skipif(not point_reads._VERSION_PROBE,
                                 reason="the C point-read path is not available")
 
-KEYS = [b"a", b"ab", b"b", b"b\x00", b"c", b"c\xff", b"d"] + [b"k%02d" % i for i in range(10)]
+KEYS = HISTORY_KEYS
 PROBES = KEYS + [b"", b"0", b"aa", b"missing", b"zz"]
-values = st.one_of(st.binary(max_size=12), st.binary(min_size=40, max_size=90))
-entries = st.one_of(
-    st.tuples(st.just(KIND_PUT), st.sampled_from(KEYS), values),
-    st.tuples(st.just(KIND_DELETE), st.sampled_from(KEYS), st.just(b"")),
-    st.tuples(st.sampled_from(KEYS), st.sampled_from(KEYS))
-    .filter(lambda p: p[0] < p[1])
-    .map(lambda p: (KIND_RANGE_DEL, p[0], p[1])),
-)
+entries = history_entries
 ops = st.one_of(
     st.tuples(st.just("write"), st.lists(entries, min_size=1, max_size=6)),
     st.tuples(st.just("flush"), st.none()),

@@ -9,25 +9,16 @@ model, for the latest state and for every snapshot.
 from __future__ import annotations
 
 import pytest
-from _helpers import MEM_DIR, apply_entries, tiny_options, to_batch
+from _helpers import HISTORY_KEYS, MEM_DIR, apply_entries, history_entries, tiny_options, to_batch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lsmmail.engine.db import DB
 from lsmmail.engine.errors import DBClosed, InvalidArgument
-from lsmmail.engine.keys import KIND_DELETE, KIND_PUT, KIND_RANGE_DEL
 
-KEYS = [b"a", b"ab", b"b", b"b\x00", b"c", b"c\xff", b"d"] + [b"k%02d" % i for i in range(10)]
+KEYS = HISTORY_KEYS
 keys = st.sampled_from(KEYS + [b"missing", b"zz"])
-# Empty to well past min_blob_size (40): some values live in blob files.
-values = st.one_of(st.binary(max_size=12), st.binary(min_size=40, max_size=90))
-entries = st.one_of(
-    st.tuples(st.just(KIND_PUT), st.sampled_from(KEYS), values),
-    st.tuples(st.just(KIND_DELETE), st.sampled_from(KEYS), st.just(b"")),
-    st.tuples(st.sampled_from(KEYS), st.sampled_from(KEYS))
-    .filter(lambda p: p[0] < p[1])
-    .map(lambda p: (KIND_RANGE_DEL, p[0], p[1])),
-)
+entries = history_entries
 ops = st.one_of(
     st.tuples(st.just("write"), st.lists(entries, min_size=1, max_size=6)),
     st.tuples(st.just("flush"), st.none()),

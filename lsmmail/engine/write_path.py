@@ -132,10 +132,11 @@ class WritePath(NativeCommit):
         """
         if not isinstance(batch, WriteBatch):
             raise InvalidArgument("write() takes a WriteBatch")
-        if not batch.entries:
+        if not batch:
             return
         sync = self.options.sync_writes if sync is None else bool(sync)
-        self._submit(_Writer(list(batch.entries), sync, batch.byte_size, rep=batch.encoded_entries()))
+        entries = batch.committed_entries()
+        self._submit(_Writer(entries, sync, batch.byte_size, rep=entries.rep))
 
     def _check_writable(self) -> None:
         if self._closed or self._closing:

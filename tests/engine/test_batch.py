@@ -325,8 +325,14 @@ def test_pieces_and_packed_puts_encode_as_single_puts(ops: list[tuple], seq: int
         else:
             b.clear()
             model.clear()
+        # Read the entries between operations too: they are decoded on demand and cached, and the cache
+        # must follow every change (a clear followed by as many new entries included).
+        if len(model) % 2:
+            assert b.entries == model and len(b) == len(model)
     assert b.entries == model
     assert all(type(k) is bytes and type(v) is bytes for _, k, v in b.entries)
+    committed = b.committed_entries()
+    assert len(committed) == len(model) and list(committed) == model and committed.rep == b.encoded_entries()
     payload = encode_batch(seq, model)
     assert b.encode(seq) == payload
     assert b.encoded_entries() == payload[12:]
@@ -355,3 +361,20 @@ def test_put_packed_empty_is_a_no_op() -> None:
     b = WriteBatch()
     b.put_packed(b"", [], b"", [])
     assert len(b) == 0 and b.byte_size == 12
+
+
+def test_committed_entries_are_a_snapshot_and_entries_follow_a_clear() -> None:
+    """The write path's view of a batch does not change when the caller reuses the batch, and a batch
+    cleared and refilled with as many entries reports the new ones (its decoded entries are cached)."""
+    b = WriteBatch()
+    b.put(b"a", b"1")
+    b.delete(b"b")
+    committed = b.committed_entries()
+    assert b.entries == [(KIND_PUT, b"a", b"1"), (KIND_DELETE, b"b", b"")]
+    b.clear()
+    assert not b and b.entries == []
+    b.put(b"c", b"3")
+    b.delete_range(b"d", b"e")
+    assert b.entries == [(KIND_PUT, b"c", b"3"), (KIND_RANGE_DEL, b"d", b"e")]
+    assert list(committed) == [(KIND_PUT, b"a", b"1"), (KIND_DELETE, b"b", b"")] and len(committed) == 2
+    assert committed[1] == (KIND_DELETE, b"b", b"")

@@ -1,0 +1,223 @@
+"""The C memtable's sorted batch insert (``lsm_mem_add_rep`` with a search finger) against the pure twin.
+
+Batches of ``SORTED_MIN`` (16) entries or more are sorted into internal order in C and inserted through
+one splice; smaller ones go entry by entry. Whatever the path, the memtable must hold exactly what the
+twin holds: the same versions in the same order both ways, the same answer to every get at every
+snapshot (through the point slots: a batch with several versions of one key inserts the newest first,
+and its slot must still name it), the same range tombstones and sizes.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lsmmail import native
+from lsmmail.engine.batch import WriteBatch
+from lsmmail.engine.memtable import MemTable
+from lsmmail.engine.memtable_native import NativeMemTable
+
+if not native.BUILT:  # pragma: no cover
+    raise RuntimeError("lsmmail._native is not built: run `pip install -e .` (needs a C compiler)")
+
+FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# Short keys over a small alphabet: prefixes of each other ("a", "a\x00", "ab"), many versions of one key,
+# long shared prefixes (the sort's 6-byte prefix words tie and the full comparison decides).
+_short = st.binary(min_size=1, max_size=3).map(lambda b: bytes(c % 4 for c in b))
+_long = st.tuples(st.sampled_from([b"", b"user/0000000000/", b"x" * 20]), _short).map(lambda t: t[0] + t[1])
+_key = st.one_of(_short, _long)
+_op = st.one_of(
+    st.tuples(st.just("put"), _key, st.binary(max_size=12)),
+    st.tuples(st.just("del"), _key, st.just(b"")),
+    st.tuples(st.just("range"), _key, _key),
+)
+
+
+def _batch(ops: list[tuple[str, bytes, bytes]]) -> WriteBatch:
+    b = WriteBatch()
+    for op, k, v in ops:
+        if op == "put":
+            b.put(k, v)
+        elif op == "del":
+            b.delete(k)
+        elif k < v:
+            b.delete_range(k, v)
+    return b
+
+
+def _apply(a: NativeMemTable, b: MemTable, seq: int, wb: WriteBatch) -> int:
+    a.add_batch(seq, wb.entries, wb.encoded_entries())
+    b.add_batch(seq, wb.entries)
+    return seq + len(wb)
+
+
+def _same(a: NativeMemTable, b: MemTable, top: int, bounds: list[tuple[bytes, bytes]]) -> None:
+    want = list(b.entries())
+    assert list(a.entries()) == want
+    assert list(a.entries_reverse()) == list(b.entries_reverse())
+    for lo, hi in bounds:
+        assert list(a.entries(lo, hi)) == list(b.entries(lo, hi))
+        assert list(a.entries_reverse(lo, hi)) == list(b.entries_reverse(lo, hi))
+    keys = {k for k, _, _, _ in want}
+    snaps = sorted({0, top, top + 5} | {s for _, s, _, _ in want} | {s - 1 for _, s, _, _ in want})
+    for k in keys:
+        for snap in snaps:
+            assert a.get(k, snap) == b.get(k, snap)
+    assert a.range_tombstones == b.range_tombstones
+    assert (len(a), a.approximate_size, a.largest_seq) == (len(b), b.approximate_size, b.largest_seq)
+
+
+@FAST
+@given(
+    st.lists(st.lists(_op, min_size=1, max_size=120), min_size=1, max_size=5),
+    st.lists(st.tuples(_key, _key), max_size=3),
+)
+def test_sorted_batches_agree_with_twin(batches, bounds) -> None:  # type: ignore[no-untyped-def]
+    """Random batches on both sides of the sorting threshold, applied one after another (later batches
+    overlap the keys earlier ones left in the memtable)."""
+    a, b = NativeMemTable(3), MemTable(3)
+    seq = 1
+    for ops in batches:
+        wb = _batch(ops)
+        if len(wb):
+            seq = _apply(a, b, seq, wb)
+    _same(a, b, seq, bounds)
+
+
+@FAST
+@given(st.lists(_short, min_size=1, max_size=6, unique=True), st.data())
+def test_versions_of_a_key_in_one_batch_leave_the_newest_in_its_slot(keys, data) -> None:  # type: ignore[no-untyped-def]
+    """Several versions of a few keys in one big batch (sorted: the newest of each key is inserted first),
+    on top of older versions already held: a get at the latest snapshot, which the key's point slot
+    answers, must return the batch's last version of the key; gets at every older snapshot walk on from
+    it to the right version."""
+    a, b = NativeMemTable(1), MemTable(1)
+    seq = 1
+    pre = WriteBatch()
+    for k in keys:
+        pre.put(k, b"old")
+    if len(keys) >= 2:
+        seq = _apply(a, b, seq, pre)
+    wb = WriteBatch()
+    last: dict[bytes, tuple[int, bytes]] = {}
+    for i in range(data.draw(st.integers(16, 80))):
+        k = data.draw(st.sampled_from(keys))
+        if data.draw(st.booleans()):
+            v = b"v%d" % i
+            wb.put(k, v)
+            last[k] = (1, v)
+        else:
+            wb.delete(k)
+            last[k] = (0, b"")
+    top = _apply(a, b, seq, wb) - 1
+    for k, (kind, v) in last.items():
+        got = a.get(k, top)
+        assert got is not None and got[1:] == (kind, v)
+    _same(a, b, top, [])
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_batches_into_a_big_memtable_agree_with_twin(seed: int) -> None:
+    """A memtable of ~20k versions (big enough that the batch search walks its upper levels with one
+    finger and the lower ones many entries at a time), then batches of every kind of entry, among them
+    keys between, equal to and prefixes of keys it holds, and versions of one key."""
+    rng = random.Random(seed)
+    a, b = NativeMemTable(1), MemTable(1)
+    seq = 1
+    for _ in range(20):
+        wb = WriteBatch()
+        for _ in range(1000):
+            wb.put(b"%06d" % rng.randrange(0, 1_000_000, 7), b"v")
+        seq = _apply(a, b, seq, wb)
+    held = [k for k, _, _, _ in b.entries()]
+    touched: set[bytes] = set()
+    for _ in range(12):
+        wb = WriteBatch()
+        for _ in range(rng.choice((8, 9, 30, 500, 2000))):
+            r = rng.random()
+            k = rng.choice(held)
+            if r < 0.3:
+                k = b"%06d" % rng.randrange(1_000_000)
+            elif r < 0.4:
+                k = k[: rng.randrange(1, 6)]
+            elif r < 0.5:
+                k = k + b"\x00"
+            touched.add(k)
+            if r < 0.05:
+                wb.delete_range(k, k + b"5")
+            elif rng.random() < 0.5:
+                wb.delete(k)
+            else:
+                wb.put(k, rng.randbytes(rng.randrange(8)))
+        seq = _apply(a, b, seq, wb)
+    assert list(a.entries()) == list(b.entries())
+    assert list(a.entries_reverse(b"3", b"6")) == list(b.entries_reverse(b"3", b"6"))
+    for k in touched | set(rng.sample(held, 300)):
+        for snap in (seq, seq - 1, seq - 700, 20_000, 19_999, 10_000):
+            assert a.get(k, snap) == b.get(k, snap)
+    assert a.range_tombstones == b.range_tombstones
+    assert (len(a), a.approximate_size, a.largest_seq) == (len(b), b.approximate_size, b.largest_seq)
+
+
+def test_a_batch_bigger_than_one_sort_run() -> None:
+    """More than 65,536 entries (sorted and inserted in runs of that many, in sequence order), with
+    versions of the same keys in both runs: the slot ends on the newest, everything agrees."""
+    rng = random.Random(5)
+    a, b = NativeMemTable(1), MemTable(1)
+    wb = WriteBatch()
+    for i in range(70_000):
+        k = b"%06d" % rng.randrange(40_000) if i % 50 else b"hot%d" % (i % 7)
+        if i % 3:
+            wb.put(k, b"%d" % i)
+        else:
+            wb.delete(k)
+    top = _apply(a, b, 1, wb) - 1
+    assert list(a.entries()) == list(b.entries())
+    for k in [b"hot%d" % j for j in range(7)] + [b"%06d" % rng.randrange(40_000) for _ in range(300)]:
+        for snap in (top, top // 2, 65_536, 65_537, 10):
+            assert a.get(k, snap) == b.get(k, snap)
+    assert (len(a), a.approximate_size) == (len(b), b.approximate_size)
+
+
+def test_readers_see_a_sorted_list_and_every_acknowledged_entry_while_batches_insert() -> None:
+    """Scans in another thread (the C calls release the GIL) while sorted batches go in: every scan is in
+    strict internal order and holds every version whose batch was acknowledged before the scan began."""
+    a = NativeMemTable(1)
+    rng = random.Random(11)
+    acked = [0]  # the last sequence number of an acknowledged batch
+    stop = threading.Event()
+    errors: list[str] = []
+
+    def reader() -> None:
+        while not stop.is_set():
+            upto = acked[0]
+            got = [(k, s) for k, s, _, _ in a.entries()]
+            order = [(k, -s) for k, s in got]
+            if order != sorted(set(order)):
+                errors.append("scan out of order")
+                return
+            if sum(1 for _, s in got if s <= upto) != upto:
+                errors.append(f"scan missed acknowledged versions (upto {upto})")
+                return
+
+    t = threading.Thread(target=reader)
+    t.start()
+    seq = 1
+    try:
+        for _ in range(60):
+            wb = WriteBatch()
+            for _ in range(rng.randrange(16, 300)):
+                wb.put(b"%05d" % rng.randrange(20_000), b"v")
+            a.add_batch(seq, wb.entries, wb.encoded_entries())
+            seq += len(wb)
+            acked[0] = seq - 1
+    finally:
+        stop.set()
+        t.join()
+    assert not errors, errors
+    assert len(list(a.entries())) == seq - 1

@@ -6,7 +6,9 @@
  * one call (lsm_cq_commit_framed: framing with XXH3, one pwrite, at most one fdatasync, every batch into
  * the C memtable), so it gives up the GIL once per commit instead of once per syscall and batch.
  * lsm_cq_finish then marks the group done and wakes exactly the threads that must run: the followers,
- * which return to Python once with their outcome, and the next head.
+ * which return to Python once with their outcome, and the next head. A synced commit inserts the batches
+ * while the device writes them (start_writeback): their sequence numbers are published by the caller
+ * only once the fdatasync returned, so no read sees them earlier.
  *
  * Who leads: the head of the queue, once no group is being committed (`busy`). A synced head that saw
  * the last group hold more writers than are queued now first waits (up to wait_ns, on its own condition
@@ -20,8 +22,9 @@
  * writer struct belongs to one thread and is in the queue at most once; its rep pointer is the caller's
  * buffer, valid because the caller stays inside lsm_cq_join until its group is done. Followers are
  * signalled after q->mu is dropped, so a slot used with a queue is freed with lsm_cq_drop_writer. */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE /* sync_file_range */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
@@ -374,6 +377,22 @@ static size_t frame_bound(size_t rep_len) {
     return total + (total / (LOG_BLOCK - LOG_HEADER - 6) + 2) * (LOG_HEADER + 6);
 }
 
+/* Start writing [offset, offset + len) of fd back to the device, without waiting: only a head start for
+ * the fdatasync that follows, which waits for it and reports any error of it (an error here is ignored
+ * for that reason). Measured on this project's VM (a C loop, pwrite, CPU work, fdatasync; 800-1,000 of
+ * each way, interleaved, 5 runs): an 8.4 KB write with 8.5 us of work 87-132 -> 78-120 us p50 (9-13 us
+ * less: the work hidden); a 1.1 KB write with 1 us of work unchanged (within 1.6 us). The call itself
+ * takes ~14 us, but the fdatasync then has that much less to do. */
+static void start_writeback(int fd, uint64_t offset, size_t len) {
+#ifdef SYNC_FILE_RANGE_WRITE
+    (void)sync_file_range(fd, (off_t)offset, (off_t)len, SYNC_FILE_RANGE_WRITE);
+#else
+    (void)fd;
+    (void)offset;
+    (void)len;
+#endif
+}
+
 static int grow(lsm_cq *q, size_t need) {
     if (need <= q->cap) return 0;
     size_t cap = q->cap ? q->cap : 65536;
@@ -397,7 +416,10 @@ int64_t lsm_cq_commit_framed(lsm_cq *q, int fd, uint64_t offset, uint64_t block_
      * with count entries), framing the records here with their checksums instead of taking them framed.
      * The caller holds the commit section (q->buf is its scratch). out[] as lsm_cq_commit; out[4] =
      * the framed length (= out[2] on success). LSM_ESPACE if the buffer cannot grow, LSM_EINVAL without
-     * a hash function. */
+     * a hash function. Unlike lsm_cq_commit, with do_sync the batches are inserted between the write and
+     * the fdatasync, overlapping the device's write (~8 us for a group of 8 one-KiB puts): a failed
+     * fdatasync (out[3] = 2) leaves them in the memtable under sequence numbers the caller never
+     * publishes (it poisons the DB), as a memtable error leaves the batches before the bad one. */
     out[0] = out[1] = out[2] = out[3] = out[4] = 0;
     if (!g_xxh3) return LSM_EINVAL;
     lsm_cqw *w = NULL;
@@ -424,8 +446,9 @@ int64_t lsm_cq_commit_framed(lsm_cq *q, int fd, uint64_t offset, uint64_t block_
         pos = frame_record(q->buf, pos, &boff, seq, count, rep, rep_len);
     }
     out[4] = pos;
-    int64_t r = write_sync(fd, q->buf, pos, offset, do_sync, out);
+    int64_t r = write_sync(fd, q->buf, pos, offset, 0, out);
     if (r < 0) return r;
+    if (do_sync) start_writeback(fd, offset, pos);
     uint64_t tmp[2];
     seq = first_seq;
     if (n == 0) {
@@ -436,9 +459,8 @@ int64_t lsm_cq_commit_framed(lsm_cq *q, int fd, uint64_t offset, uint64_t block_
         }
         out[0] = tmp[0];
         out[1] = tmp[1];
-        return 0;
     }
-    for (size_t i = 0; i < n && w; i++, w = i < n ? w->next : NULL) {
+    for (size_t i = 0; n > 0 && i < n && w; i++, w = i < n ? w->next : NULL) {
         r = lsm_mem_add_rep((lsm_memtable *)mem, w->rep, w->len, seq, w->count, tmp);
         if (r < 0) {
             out[3] = 3;
@@ -447,6 +469,10 @@ int64_t lsm_cq_commit_framed(lsm_cq *q, int fd, uint64_t offset, uint64_t block_
         out[0] += tmp[0];
         out[1] += tmp[1];
         seq += w->count;
+    }
+    if (do_sync && fdatasync(fd) != 0) {
+        out[3] = 2;
+        return -(int64_t)errno;
     }
     return 0;
 }

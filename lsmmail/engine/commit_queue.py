@@ -4,11 +4,12 @@ the C queue of native/commit.c with the leader's one-call commit (a mixin of the
 On the real file system (and with the C extension) writers queue in C: a follower sleeps on its own
 condition variable with the GIL released and returns to Python once, with its group's outcome; the leader
 gets its group from the same call, and one more C call frames the records (XXH3 handed over from the
-xxhash package), writes them with one pwrite, fdatasyncs at most once and inserts every batch into the C
-memtable. An unsynced batch with nobody queued takes the *solo lane*: the commit section without the
-queue, one C call. Everything else (make room, publish the sequence, poison on failure) is the Python
-write path's (:mod:`lsmmail.engine.write_path`), which also holds the Python queue used on every other
-file system.
+xxhash package), writes them with one pwrite, inserts every batch into the C memtable and fdatasyncs at
+most once (synced, the inserts run while the device writes; the batches are published only after the
+fdatasync returned, so no read sees them earlier). An unsynced batch with nobody queued takes the *solo
+lane*: the commit section without the queue, one C call. Everything else (make room, publish the
+sequence, poison on failure) is the Python write path's (:mod:`lsmmail.engine.write_path`), which also
+holds the Python queue used on every other file system.
 """
 
 from __future__ import annotations

@@ -226,6 +226,56 @@ def test_failed_write_fails_every_follower_of_the_group(tmp_path: Path) -> None:
 
 
 @needs_native
+def test_group_failing_at_its_fdatasync_is_never_visible(tmp_path: Path) -> None:
+    """Eight synced writers whose group's fdatasync fails (the WAL's descriptor names /dev/null: the write
+    succeeds, fdatasync fails with EINVAL). The C commit has inserted their batches before the fdatasync,
+    but no read may see them: every writer fails, gets, a scan and a snapshot show none of their keys,
+    and the DB refuses writes; reopened, it is consistent."""
+    d = str(tmp_path / "db")
+    db = DB.open(d)
+    errors: list[BaseException] = []
+    try:
+        db.put(b"a", b"1", sync=True)
+        assert db._log is not None
+        fd = db._log.file.fileno()  # type: ignore[attr-defined]
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, fd)
+        os.close(null)
+        start = threading.Barrier(8)
+
+        def writer(i: int) -> None:
+            start.wait()
+            try:
+                db.put(b"k%d" % i, b"v", sync=True)
+            except (IOFailure, ReadOnlyError) as e:
+                errors.append(e)
+
+        threads = [threading.Thread(target=writer, args=(i,)) for i in range(8)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert len(errors) == 8
+        assert any(isinstance(e, IOFailure) and e.errno == 22 for e in errors)
+        assert all(db.get(b"k%d" % i) is None for i in range(8))
+        assert [k for k, _ in db.scan()] == [b"a"]
+        snap = db.snapshot()
+        try:
+            assert db.get(b"k0", snapshot=snap) is None
+        finally:
+            snap.release()
+        with pytest.raises(ReadOnlyError):
+            db.put(b"z", b"9")
+    finally:
+        db.close()
+    with DB.open(d) as db:
+        assert db.get(b"a") == b"1"
+        db.verify()
+        db.put(b"e", b"5", sync=True)
+        assert db.get(b"e") == b"5"
+
+
+@needs_native
 def test_close_waits_for_queued_native_writers(tmp_path: Path) -> None:
     d = str(tmp_path / "db")
     db = DB.open(d)

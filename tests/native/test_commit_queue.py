@@ -435,11 +435,12 @@ class _NoFile:
            st.binary(max_size=40), st.integers(0, 70000).map(lambda n: b"v" * n))), min_size=1, max_size=3),
            min_size=1, max_size=5),
        block_offset=st.one_of(st.integers(0, 32767), st.integers(32760, 32768)),
-       first_seq=st.integers(1, 1 << 50), solo=st.booleans())
+       first_seq=st.integers(1, 1 << 50), solo=st.booleans(), sync=st.booleans())
 def test_c_framing_equals_encode_record(batches: list[list[tuple[int, bytes, bytes]]], block_offset: int,
-                                        first_seq: int, solo: bool) -> None:
+                                        first_seq: int, solo: bool, sync: bool) -> None:
     """lsm_cq_commit_framed frames exactly what LogWriter.encode_record frames (block padding, FULL and
-    FIRST/MIDDLE/LAST fragments, checksums), from any block offset, for a group or a solo batch."""
+    FIRST/MIDDLE/LAST fragments, checksums), from any block offset, for a group or a solo batch; synced
+    (writeback started, batches inserted, then fdatasync) or not, the same bytes and entries."""
     if solo:
         batches = batches[:1]
     reps = [_rep(b) for b in batches]
@@ -459,8 +460,8 @@ def test_c_framing_equals_encode_record(batches: list[list[tuple[int, bytes, byt
     fd = os.memfd_create("frame-test")
     try:
         bound = lib.lsm_cq_frame_bound(sum(len(r) for r in reps), len(reps))
-        rc = lib.lsm_cq_commit_framed(q, fd, 0, block_offset, 0, mem._m, first_seq, 0 if solo else len(reps),
-                                      reps[0], len(reps[0]), len(batches[0]), out)
+        rc = lib.lsm_cq_commit_framed(q, fd, 0, block_offset, sync, mem._m, first_seq,
+                                      0 if solo else len(reps), reps[0], len(reps[0]), len(batches[0]), out)
         got = os.pread(fd, len(want) + 1, 0)
     finally:
         os.close(fd)
@@ -469,6 +470,38 @@ def test_c_framing_equals_encode_record(batches: list[list[tuple[int, bytes, byt
     assert (block_offset + len(want)) % 32768 == writer._block_offset % 32768
     assert sorted(k for k, _, _, _ in mem.entries(None, None)) == sorted(
         k for b in batches for _, k, _ in b)
+
+
+@pytest.mark.skipif(not commit_queue._C_FRAMING, reason="XXH3 could not be handed to C")
+@pytest.mark.parametrize("solo", [False, True])
+def test_synced_framed_commit_inserts_before_its_fdatasync(solo: bool) -> None:
+    """A synced lsm_cq_commit_framed inserts the batches while the device writes them, before its
+    fdatasync: when that fails (a character device: EINVAL after the write succeeded) it reports step 2
+    with the bytes written, and the batches are in the memtable, under sequence numbers the caller does
+    not publish. Unsynced, the same commit succeeds."""
+    batches = [[(KIND_PUT, b"a", b"1")], [(KIND_PUT, b"b", b"2"), (KIND_DELETE, b"c", b"")]]
+    if solo:
+        batches = batches[:1]
+    reps = [_rep(b) for b in batches]
+    fd = os.open("/dev/null", os.O_WRONLY)
+    try:
+        for sync, want_rc in ((1, -22), (0, 0)):
+            q = _q()
+            slots = [_w() for _ in batches]
+            if not solo:
+                for s, r, b in zip(slots, reps, batches, strict=True):
+                    lib.lsm_cq_push(q, s, ffi.from_buffer("uint8_t[]", r), len(r), len(b), len(r) + 12,
+                                    sync, 0)
+            mem = NativeMemTable(1)
+            out = ffi.new("uint64_t[5]")
+            rc = lib.lsm_cq_commit_framed(q, fd, 0, 0, sync, mem._m, 7, 0 if solo else len(reps), reps[0],
+                                          len(reps[0]), len(batches[0]), out)
+            assert rc == want_rc
+            assert out[3] == (2 if sync else 0) and out[2] == out[4] > 0
+            assert sorted(k for k, _, _, _ in mem.entries(None, None)) == sorted(
+                k for b in batches for _, k, _ in b)
+    finally:
+        os.close(fd)
 
 
 @pytest.mark.skipif(not commit_queue._C_FRAMING, reason="XXH3 could not be handed to C")

@@ -10,6 +10,7 @@ and its slot must still name it), the same range tombstones and sizes.
 from __future__ import annotations
 
 import random
+import struct
 import threading
 
 import pytest
@@ -17,7 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lsmmail import native
-from lsmmail.engine.batch import WriteBatch
+from lsmmail.engine.batch import WriteBatch, decode_batch
+from lsmmail.engine.errors import Corruption
 from lsmmail.engine.memtable import MemTable
 from lsmmail.engine.memtable_native import NativeMemTable
 
@@ -119,6 +121,41 @@ def test_versions_of_a_key_in_one_batch_leave_the_newest_in_its_slot(keys, data)
         got = a.get(k, top)
         assert got is not None and got[1:] == (kind, v)
     _same(a, b, top, [])
+
+
+@FAST
+@given(st.lists(_op, min_size=8, max_size=60), st.data())
+def test_malformed_sorted_batches_are_rejected_whole(ops, data) -> None:  # type: ignore[no-untyped-def]
+    """A damaged batch big enough to be sorted raises Corruption exactly when decode_batch does, and
+    leaves a memtable that already held versions unchanged; an intact one agrees with the twin."""
+    wb = _batch(ops)
+    if len(wb) < 8:
+        return
+    rep = bytearray(wb.encoded_entries())
+    how = data.draw(st.sampled_from(["flip", "cut", "extend"]))
+    if how == "flip":
+        i = data.draw(st.integers(0, len(rep) - 1))
+        rep[i] ^= data.draw(st.integers(1, 255))
+    elif how == "cut":
+        del rep[data.draw(st.integers(0, len(rep) - 1)) :]
+    else:
+        rep += data.draw(st.binary(min_size=1, max_size=6))
+    a, b = NativeMemTable(1), MemTable(1)
+    pre = WriteBatch()
+    for i in range(20):
+        pre.put(b"%d" % i, b"p")
+    seq = _apply(a, b, 1, pre)
+    before = list(a.entries())
+    try:
+        _, entries = decode_batch(struct.pack("<QI", seq, len(wb)) + bytes(rep))
+    except Corruption:
+        with pytest.raises(Corruption):
+            a.add_batch(seq, wb.entries, bytes(rep))
+        assert list(a.entries()) == before and len(a) == 20
+        return
+    a.add_batch(seq, entries, bytes(rep))
+    b.add_batch(seq, entries)
+    _same(a, b, seq + len(entries), [])
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

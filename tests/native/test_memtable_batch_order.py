@@ -1,6 +1,6 @@
 """The C memtable's sorted batch insert (``lsm_mem_add_rep`` with a search finger) against the pure twin.
 
-Batches of ``SORTED_MIN`` (16) entries or more are sorted into internal order in C and inserted through
+Batches of ``SORTED_MIN`` (8) entries or more are sorted into internal order in C and inserted through
 one splice; smaller ones go entry by entry. Whatever the path, the memtable must hold exactly what the
 twin holds: the same versions in the same order both ways, the same answer to every get at every
 snapshot (through the point slots: a batch with several versions of one key inserts the newest first,
@@ -258,3 +258,55 @@ def test_readers_see_a_sorted_list_and_every_acknowledged_entry_while_batches_in
         t.join()
     assert not errors, errors
     assert len(list(a.entries())) == seq - 1
+
+
+def _seeded(seed: int) -> NativeMemTable:
+    """A memtable whose skiplist heights come from ``seed`` (NativeMemTable seeds its C side from
+    ``random``), so two of them fed the same keys draw the same multiset of node heights."""
+    state = random.getstate()
+    random.seed(seed)
+    try:
+        return NativeMemTable(1)
+    finally:
+        random.setstate(state)
+
+
+def _deletes(keys: list[bytes]) -> WriteBatch:
+    wb = WriteBatch()
+    for k in keys:
+        wb.delete(k)
+    return wb
+
+
+def test_usage_counts_the_sort_scratch_while_it_is_held() -> None:
+    """The sorted path's scratch arrays (kept between batches up to 2,048 entries' worth, freed after a
+    bigger batch) are counted in ``memory_usage`` while held. Twin memtable: same seed, same keys, in
+    batches of 4 (one insert per entry, no scratch). Equal-length keys in one arena chunk: the nodes cost
+    both the same bytes, so the difference is the scratch alone."""
+    rng = random.Random(5)
+    keys = [b"k%015d" % rng.randrange(10**15) for _ in range(5000)]
+    a, b = _seeded(11), _seeded(11)
+    seq = 1
+
+    def feed(part: list[bytes]) -> None:
+        nonlocal seq
+        wb = _deletes(part)
+        a.add_batch(seq, wb.entries, wb.encoded_entries())
+        for i in range(0, len(part), 4):
+            small = _deletes(part[i : i + 4])
+            b.add_batch(seq + i, small.entries, small.encoded_entries())
+        seq += len(part)
+
+    assert a.memory_usage() == b.memory_usage()
+    feed(keys[:1000])
+    held = a.memory_usage() - b.memory_usage()
+    # Per entry at least its up-to-16 predecessor pointers (128 bytes), at most a few hundred bytes.
+    assert 1000 * 128 <= held <= 1000 * 400
+    feed(keys[1000:1500])  # fits the scratch already held: nothing more is counted
+    assert a.memory_usage() - b.memory_usage() == held
+    feed(keys[1500:2500])  # the same 1,000 entries' worth again
+    assert a.memory_usage() - b.memory_usage() == held
+    feed(keys[2500:5000])  # 2,500 entries: more than is kept, so freed (and uncounted) after the batch
+    assert a.memory_usage() == b.memory_usage()
+    feed(keys[:8])  # the smallest sorted batch: a small scratch again
+    assert 8 * 128 <= a.memory_usage() - b.memory_usage() <= 8 * 400

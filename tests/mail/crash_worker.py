@@ -1,5 +1,7 @@
 """Subprocess for test_crash: delivers messages from an mbox and prints ``ACK index id`` after each
-acknowledged (durable) delivery, until killed (``READY`` first, once the user exists). Usage: crash_worker.py DB MBOX MODE (deliver|import) START."""
+acknowledged (durable) delivery, until killed (``READY`` first, once the user exists).
+
+Usage: crash_worker.py DB MBOX MODE (deliver|import) START."""
 
 from __future__ import annotations
 

@@ -30,7 +30,8 @@ def _message(i: int, subject: str, body: str, mid: bool, reply_to: int | None, a
     if attach:
         m.add_attachment(body.encode()[:50] or b"x", maintype="application", subtype="octet-stream",
                          filename=f"f{i % 2}.bin")
-        m.set_boundary(f"=={i}==")  # not the generator's random one: hypothesis forbids `random` in strategies
+        # Not the generator's random boundary: hypothesis forbids `random` in strategies.
+        m.set_boundary(f"=={i}==")
     return m.as_bytes()
 
 

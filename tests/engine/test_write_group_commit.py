@@ -191,12 +191,33 @@ def test_failed_fdatasync_on_the_c_path_refuses_writes(tmp_path: Path) -> None:
         assert db.get(b"e") == b"5"
 
 
+def _eight_synced_puts(db: DB, *, together: bool) -> list[BaseException]:
+    """Eight threads each put ``k<i>`` = ``v`` with ``sync=True`` (started at one barrier if
+    ``together``); the IOFailure or ReadOnlyError each one got."""
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def writer(i: int) -> None:
+        if together:
+            start.wait()
+        try:
+            db.put(b"k%d" % i, b"v", sync=True)
+        except (IOFailure, ReadOnlyError) as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return errors
+
+
 @needs_native
 def test_failed_write_fails_every_follower_of_the_group(tmp_path: Path) -> None:
     """Writers queued behind a failing leader get the same error; later writers get ReadOnlyError."""
     d = str(tmp_path / "db")
     db = DB.open(d)
-    errors: list[BaseException] = []
     try:
         db.put(b"a", b"1", sync=True)
         assert db._log is not None
@@ -204,18 +225,7 @@ def test_failed_write_fails_every_follower_of_the_group(tmp_path: Path) -> None:
         ro = os.open(tmp_path / "ro", os.O_RDONLY | os.O_CREAT)
         os.dup2(ro, fd)  # writes now fail with EBADF
         os.close(ro)
-
-        def writer(i: int) -> None:
-            try:
-                db.put(b"k%d" % i, b"v", sync=True)
-            except (IOFailure, ReadOnlyError) as e:
-                errors.append(e)
-
-        threads = [threading.Thread(target=writer, args=(i,)) for i in range(8)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
+        errors = _eight_synced_puts(db, together=False)
         assert len(errors) == 8
         assert any(isinstance(e, IOFailure) and e.errno == 9 for e in errors)
         assert all(db.get(b"k%d" % i) is None for i in range(8))
@@ -233,7 +243,6 @@ def test_group_failing_at_its_fdatasync_is_never_visible(tmp_path: Path) -> None
     the keys they overwrote and none of the new keys; the DB refuses writes; reopened, it is consistent."""
     d = str(tmp_path / "db")
     db = DB.open(d)
-    errors: list[BaseException] = []
     try:
         db.put(b"a", b"1", sync=True)
         for i in range(0, 8, 2):
@@ -243,20 +252,7 @@ def test_group_failing_at_its_fdatasync_is_never_visible(tmp_path: Path) -> None
         null = os.open(os.devnull, os.O_WRONLY)
         os.dup2(null, fd)
         os.close(null)
-        start = threading.Barrier(8)
-
-        def writer(i: int) -> None:
-            start.wait()
-            try:
-                db.put(b"k%d" % i, b"v", sync=True)
-            except (IOFailure, ReadOnlyError) as e:
-                errors.append(e)
-
-        threads = [threading.Thread(target=writer, args=(i,)) for i in range(8)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
+        errors = _eight_synced_puts(db, together=True)
         assert len(errors) == 8
         assert any(isinstance(e, IOFailure) and e.errno == 22 for e in errors)
         # The failed group's batches are in the memtable, under unpublished sequence numbers.

@@ -14,6 +14,7 @@ import struct
 import threading
 
 import pytest
+from _memtable_twin import assert_agree, batch_of, visibility_changes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -40,38 +41,12 @@ _op = st.one_of(
 )
 
 
-def _batch(ops: list[tuple[str, bytes, bytes]]) -> WriteBatch:
-    b = WriteBatch()
-    for op, k, v in ops:
-        if op == "put":
-            b.put(k, v)
-        elif op == "del":
-            b.delete(k)
-        elif k < v:
-            b.delete_range(k, v)
-    return b
-
 
 def _apply(a: NativeMemTable, b: MemTable, seq: int, wb: WriteBatch) -> int:
     a.add_batch(seq, wb.entries, wb.encoded_entries())
     b.add_batch(seq, wb.entries)
     return seq + len(wb)
 
-
-def _same(a: NativeMemTable, b: MemTable, top: int, bounds: list[tuple[bytes, bytes]]) -> None:
-    want = list(b.entries())
-    assert list(a.entries()) == want
-    assert list(a.entries_reverse()) == list(b.entries_reverse())
-    for lo, hi in bounds:
-        assert list(a.entries(lo, hi)) == list(b.entries(lo, hi))
-        assert list(a.entries_reverse(lo, hi)) == list(b.entries_reverse(lo, hi))
-    keys = {k for k, _, _, _ in want}
-    snaps = sorted({0, top, top + 5} | {s for _, s, _, _ in want} | {s - 1 for _, s, _, _ in want})
-    for k in keys:
-        for snap in snaps:
-            assert a.get(k, snap) == b.get(k, snap)
-    assert a.range_tombstones == b.range_tombstones
-    assert (len(a), a.approximate_size, a.largest_seq) == (len(b), b.approximate_size, b.largest_seq)
 
 
 @FAST
@@ -85,10 +60,10 @@ def test_sorted_batches_agree_with_twin(batches, bounds) -> None:  # type: ignor
     a, b = NativeMemTable(3), MemTable(3)
     seq = 1
     for ops in batches:
-        wb = _batch(ops)
+        wb = batch_of(ops)
         if len(wb):
             seq = _apply(a, b, seq, wb)
-    _same(a, b, seq, bounds)
+    assert_agree(a, b, bounds, visibility_changes(b, seq))
 
 
 @FAST
@@ -120,7 +95,7 @@ def test_versions_of_a_key_in_one_batch_leave_the_newest_in_its_slot(keys, data)
     for k, (kind, v) in last.items():
         got = a.get(k, top)
         assert got is not None and got[1:] == (kind, v)
-    _same(a, b, top, [])
+    assert_agree(a, b, [], visibility_changes(b, top))
 
 
 @FAST
@@ -128,7 +103,7 @@ def test_versions_of_a_key_in_one_batch_leave_the_newest_in_its_slot(keys, data)
 def test_malformed_sorted_batches_are_rejected_whole(ops, data) -> None:  # type: ignore[no-untyped-def]
     """A damaged batch big enough to be sorted raises Corruption exactly when decode_batch does, and
     leaves a memtable that already held versions unchanged; an intact one agrees with the twin."""
-    wb = _batch(ops)
+    wb = batch_of(ops)
     if len(wb) < 8:
         return
     rep = bytearray(wb.encoded_entries())
@@ -155,7 +130,7 @@ def test_malformed_sorted_batches_are_rejected_whole(ops, data) -> None:  # type
         return
     a.add_batch(seq, entries, bytes(rep))
     b.add_batch(seq, entries)
-    _same(a, b, seq + len(entries), [])
+    assert_agree(a, b, [], visibility_changes(b, seq + len(entries)))
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import struct
 
+from _memtable_twin import assert_agree, batch_of
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lsmmail import native
 from lsmmail.engine import memtable_native
 from lsmmail.engine.batch import WriteBatch, decode_batch
-from lsmmail.engine.compaction import drop_hidden
 from lsmmail.engine.errors import Corruption
-from lsmmail.engine.keys import pack_internal
 from lsmmail.engine.memtable import MemTable
 from lsmmail.engine.memtable_native import NativeMemTable, new_memtable
 
@@ -35,35 +34,6 @@ _op = st.one_of(
 _bound = st.one_of(st.none(), _key)
 
 
-def _batch(ops: list[tuple[str, bytes, bytes]]) -> WriteBatch:
-    b = WriteBatch()
-    for op, k, v in ops:
-        if op == "put":
-            b.put(k, v)
-        elif op == "del":
-            b.delete(k)
-        elif k < v:
-            b.delete_range(k, v)
-    return b
-
-
-def _same(a: NativeMemTable, b: MemTable, bounds: list[tuple[bytes | None, bytes | None]], top: int) -> None:
-    assert list(a.entries()) == list(b.entries())
-    assert list(a.entries_reverse()) == list(b.entries_reverse())
-    for lo, hi in bounds:
-        assert list(a.entries(lo, hi)) == list(b.entries(lo, hi))
-        assert list(a.entries_reverse(lo, hi)) == list(b.entries_reverse(lo, hi))
-    keys = {k for k, _, _, _ in b.entries()} | {lo for lo, _ in bounds if lo is not None}
-    for k in keys:
-        for snap in range(0, top + 2):
-            assert a.get(k, snap) == b.get(k, snap)
-    assert a.range_tombstones == b.range_tombstones
-    # flush_runs = drop_hidden over the entries with no snapshot and no tombstone, as internal keys.
-    flat = [(k, v) for ks, vs in a.flush_runs() for k, v in zip(ks, vs, strict=True)]
-    assert flat == [(k, v) for ks, vs in b.flush_runs() for k, v in zip(ks, vs, strict=True)]
-    kept = drop_hidden(b.entries(), [], False, [], lambda e: None)
-    assert flat == [(pack_internal(k, s, kind), v) for k, s, kind, v in kept]
-    assert (len(a), a.approximate_size, a.largest_seq) == (len(b), b.approximate_size, b.largest_seq)
 
 
 @FAST
@@ -72,13 +42,13 @@ def test_batches_agree_with_twin(batches, bounds) -> None:  # type: ignore[no-un
     a, b = NativeMemTable(7), MemTable(7)
     seq = 1
     for ops in batches:
-        wb = _batch(ops)
+        wb = batch_of(ops)
         if not len(wb):
             continue
         a.add_batch(seq, wb.entries, wb.encoded_entries())
         b.add_batch(seq, wb.entries)
         seq += len(wb)
-    _same(a, b, bounds, seq)
+    assert_agree(a, b, bounds, range(seq + 2))
 
 
 @FAST
@@ -91,7 +61,7 @@ def test_add_per_entry_and_without_rep(entries) -> None:  # type: ignore[no-unty
     b.add_batch(5, entries)
     for i, (kind, key, value) in enumerate(entries):
         c.add(5 + i, kind, key, value)
-    _same(a, b, [], 6 + len(entries))
+    assert_agree(a, b, [], range(6 + len(entries) + 2))
     assert list(c.entries()) == list(b.entries()) and c.range_tombstones == b.range_tombstones
 
 
@@ -114,7 +84,7 @@ def test_large_values_and_many_versions(seed: int) -> None:
         a.add_batch(seq, wb.entries, wb.encoded_entries())
         b.add_batch(seq, wb.entries)
         seq += len(wb)
-    _same(a, b, [(b"k050", b"k250"), (None, b"k1"), (b"k2", None)], 0)
+    assert_agree(a, b, [(b"k050", b"k250"), (None, b"k1"), (b"k2", None)], range(2))
     for k in (b"k000", b"k150", b"k299", b"zz"):
         for snap in (1, 500, seq):
             assert a.get(k, snap) == b.get(k, snap)
@@ -124,7 +94,7 @@ def test_large_values_and_many_versions(seed: int) -> None:
 @FAST
 @given(st.lists(_op, min_size=1, max_size=10), st.data())
 def test_malformed_batches_raise_like_decode_batch(ops, data) -> None:  # type: ignore[no-untyped-def]
-    wb = _batch(ops)
+    wb = batch_of(ops)
     if not len(wb):
         return
     rep = bytearray(wb.encoded_entries())
@@ -156,7 +126,7 @@ def test_malformed_batches_raise_like_decode_batch(ops, data) -> None:  # type: 
         return
     a.add_batch(10, entries, bytes(rep))
     b.add_batch(10, entries)
-    _same(a, b, [], 10 + count)
+    assert_agree(a, b, [], range(10 + count + 2))
 
 
 def test_scan_sees_a_consistent_order_while_a_writer_adds() -> None:
@@ -277,12 +247,12 @@ def test_dropped_memtables_lend_their_chunks_to_new_ones() -> None:
         b.add_batch(seq, wb.entries)
         seq += len(wb)
     assert memtable_native.pooled_chunk_bytes() < pooled  # the new memtable took chunks from the pool
-    _same(a, b, [(b"k0100", b"k0900"), (None, b"k05"), (b"k15", None)], 0)
+    assert_agree(a, b, [(b"k0100", b"k0900"), (None, b"k05"), (b"k15", None)], range(2))
     flat = [[(k, v) for ks, vs in m.flush_runs() for k, v in zip(ks, vs, strict=True)] for m in (a, b)]
     assert flat[0] == flat[1]
     memtable_native.release_free_memory()  # a closing DB empties the pool; live memtables are untouched
     assert memtable_native.pooled_chunk_bytes() == 0
-    _same(a, b, [(b"k0100", b"k0900")], 0)
+    assert_agree(a, b, [(b"k0100", b"k0900")], range(2))
 
 
 def test_a_forked_child_can_build_memtables() -> None:

@@ -75,6 +75,22 @@ def apply_entries(model: dict[bytes, bytes], entries: Iterable[Entry]) -> None:
             raise AssertionError(f"unknown kind {kind}")
 
 
+def apply_step(db: DB, model: dict[bytes, bytes], op: str, arg: object) -> bool:
+    """One step of a generated history: ``("write", entries)`` writes the batch to ``db`` and the model,
+    ``("flush", _)`` flushes, ``("compact", _)`` compacts everything. False, having done nothing, for any
+    other step (the test's own: snapshots, holding background work)."""
+    if op == "write":
+        db.write(to_batch(arg))  # type: ignore[arg-type]
+        apply_entries(model, arg)  # type: ignore[arg-type]
+    elif op == "flush":
+        db.flush()
+    elif op == "compact":
+        db.compact_range()
+    else:
+        return False
+    return True
+
+
 def to_batch(entries: Iterable[Entry]) -> WriteBatch:
     """A WriteBatch of ``(kind, key, value)`` entries (value = end key for a range delete)."""
     b = WriteBatch()

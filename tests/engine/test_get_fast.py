@@ -13,7 +13,7 @@ import tempfile
 import weakref
 
 import pytest
-from _helpers import HISTORY_KEYS, MEM_DIR, apply_entries, history_entries, tiny_options, to_batch
+from _helpers import HISTORY_KEYS, MEM_DIR, apply_entries, apply_step, history_entries, tiny_options, to_batch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -46,13 +46,7 @@ def _check(db: DB, model: dict[bytes, bytes]) -> None:
 def _run(db: DB, history: list) -> None:  # type: ignore[type-arg]
     model: dict[bytes, bytes] = {}
     for op, arg in history:
-        if op == "write":
-            db.write(to_batch(arg))
-            apply_entries(model, arg)
-        elif op == "flush":
-            db.flush()
-        else:
-            db.compact_range()
+        assert apply_step(db, model, op, arg)
         _check(db, model)
 
 

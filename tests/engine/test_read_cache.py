@@ -9,7 +9,7 @@ import tempfile
 from itertools import islice
 
 import pytest
-from _helpers import apply_entries, tiny_options, to_batch
+from _helpers import apply_step, tiny_options
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_scan_native import model_scan, ops, scans
@@ -37,16 +37,9 @@ def test_view_scans_on_os_files_match_pure_scans_and_model(history: list, querie
         inline = db._run_inline_work
         try:
             for op, arg in history:
-                if op == "write":
-                    db.write(to_batch(arg))
-                    apply_entries(model, arg)
-                elif op == "flush":
-                    db.flush()
-                elif op == "compact":
-                    db.compact_range()
-                elif op == "hold":
+                if op == "hold":
                     db._run_inline_work = (lambda: None) if arg else inline  # type: ignore[method-assign]
-                else:
+                elif not apply_step(db, model, op, arg):
                     snaps.append((db.snapshot(), dict(model)))
             for start, end, prefix, reverse, limit in queries:
                 for snap, state in [(None, model)] + snaps:

@@ -9,7 +9,7 @@ model, for the latest state and for every snapshot.
 from __future__ import annotations
 
 import pytest
-from _helpers import HISTORY_KEYS, MEM_DIR, apply_entries, history_entries, tiny_options, to_batch
+from _helpers import HISTORY_KEYS, MEM_DIR, apply_step, history_entries, tiny_options
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -36,14 +36,7 @@ def test_get_many_equals_get_per_key(history: list, key_lists: list[list[bytes]]
     snaps = []
     try:
         for op, arg in history:
-            if op == "write":
-                db.write(to_batch(arg))
-                apply_entries(model, arg)
-            elif op == "flush":
-                db.flush()
-            elif op == "compact":
-                db.compact_range()
-            else:
+            if not apply_step(db, model, op, arg):
                 snaps.append((db.snapshot(), dict(model)))
         for ks in key_lists:
             got = db.get_many(ks)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from itertools import islice
 
-from _helpers import MEM_DIR, apply_entries, tiny_options, to_batch
+from _helpers import MEM_DIR, apply_step, tiny_options
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -61,14 +61,7 @@ def test_scans_with_memtable_cut_match_model(history: list, queries: list, big_f
 
     try:
         for op, arg in history:
-            if op == "write":
-                db.write(to_batch(arg))
-                apply_entries(model, arg)
-            elif op == "flush":
-                db.flush()
-            elif op == "compact":
-                db.compact_range()
-            else:
+            if not apply_step(db, model, op, arg):
                 snaps.append((db.snapshot(), dict(model)))
         for start, end, prefix, reverse, limit, forced in queries:
             states = [(None, model)] + [(s, frozen) for s, frozen in snaps]

@@ -8,7 +8,7 @@ from __future__ import annotations
 from itertools import islice
 
 import pytest
-from _helpers import MEM_DIR, apply_entries, tiny_options, to_batch
+from _helpers import MEM_DIR, apply_step, tiny_options
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -57,19 +57,13 @@ def test_kernel_scans_match_pure_scans_and_model(history: list, queries: list) -
     inline = db._run_inline_work
     try:
         for op, arg in history:
-            if op == "write":
-                db.write(to_batch(arg))
-                apply_entries(model, arg)
-            elif op == "flush":
-                db.flush()
-            elif op == "compact":
-                if not held:
-                    db.compact_range()
-            elif op == "hold":
+            if op == "compact" and held:
+                continue
+            if op == "hold":
                 # Held: full memtables queue up as immutable memtables instead of being flushed.
                 held = arg
                 db._run_inline_work = (lambda: None) if held else inline  # type: ignore[method-assign]
-            else:
+            elif not apply_step(db, model, op, arg):
                 snaps.append((db.snapshot(), dict(model)))
         for start, end, prefix, reverse, limit in queries:
             for snap, state in [(None, model)] + snaps:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import native
@@ -56,7 +56,7 @@ _ffi = native._ffi
 class _Writer:
     __slots__ = ("entries", "rep", "sync", "size", "done", "error", "force_flush", "signal")
 
-    def __init__(self, entries: list[tuple[int, bytes, bytes]] | None, sync: bool, size: int,
+    def __init__(self, entries: Sequence[tuple[int, bytes, bytes]] | None, sync: bool, size: int,
                  force_flush: bool = False, rep: bytes = b"") -> None:
         self.entries = entries
         self.rep = rep  # the batch's encoded entries (WAL payload after the header)

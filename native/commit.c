@@ -1,8 +1,9 @@
 /* The group-commit queue and the leader's I/O (docs/architecture.md "Write path"; the pure twin is the
  * Python queue and commit in lsmmail/engine/write_path.py).
  *
- * Writers queue here and sleep on their own condition variable with the GIL released (cffi releases it
- * around every call). lsm_cq_join returns a leader its group already picked; the leader commits it with
+ * Writers queue here and wait with the GIL released (cffi releases it around every call): first giving
+ * the CPU away with sched_yield while that pays (yield_wait, lsm_cq_set_yield), then asleep on their own
+ * condition variable. lsm_cq_join returns a leader its group already picked; the leader commits it with
  * one call (lsm_cq_commit_framed: framing with XXH3, one pwrite, at most one fdatasync, every batch into
  * the C memtable), so it gives up the GIL once per commit instead of once per syscall and batch.
  * lsm_cq_finish then marks the group done and wakes exactly the threads that must run: the followers,
@@ -46,6 +47,7 @@ struct lsm_cqw {
     int sync;
     int alone; /* never grouped behind a leader and leads alone (a forced flush) */
     int done;
+    uint32_t pokes; /* bumped (atomically) by every signal of cv: what a yielding writer watches */
     int64_t status;
     uint8_t *own; /* lsm_cq_join_kv's encoding of this writer's single entry (its rep) */
     size_t own_cap;
@@ -62,7 +64,11 @@ struct lsm_cq {
     int64_t active;      /* writers the last finish saw: its group plus those still queued */
     lsm_cqw *fill_head;  /* a head waiting (on its own cv) for fill_target writers before it leads */
     int64_t fill_target;
-    uint64_t counters[3]; /* fill waits, of which completed by a push that then led, and timed out */
+    uint64_t counters[5]; /* fill waits, of which completed by a push that then led, and timed out;
+                           * yields that saw their wake-up, and yields that ran out (then slept) */
+    int64_t yield_ns;     /* lsm_cq_set_yield: how long a join may yield the CPU before it sleeps */
+    int yield_ok;         /* recent yields that saw their wake-up, of YIELD_ONE (a moving average) */
+    unsigned yield_probe; /* counts refused yields: every YIELD_PROBE-th yields anyway (re-measures) */
     lsm_cqw *head, *tail;
     int64_t len;
     uint8_t *buf; /* the commit section's framing buffer (only its holder touches it) */
@@ -71,6 +77,8 @@ struct lsm_cq {
     size_t rep_cap;
     int refs; /* the owner's reference plus one per writer slot made by lsm_cqw_new_for */
 };
+
+static void poke(lsm_cqw *w);
 
 lsm_cq *lsm_cq_new(void) {
     lsm_cq *q = calloc(1, sizeof *q);
@@ -160,7 +168,20 @@ static void push_locked(lsm_cq *q, lsm_cqw *w, const uint8_t *rep, size_t len, u
      * per put unchanged at ~3.3: the leader was rarely asleep through several pushes). */
     if (q->leader_waits && q->len >= q->wait_target) pthread_cond_signal(&q->grew);
     if (notify && q->fill_head && !q->busy && q->len >= q->fill_target)
-        pthread_cond_signal(&q->fill_head->cv);
+        poke(q->fill_head);
+}
+
+/* Signal w's condition variable and bump w->pokes, which a writer yielding instead of sleeping on it
+ * watches (signalling a cv nobody sleeps on costs no system call). */
+static void poke(lsm_cqw *w) {
+    __atomic_fetch_add(&w->pokes, 1, __ATOMIC_RELEASE);
+    pthread_cond_signal(&w->cv);
+}
+
+static int64_t now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
 }
 
 /* *t = now (CLOCK_MONOTONIC) + ns. */
@@ -173,6 +194,61 @@ static void add_ns(struct timespec *t, int64_t ns) {
         t->tv_nsec -= 1000000000;
     }
 }
+
+/* Adaptive yield (RocksDB's write-thread "adaptive yield" is the same idea). A writer about to sleep
+ * on its cv first gives the CPU away with sched_yield until it is poked, up to *left ns in all per
+ * join. Why: on this 2-vCPU VM a futex wake of a sleeping thread costs ~10-15 us (an idle virtual CPU
+ * halts and must be woken by an interrupt), and a group of 8 synced writers pays one per follower
+ * plus one per hand-over of the GIL: with every wait sleeping, 8 threads made 53-66k puts/s with no
+ * fdatasync at all against ~90k for one thread (104k yielding); yielding keeps both CPUs running, so
+ * a wake-up is a flag the waiter sees at its next yield (8 synced threads, 16,000 puts: 22-30k ->
+ * 44-47k puts/s at 500 us; 100-300 us ran out too often on this device's ~250 us group cycle). sched_yield
+ * hands the CPU to any other runnable thread first, so the leader and the GIL holder still run.
+ * Yields cost CPU, so they are kept only while they pay: yield_ok is a moving average (weight 1/8) of
+ * the yields that saw their wake-up before running out of time (a wait longer than the budget: a slow
+ * device); below 3/4 writers sleep at once, except every YIELD_PROBE-th wait, which measures again (so
+ * from none paying it takes ~11 paying probes, ~90 waits, to yield again).
+ * Called and returns with q->mu held (dropped while yielding): the caller re-checks its condition
+ * afterwards. Returns 1 if it yielded (poked, deadline reached, or out of time), 0 if the caller must
+ * sleep (no time left, or the average says no). */
+#define YIELD_ONE 1024
+#define YIELD_PROBE 8
+static int yield_wait(lsm_cq *q, lsm_cqw *w, int64_t *left, int64_t deadline_ns) {
+    if (*left <= 0) return 0;
+    if (q->yield_ok < YIELD_ONE * 3 / 4 && (++q->yield_probe % YIELD_PROBE) != 0) {
+        *left = 0;
+        return 0;
+    }
+    uint32_t p = __atomic_load_n(&w->pokes, __ATOMIC_ACQUIRE);
+    int64_t start = now_ns(), end = start + *left, t = start;
+    if (deadline_ns && deadline_ns < end) end = deadline_ns;
+    int poked = 0;
+    pthread_mutex_unlock(&q->mu);
+    while (t < end) {
+        sched_yield();
+        if (__atomic_load_n(&w->pokes, __ATOMIC_ACQUIRE) != p) {
+            poked = 1;
+            break;
+        }
+        t = now_ns();
+    }
+    if (!poked) t = now_ns();
+    pthread_mutex_lock(&q->mu);
+    int timed_out = !poked && deadline_ns && t >= deadline_ns;
+    *left -= t - start;
+    if (poked || timed_out) {
+        /* A fill wait that reached its deadline counts as paid: the yield lasted as long as asked. */
+        q->counters[3]++;
+        q->yield_ok += (YIELD_ONE - q->yield_ok) / 8;
+    } else {
+        q->counters[4]++;
+        q->yield_ok -= q->yield_ok / 8;
+        *left = 0;
+    }
+    return 1;
+}
+
+static int64_t timespec_ns(const struct timespec *t) { return (int64_t)t->tv_sec * 1000000000 + t->tv_nsec; }
 
 /* The head's group: the head, then each following writer until one that leads alone, one that wants a
  * sync behind a head that does not (its durability would ride on an unsynced commit otherwise), or one
@@ -245,10 +321,11 @@ static int64_t join_locked(lsm_cq *q, lsm_cqw *w, const uint8_t *rep, size_t len
             q->counters[1]++;
             return (int64_t)n;
         }
-        pthread_cond_signal(&fh->cv); /* cut off by a size or sync limit: the head leads now */
+        poke(fh); /* cut off by a size or sync limit: the head leads now */
     }
     struct timespec deadline;
     int waited = 0, expired = 0;
+    int64_t yield_left = q->yield_ns;
     for (;;) {
         if (w->done) return done_status(w);
         if (q->head == w && !q->busy) {
@@ -263,6 +340,10 @@ static int64_t join_locked(lsm_cq *q, lsm_cqw *w, const uint8_t *rep, size_t len
                 waited = 1;
                 q->fill_head = w;
                 q->fill_target = target;
+                if (yield_wait(q, w, &yield_left, timespec_ns(&deadline))) {
+                    if (q->fill_head == w && now_ns() >= timespec_ns(&deadline)) expired = 1;
+                    continue;
+                }
                 if (pthread_cond_timedwait(&w->cv, &q->mu, &deadline) == ETIMEDOUT) expired = 1;
                 continue;
             }
@@ -273,6 +354,7 @@ static int64_t join_locked(lsm_cq *q, lsm_cqw *w, const uint8_t *rep, size_t len
         }
         /* A follower, or a head whose group a push took over (it cleared fill_head): wait until done, or
          * until the head may lead. */
+        if (yield_wait(q, w, &yield_left, 0)) continue;
         pthread_cond_wait(&w->cv, &q->mu);
     }
 }
@@ -596,7 +678,7 @@ int64_t lsm_cq_commit(lsm_cq *q, int fd, const uint8_t *buf, size_t len, uint64_
 static void wake_all(lsm_cq *q, lsm_cqw **wake, size_t nw) {
     /* After dropping mu: a woken writer's thread may return and free its slot at once, so
      * lsm_cq_drop_writer waits for `waking` to fall to 0 first. */
-    for (size_t i = 0; i < nw; i++) pthread_cond_signal(&wake[i]->cv);
+    for (size_t i = 0; i < nw; i++) poke(wake[i]);
     __atomic_fetch_sub(&q->waking, 1, __ATOMIC_RELEASE);
 }
 
@@ -618,13 +700,13 @@ int64_t lsm_cq_finish(lsm_cq *q, size_t n, int64_t status) {
         w->done = 1;
         q->len--;
         if (after) wake[nw++] = w;
-        else pthread_cond_signal(&w->cv);
+        else poke(w);
     }
     q->busy = 0;
     q->active = (int64_t)n + q->len;
     if (q->head) {
         if (after) wake[nw++] = q->head;
-        else pthread_cond_signal(&q->head->cv);
+        else poke(q->head);
     }
     int64_t left = q->len;
     if (after) __atomic_fetch_add(&q->waking, 1, __ATOMIC_ACQUIRE);
@@ -650,7 +732,7 @@ int64_t lsm_cq_abandon(lsm_cq *q, lsm_cqw *w) {
         break;
     }
     q->busy = 0;
-    if (q->head) pthread_cond_signal(&q->head->cv);
+    if (q->head) poke(q->head);
     int64_t left = q->len;
     pthread_mutex_unlock(&q->mu);
     return left;
@@ -671,9 +753,18 @@ void lsm_cq_drop_writer(lsm_cq *q, lsm_cqw *w) {
     lsm_cq_free(q);
 }
 
+void lsm_cq_set_yield(lsm_cq *q, int64_t ns) {
+    /* How long (ns) a writer in lsm_cq_join may yield the CPU in all before it sleeps; 0: never. */
+    pthread_mutex_lock(&q->mu);
+    q->yield_ns = ns > 0 ? ns : 0;
+    q->yield_ok = YIELD_ONE;
+    pthread_mutex_unlock(&q->mu);
+}
+
 void lsm_cq_counters(lsm_cq *q, uint64_t *out) {
     /* out[0] = fill waits (a synced head waiting for the last group's size), out[1] = of which the
-     * completing push led, out[2] = of which timed out. */
+     * completing push led, out[2] = of which timed out; out[3] = yields that saw their wake-up (or
+     * their fill wait's deadline), out[4] = yields that ran out of time. */
     pthread_mutex_lock(&q->mu);
     memcpy(out, q->counters, sizeof q->counters);
     pthread_mutex_unlock(&q->mu);

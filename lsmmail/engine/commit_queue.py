@@ -1,8 +1,9 @@
 """Group commit's queue: the writer record, the rule that cuts a group (``pick_group``, the pure twin), and
 the C queue of native/commit.c with the leader's one-call commit (a mixin of the DB's write path).
 
-On the real file system (and with the C extension) writers queue in C: a follower sleeps on its own
-condition variable with the GIL released and returns to Python once, with its group's outcome; the leader
+On the real file system (and with the C extension) writers queue in C: a follower waits with the GIL
+released (yielding the CPU for up to ``Options.group_commit_yield_us`` while that pays, then asleep on its
+own condition variable) and returns to Python once, with its group's outcome; the leader
 gets its group from the same call, and one more C call frames the records (XXH3 handed over from the
 xxhash package), writes them with one pwrite, inserts every batch into the C memtable and fdatasyncs at
 most once (synced, the inserts run while the device writes; the batches are published only after the
@@ -241,11 +242,12 @@ class NativeWriteQueue:
     truth are the number of queued writers, plus one while a solo writer commits (``DB.close`` waits for
     it to drain)."""
 
-    def __init__(self) -> None:
+    def __init__(self, yield_us: int = 0) -> None:
         cq = _lib.lsm_cq_new()
         if cq == _ffi.NULL:
             raise MemoryError("cannot allocate a commit queue")
         self.cq = _ffi.gc(cq, _lib.lsm_cq_free)
+        _lib.lsm_cq_set_yield(self.cq, yield_us * 1000)
         self.kv_out = _ffi.new("uint64_t[6]")  # lsm_cq_commit_kv's, used under the commit section
         # The Python writer behind each queued C slot, by slot address (set before joining).
         self.by_writer: dict[int, _Writer] = {}

@@ -121,6 +121,16 @@ class Options:
     #: against ~4 µs to read and decompress it. Fixed at open.
     verify_checksums: bool = True
 
+    #: Microseconds a writer waiting in the group-commit queue (for its group's fdatasync, or as the
+    #: head, for its group to fill) may spend giving the CPU away with ``sched_yield`` before it sleeps
+    #: on a condition variable; 0 always sleeps at once. Yielding keeps the CPU awake, so the wake-up at
+    #: the end of a group is seen at the next yield instead of costing a sleeping thread's wake (~10-15 µs
+    #: on a virtual machine whose idle CPUs halt, per follower). It burns CPU only while it pays: writers
+    #: stop yielding when most yields run out of time (a slow device) and try again every 64th wait
+    #: (native/commit.c). Only the C queue yields (real file system, C extension present). Default: see
+    #: the value; measured in docs/benchmarks.md. Fixed at open.
+    group_commit_yield_us: int = 500
+
     #: A manifest larger than this is rewritten as one snapshot edit into a new manifest. Default 64 MiB.
     max_manifest_size: int = 64 * MiB
 
@@ -134,6 +144,8 @@ class Options:
             raise InvalidArgument("block_size must be at least 64 bytes")
         if self.block_restart_interval < 1:
             raise InvalidArgument("block_restart_interval must be at least 1")
+        if self.group_commit_yield_us < 0:
+            raise InvalidArgument("group_commit_yield_us must be >= 0")
         if self.bloom_bits_per_key < 0:
             raise InvalidArgument("bloom_bits_per_key must be >= 0")
         if self.min_blob_size is not None and self.min_blob_size < 1:

@@ -76,7 +76,7 @@ class WritePath(NativeCommit):
         if NATIVE_COMMIT and native._lib is not None and native.AVAILABLE and type(self._fs) is OsFileSystem:
             self._submit = self._submit_native  # type: ignore[method-assign]
             self._kv_lane = C_FRAMING
-            return NativeWriteQueue()
+            return NativeWriteQueue(self.options.group_commit_yield_us)
         return deque()
 
     #: Whether an unsynced single put or delete may try :meth:`_commit_kv` (the C queue with C framing).

@@ -21,6 +21,12 @@ def test_no_room_for_an_immutable_memtable_is_refused(tmp_path: Path) -> None:
         Options(max_immutable_memtables=-1).validate()
 
 
+def test_a_negative_group_commit_yield_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InvalidArgument):
+        lsmmail.DB.open(tmp_path, Options(group_commit_yield_us=-1))
+    Options(group_commit_yield_us=0).validate()
+
+
 @pytest.mark.parametrize("k", [1, 2])
 def test_memtables_in_memory_never_exceed_one_plus_the_immutable_limit(tmp_path: Path, k: int) -> None:
     """Writers outpace a flush that is held back: the count of memtables (mutable + waiting) stays at

@@ -83,13 +83,17 @@ def _model() -> dict[bytes, bytes]:
     return model
 
 
-@pytest.mark.parametrize("native_commit", [pytest.param(True, marks=needs_native), False])
+@pytest.mark.parametrize(("native_commit", "yield_us"), [pytest.param(True, 500, marks=needs_native),
+                                                         pytest.param(True, 0, marks=needs_native),
+                                                         (False, 500)])
 def test_concurrent_writers_same_result_on_both_queues(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                       native_commit: bool) -> None:
+                                                       native_commit: bool, yield_us: int) -> None:
+    """Writers that yield while they wait (``group_commit_yield_us``, the default) or sleep at once (0)
+    end with the same contents as the model, on the C queue and on the Python one."""
     monkeypatch.setattr(write_path, "NATIVE_COMMIT", native_commit)
     d = str(tmp_path / "db")
     # Small memtables: the leaders switch WALs and memtables while followers wait.
-    db = DB.open(d, Options(memtable_size=32 * 1024))
+    db = DB.open(d, Options(memtable_size=32 * 1024, group_commit_yield_us=yield_us))
     assert isinstance(db._writers, NativeWriteQueue) is native_commit
     try:
         threads = [threading.Thread(target=_run, args=(db, t)) for t in range(THREADS)]

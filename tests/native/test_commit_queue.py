@@ -167,9 +167,9 @@ def test_the_push_that_completes_the_group_leads_it() -> None:
     head.join(60)
     second.join(60)
     assert sorted(got) == [(-7, []), (-7, [])]
-    counters = ffi.new("uint64_t[3]")
+    counters = ffi.new("uint64_t[5]")
     lib.lsm_cq_counters(q, counters)
-    assert list(counters) == [1, 1, 0]
+    assert list(counters)[:3] == [1, 1, 0]
 
 
 def test_a_head_waits_for_as_many_writers_as_the_last_finish_saw() -> None:
@@ -244,9 +244,9 @@ def test_abandon_by_a_leader_behind_the_head() -> None:
     assert lib.lsm_cq_finish(q, 2, 0) == 0
     second.join(60)
     assert got[1] == (0, [])
-    counters = ffi.new("uint64_t[3]")
+    counters = ffi.new("uint64_t[5]")
     lib.lsm_cq_counters(q, counters)
-    assert list(counters) == [1, 1, 1]
+    assert list(counters) == [1, 1, 1, 0, 0]  # a queue yields only once lsm_cq_set_yield asks it to
 
 
 def _rep(entries: list[tuple[int, bytes, bytes]]) -> bytes:
@@ -327,12 +327,16 @@ def test_commit_reports_the_failed_step(tmp_path: Path) -> None:
         os.close(fd)
 
 
+@pytest.mark.parametrize("yield_ns", [0, 200_000])
 @pytest.mark.parametrize("wait_for", [0, 8])
-def test_followers_wait_in_c_and_get_the_leaders_status(wait_for: int) -> None:
+def test_followers_wait_in_c_and_get_the_leaders_status(wait_for: int, yield_ns: int) -> None:
     """Eight threads join one queue; a leader (the head, or with ``wait_for`` the writer whose push
     completed the group a synced head waited for) gets a group that holds itself and finishes it with a
-    status; followers return that status without leading, every thread returns exactly once."""
+    status; followers return that status without leading, every thread returns exactly once. With
+    ``yield_ns`` the waits yield the CPU before they sleep (the counters show yields happened) and
+    nothing else changes."""
     q = _q()
+    lib.lsm_cq_set_yield(q, yield_ns)
     n_threads = 8
     rounds = 200
     results: list[list[int]] = [[] for _ in range(n_threads)]
@@ -372,6 +376,37 @@ def test_followers_wait_in_c_and_get_the_leaders_status(wait_for: int) -> None:
             seen[st_] = seen.get(st_, 0) + 1
     # Each group's status went to exactly its members.
     assert seen == {-(k + 1): n for k, n in enumerate(commits)}
+    counters = ffi.new("uint64_t[5]")
+    lib.lsm_cq_counters(q, counters)
+    assert (counters[3] + counters[4] > 0) == (yield_ns > 0)
+
+
+def test_yields_that_run_out_stop_until_a_probe_pays() -> None:
+    """A follower's wait is far longer than the yield budget (the leader holds its group 2 ms, the budget
+    is 1 us): every yield runs out. After three misses the moving average of paying yields is below 3/4
+    (1024 -> 896 -> 784 -> 686), and from then on only every 8th wait yields (a probe); the rest sleep
+    at once, so a slow device costs little CPU."""
+    q = _q()
+    lib.lsm_cq_set_yield(q, 1_000)
+    leader, follower = _w(q), _w(q)
+    addrs = ffi.new("uint64_t[]", MAXN)
+    need = ffi.new("int *")
+    rounds = 40
+    for _ in range(rounds):
+        assert lib.lsm_cq_join(q, leader, b"", 0, 0, 1, 1, 0, 1 << 20, addrs, MAXN, need, 0, 0) == 1
+        got: list[tuple[int, list[int]]] = []
+        t = _join_in_thread(q, follower, got)  # queued behind a busy leader: it waits
+        _wait_len(q, 2)
+        threading.Event().wait(0.002)
+        assert lib.lsm_cq_finish(q, 1, 0) == 1
+        t.join(60)
+        assert got == [(1, [_addr(follower)])]  # woken as the head: it leads its own group
+        assert lib.lsm_cq_finish(q, 1, 0) == 0
+    counters = ffi.new("uint64_t[5]")
+    lib.lsm_cq_counters(q, counters)
+    paid, ran_out = counters[3], counters[4]
+    assert paid == 0
+    assert 3 <= ran_out <= 3 + rounds // 8 + 1
 
 
 def test_writebatch_rep_is_what_commit_reads() -> None:

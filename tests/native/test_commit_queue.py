@@ -167,7 +167,7 @@ def test_the_push_that_completes_the_group_leads_it() -> None:
     head.join(60)
     second.join(60)
     assert sorted(got) == [(-7, []), (-7, [])]
-    counters = ffi.new("uint64_t[5]")
+    counters = ffi.new("uint64_t[7]")
     lib.lsm_cq_counters(q, counters)
     assert list(counters)[:3] == [1, 1, 0]
 
@@ -244,9 +244,9 @@ def test_abandon_by_a_leader_behind_the_head() -> None:
     assert lib.lsm_cq_finish(q, 2, 0) == 0
     second.join(60)
     assert got[1] == (0, [])
-    counters = ffi.new("uint64_t[5]")
+    counters = ffi.new("uint64_t[7]")
     lib.lsm_cq_counters(q, counters)
-    assert list(counters) == [1, 1, 1, 0, 0]  # a queue yields only once lsm_cq_set_yield asks it to
+    assert list(counters) == [1, 1, 1, 0, 0, 0, 0]  # a queue yields only once lsm_cq_set_yield asks it to
 
 
 def _rep(entries: list[tuple[int, bytes, bytes]]) -> bytes:
@@ -376,9 +376,11 @@ def test_followers_wait_in_c_and_get_the_leaders_status(wait_for: int, yield_ns:
             seen[st_] = seen.get(st_, 0) + 1
     # Each group's status went to exactly its members.
     assert seen == {-(k + 1): n for k, n in enumerate(commits)}
-    counters = ffi.new("uint64_t[5]")
+    counters = ffi.new("uint64_t[7]")
     lib.lsm_cq_counters(q, counters)
     assert (counters[3] + counters[4] > 0) == (yield_ns > 0)
+    # Return turns (yields on only): the followers' turns were released by the next joins.
+    assert (counters[5] > 0) == (yield_ns > 0)
 
 
 def test_yields_that_run_out_stop_until_a_probe_pays() -> None:
@@ -402,7 +404,7 @@ def test_yields_that_run_out_stop_until_a_probe_pays() -> None:
         t.join(60)
         assert got == [(1, [_addr(follower)])]  # woken as the head: it leads its own group
         assert lib.lsm_cq_finish(q, 1, 0) == 0
-    counters = ffi.new("uint64_t[5]")
+    counters = ffi.new("uint64_t[7]")
     lib.lsm_cq_counters(q, counters)
     paid, ran_out = counters[3], counters[4]
     assert paid == 0
@@ -688,3 +690,53 @@ def test_queue_outlives_its_writer_slots_whatever_the_finalization_order() -> No
         lib.lsm_cq_drop_writer(q, w)
     assert lib.lsm_cq_len(q) == 0  # still a live queue: one slot holds it
     lib.lsm_cq_drop_writer(q, slots[2])  # the last reference: freed here
+
+
+def _group_with_waiting_followers(q, n_followers: int) -> list:  # noqa: ANN001
+    """A group whose followers wait in ``lsm_cq_join``: a synced head waits (up to an hour) for
+    ``n_followers + 1`` writers, the others join behind it, and this thread's join completes the group and
+    leads it. After 2 ms the group finishes; the followers' threads are returned (joined)."""
+    slots = [_w(q) for _ in range(n_followers + 1)]
+    got: list[tuple[int, list[int]]] = []
+    threads = [_join_in_thread(q, slots[0], got, wait_for=n_followers + 1, wait_ns=3600 * 10**9)]
+    _wait_len(q, 1)
+    for k in range(1, n_followers):
+        threads.append(_join_in_thread(q, slots[k], got))
+        _wait_len(q, k + 1)
+    addrs = ffi.new("uint64_t[]", MAXN)
+    need = ffi.new("int *")
+    n = lib.lsm_cq_join(q, slots[-1], b"", 0, 0, 1, 1, 0, 1 << 20, addrs, MAXN, need, 0, 0)
+    assert n == n_followers + 1
+    threading.Event().wait(0.002)
+    assert lib.lsm_cq_finish(q, n, 0) == 0
+    for t in threads:
+        t.join(60)
+    assert got == [(0, [])] * n_followers
+    return threads
+
+
+def test_a_return_turn_nobody_releases_times_out() -> None:
+    """The finished group's waiting followers get return turns in queue order; each is released by the
+    next join (the thread before it is back in C, off the GIL). Here nobody joins after the finish: the
+    turns run out one after the other and both followers still return (released by the timeout)."""
+    q = _q()
+    lib.lsm_cq_set_yield(q, 5_000_000)
+    _group_with_waiting_followers(q, 2)
+    counters = ffi.new("uint64_t[7]")
+    lib.lsm_cq_counters(q, counters)
+    assert (counters[5], counters[6]) == (0, 2)
+
+
+def test_return_turns_stop_while_they_only_time_out() -> None:
+    """Threads that never come back to write make every turn time out. After six timeouts the moving
+    average of turns released by a join is below 1/2 (1024 -> ... -> 460), and a finish gives turns only
+    at every 8th call (a probe); without a turn a follower returns as soon as its group is done."""
+    q = _q()
+    lib.lsm_cq_set_yield(q, 5_000_000)
+    rounds = 40
+    for _ in range(rounds):
+        _group_with_waiting_followers(q, 1)
+    counters = ffi.new("uint64_t[7]")
+    lib.lsm_cq_counters(q, counters)
+    assert counters[5] == 0
+    assert 6 <= counters[6] <= 6 + rounds // 8 + 1

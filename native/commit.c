@@ -456,6 +456,21 @@ void lsm_cq_drop_writer(lsm_cq *q, lsm_cqw *w) {
     lsm_cq_free(q);
 }
 
+void lsm_cq_group_totals(lsm_cq *q, size_t n, uint64_t *out) {
+    /* Of the first n queued writers (a leader's group): out[0] = their batches' sizes summed (header
+     * included), out[1] = their entries. The leader's bookkeeping needs no Python loop over its group. */
+    uint64_t size = 0, count = 0;
+    pthread_mutex_lock(&q->mu);
+    lsm_cqw *w = q->head;
+    for (size_t i = 0; i < n && w; i++, w = w->next) {
+        size += w->size;
+        count += w->count;
+    }
+    pthread_mutex_unlock(&q->mu);
+    out[0] = size;
+    out[1] = count;
+}
+
 void lsm_cq_set_yield(lsm_cq *q, int64_t ns) {
     /* How long (ns) a writer in lsm_cq_join may yield the CPU in all before it sleeps; 0: never. */
     pthread_mutex_lock(&q->mu);

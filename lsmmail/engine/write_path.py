@@ -224,7 +224,7 @@ class WritePath(NativeCommit):
         with self._mu:
             if err is None:
                 self._last_seq = seq - 1
-                self._count_group(group, len(framed), need_sync)
+                self._count_group(sum(g.size for g in group), len(group), len(framed), need_sync)
             else:
                 self._poison(err)
         return err

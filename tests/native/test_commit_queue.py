@@ -49,15 +49,17 @@ _SPEC = st.tuples(st.integers(1, 400), st.booleans(), st.integers(0, 9).map(lamb
 @given(specs=st.lists(_SPEC, min_size=1, max_size=30), max_bytes=st.sampled_from([1, 300, 1000, 1 << 20]))
 def test_groups_equal_the_pure_twin(specs: list[tuple[int, bool, bool]], max_bytes: int) -> None:
     """Push writers (size, sync, alone), then repeatedly take the head's group and finish it: the C queue
-    and ``pick_group`` cut the same groups, with the same need-sync, until the queue is empty."""
+    and ``pick_group`` cut the same groups, with the same need-sync, until the queue is empty; the
+    group's size and entry totals are its writers' sums."""
     q = _q()
     slots = [_w() for _ in specs]
     addr = {int(ffi.cast("uintptr_t", s)): i for i, s in enumerate(slots)}
-    for s, (size, sync, alone) in zip(slots, specs, strict=True):
-        lib.lsm_cq_push(q, s, b"", 0, 0, size, sync, alone)
+    for k, (s, (size, sync, alone)) in enumerate(zip(slots, specs, strict=True)):
+        lib.lsm_cq_push(q, s, b"", 0, k % 5, size, sync, alone)  # k % 5 entries in the batch
     twins = [_Writer([], sync, size, force_flush=alone) for size, sync, alone in specs]
     addrs = ffi.new("uint64_t[]", MAXN)
     need = ffi.new("int *")
+    totals = ffi.new("uint64_t[2]")
     head = 0
     while head < len(specs):
         assert lib.lsm_cq_len(q) == len(specs) - head
@@ -66,6 +68,10 @@ def test_groups_equal_the_pure_twin(specs: list[tuple[int, bool, bool]], max_byt
         assert n == want
         assert [addr[addrs[i]] for i in range(n)] == list(range(head, head + n))
         assert bool(need[0]) == any(t.sync for t in twins[head : head + n])
+        # What the leader's bookkeeping reads instead of its group's Python records.
+        lib.lsm_cq_group_totals(q, n, totals)
+        assert list(totals) == [sum(sz for sz, _, _ in specs[head : head + n]),
+                                sum(k % 5 for k in range(head, head + n))]
         left = lib.lsm_cq_finish(q, n, 0)
         head += n
         assert left == len(specs) - head

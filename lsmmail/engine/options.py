@@ -126,9 +126,12 @@ class Options:
     #: on a condition variable; 0 always sleeps at once. Yielding keeps the CPU awake, so the wake-up at
     #: the end of a group is seen at the next yield instead of costing a sleeping thread's wake (~10-15 µs
     #: on a virtual machine whose idle CPUs halt, per follower). It burns CPU only while it pays: writers
-    #: stop yielding when most yields run out of time (a slow device) and try again every 64th wait
-    #: (native/commit.c). Only the C queue yields (real file system, C extension present). Default: see
-    #: the value; measured in docs/benchmarks.md. Fixed at open.
+    #: stop yielding when most yields run out of time (a slow device) and try again every 8th wait
+    #: (native/commit.c). With yields on, a group's followers also go back to Python in turns, each once
+    #: the one before it is back inside a C call, so none sleeps on the GIL. Only the C queue yields
+    #: (real file system, C extension present). Default 500 µs: 8 synced threads, 16,000 puts, here:
+    #: 22-30k puts/s at 0, 31-35k at 300 (5% of yields ran out), 44-47k at 500, 40-44k at 1,000
+    #: (docs/benchmarks.md, seventh session). Fixed at open.
     group_commit_yield_us: int = 500
 
     #: A manifest larger than this is rewritten as one snapshot edit into a new manifest. Default 64 MiB.

@@ -211,7 +211,9 @@ static int yield_wait(lsm_cq *q, lsm_cqw *w, int64_t *left, int64_t deadline_ns)
     return 1;
 }
 
-static int64_t timespec_ns(const struct timespec *t) { return (int64_t)t->tv_sec * 1000000000 + t->tv_nsec; }
+static int64_t timespec_ns(const struct timespec *t) {
+    return (int64_t)t->tv_sec * 1000000000 + t->tv_nsec;
+}
 
 /* The head's group: the head, then each following writer until one that leads alone, one that wants a
  * sync behind a head that does not (its durability would ride on an unsynced commit otherwise), or one

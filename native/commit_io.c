@@ -123,6 +123,35 @@ int64_t lsm_cq_frame_bound(size_t rep_bytes, size_t nrec) {
     return (int64_t)(frame_bound(rep_bytes) + nrec * (BATCH_HEADER + 2 * (LOG_HEADER + 6)));
 }
 
+/* Insert one batch (rep, len: its encoded entries; count entries from seq) into the C memtable and
+ * add what lsm_mem_add_rep reports to out[0] (range deletions) and out[1] (key and value bytes); a
+ * failure sets out[3] = 3 (the memtable step) and is returned. */
+static int64_t insert_batch(void *mem, const uint8_t *rep, size_t len, uint64_t seq, uint64_t count,
+                            uint64_t *out) {
+    uint64_t tmp[2];
+    int64_t r = lsm_mem_add_rep((lsm_memtable *)mem, rep, len, seq, count, tmp);
+    if (r < 0) {
+        out[3] = 3;
+        return r;
+    }
+    out[0] += tmp[0];
+    out[1] += tmp[1];
+    return 0;
+}
+
+/* insert_batch of each of the n writers from w on, at consecutive sequence numbers from seq. The group
+ * cannot leave the queue before lsm_cq_finish, and its links were set under q->mu before lsm_cq_join
+ * handed it over, so they are read without the lock; the last member's `next` (which a push may be
+ * setting now) is never read. */
+static int64_t insert_group(void *mem, lsm_cqw *w, size_t n, uint64_t seq, uint64_t *out) {
+    for (size_t i = 0; i < n && w; i++, w = i < n ? w->next : NULL) {
+        int64_t r = insert_batch(mem, w->rep, w->len, seq, w->count, out);
+        if (r < 0) return r;
+        seq += w->count;
+    }
+    return 0;
+}
+
 int64_t lsm_cq_commit_framed(lsm_cq *q, int fd, uint64_t offset, uint64_t block_offset, int do_sync, void *mem,
                              uint64_t first_seq, size_t n, const uint8_t *rep, size_t rep_len, uint64_t count,
                              uint64_t *out) {
@@ -163,27 +192,9 @@ int64_t lsm_cq_commit_framed(lsm_cq *q, int fd, uint64_t offset, uint64_t block_
     int64_t r = write_sync(fd, q->buf, pos, offset, 0, out);
     if (r < 0) return r;
     if (do_sync) start_writeback(fd, offset, pos);
-    uint64_t tmp[2];
-    seq = first_seq;
-    if (n == 0) {
-        r = lsm_mem_add_rep((lsm_memtable *)mem, rep, rep_len, seq, count, tmp);
-        if (r < 0) {
-            out[3] = 3;
-            return r;
-        }
-        out[0] = tmp[0];
-        out[1] = tmp[1];
-    }
-    for (size_t i = 0; n > 0 && i < n && w; i++, w = i < n ? w->next : NULL) {
-        r = lsm_mem_add_rep((lsm_memtable *)mem, w->rep, w->len, seq, w->count, tmp);
-        if (r < 0) {
-            out[3] = 3;
-            return r;
-        }
-        out[0] += tmp[0];
-        out[1] += tmp[1];
-        seq += w->count;
-    }
+    r = n == 0 ? insert_batch(mem, rep, rep_len, first_seq, count, out)
+               : insert_group(mem, w, n, first_seq, out);
+    if (r < 0) return r;
     if (do_sync && fdatasync(fd) != 0) {
         out[3] = 2;
         return -(int64_t)errno;
@@ -232,15 +243,7 @@ int64_t lsm_wal_commit_one(int fd, const uint8_t *buf, size_t len, uint64_t offs
     out[0] = out[1] = out[2] = out[3] = 0;
     int64_t r = write_sync(fd, buf, len, offset, do_sync, out);
     if (r < 0) return r;
-    uint64_t tmp[2];
-    r = lsm_mem_add_rep((lsm_memtable *)mem, rep, rep_len, seq, count, tmp);
-    if (r < 0) {
-        out[3] = 3;
-        return r;
-    }
-    out[0] = tmp[0];
-    out[1] = tmp[1];
-    return 0;
+    return insert_batch(mem, rep, rep_len, seq, count, out);
 }
 
 int64_t lsm_cq_commit(lsm_cq *q, int fd, const uint8_t *buf, size_t len, uint64_t offset, int do_sync,
@@ -254,24 +257,9 @@ int64_t lsm_cq_commit(lsm_cq *q, int fd, const uint8_t *buf, size_t len, uint64_
     out[0] = out[1] = out[2] = out[3] = 0;
     int64_t r0 = write_sync(fd, buf, len, offset, do_sync, out);
     if (r0 < 0) return r0;
-    /* The group cannot leave the queue before lsm_cq_finish, and its links were set under q->mu before
-     * lsm_cq_join handed it over, so they are read without the lock; the last member's `next` (which a
-     * push may be setting now) is never read. */
-    lsm_cqw *w;
     pthread_mutex_lock(&q->mu);
-    w = q->head;
+    lsm_cqw *w = q->head;
     pthread_mutex_unlock(&q->mu);
-    uint64_t seq = first_seq, tmp[2];
-    for (size_t i = 0; i < n && w; i++, w = i < n ? w->next : NULL) {
-        int64_t r = lsm_mem_add_rep((lsm_memtable *)mem, w->rep, w->len, seq, w->count, tmp);
-        if (r < 0) {
-            out[3] = 3;
-            return r;
-        }
-        out[0] += tmp[0];
-        out[1] += tmp[1];
-        seq += w->count;
-    }
-    return 0;
+    return insert_group(mem, w, n, first_seq, out);
 }
 

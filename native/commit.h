@@ -47,6 +47,7 @@ int64_t lsm_cq_join_kv(lsm_cq *q, lsm_cqw *w, int kind, const uint8_t *key, size
 void lsm_cq_counters(lsm_cq *q, uint64_t *out);
 void lsm_cq_set_yield(lsm_cq *q, int64_t ns);
 void lsm_cq_group_totals(lsm_cq *q, size_t n, uint64_t *out);
+int64_t lsm_write_zero_pages(int fd, uint64_t start, uint64_t end);
 int64_t lsm_cq_abandon(lsm_cq *q, lsm_cqw *w);
 lsm_cqw *lsm_cqw_new_for(lsm_cq *q);
 void lsm_cq_drop_writer(lsm_cq *q, lsm_cqw *w);

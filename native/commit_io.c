@@ -263,3 +263,23 @@ int64_t lsm_cq_commit(lsm_cq *q, int fd, const uint8_t *buf, size_t len, uint64_
     return insert_group(mem, w, n, first_seq, out);
 }
 
+int64_t lsm_write_zero_pages(int fd, uint64_t start, uint64_t end) {
+    /* Zeros over [start, end) of fd, one pwrite per 4 KiB page (the first up to a page boundary): the
+     * WAL's zero-ahead (lsmmail/engine/fs.py ZERO_AHEAD, whose pure twin is the same loop in Python; a
+     * larger write would put the zeros in large page-cache folios, which later small appends would
+     * dirty whole). In C the 64 writes of a 256 KiB zero-ahead run without the GIL and without Python
+     * per page: 167 vs 201 us here. Returns 0, or -errno (the bytes before the failed page are zeros). */
+    static const uint8_t zero[4096];
+    while (start < end) {
+        size_t n = 4096 - (size_t)(start % 4096);
+        if (n > end - start) n = (size_t)(end - start);
+        ssize_t k = pwrite(fd, zero, n, (off_t)start);
+        if (k < 0) {
+            if (errno == EINTR) continue;
+            return -(int64_t)errno;
+        }
+        if (k == 0) return -EIO;
+        start += (uint64_t)k;
+    }
+    return 0;
+}

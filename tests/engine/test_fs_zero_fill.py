@@ -10,11 +10,14 @@ Oracles: a model of the bytes (data, then zeros up to the preallocated length); 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -58,6 +61,20 @@ def _append(f: object, chunk: bytes, native: bool) -> None:
         f.append(chunk)  # type: ignore[attr-defined]
 
 
+@contextlib.contextmanager
+def _zero_writer(c_loop: bool) -> Iterator[None]:
+    """Zero-aheads through the C loop (``lsm_write_zero_pages``, what runs when the extension is there)
+    or through its Python twin."""
+    saved = fsmod._native
+    if c_loop and saved is None:
+        pytest.skip("the C extension is not available")
+    fsmod._native = saved if c_loop else None
+    try:
+        yield
+    finally:
+        fsmod._native = saved
+
+
 _OPS = st.one_of(
     st.tuples(st.just("append"), st.integers(1, 3 * fsmod.ZERO_AHEAD_MAX_APPEND), st.booleans()),
     st.tuples(st.just("preallocate"), st.integers(0, 3 * fsmod.ZERO_AHEAD), st.booleans()),
@@ -65,9 +82,16 @@ _OPS = st.one_of(
 )
 
 
-@settings(max_examples=80, deadline=None)
-@given(st.lists(_OPS, max_size=12))
-def test_file_reads_as_data_then_zeros(tmp_path_factory: object, ops: list[tuple[str, int, bool]]) -> None:
+@settings(max_examples=120, deadline=None)
+@given(st.lists(_OPS, max_size=12), st.booleans() if fsmod._native is not None else st.just(False))
+def test_file_reads_as_data_then_zeros(tmp_path_factory: object, ops: list[tuple[str, int, bool]],
+                                       c_loop: bool) -> None:
+    """Zero-aheads written by the C loop or by its Python twin."""
+    with _zero_writer(c_loop):
+        _data_then_zeros(tmp_path_factory, ops)
+
+
+def _data_then_zeros(tmp_path_factory: object, ops: list[tuple[str, int, bool]]) -> None:
     path = tmp_path_factory.mktemp("zf") / "f"  # type: ignore[attr-defined]
     f = OsFileSystem().create(str(path))
     data = bytearray()
@@ -92,12 +116,14 @@ def test_file_reads_as_data_then_zeros(tmp_path_factory: object, ops: list[tuple
     assert path.read_bytes() == bytes(data) + bytes(length - len(data))
 
 
-def test_small_appends_write_zeros_ahead(tmp_path: Path) -> None:
+@pytest.mark.parametrize("c_loop", [True, False])
+def test_small_appends_write_zeros_ahead(tmp_path: Path, c_loop: bool) -> None:
     path = tmp_path / "small"
     f = OsFileSystem().create(str(path))
     f.preallocate(1 << 20)
-    for i in range(40):
-        _append(f, bytes([i + 1]) * 1400, native=i % 2 == 0)
+    with _zero_writer(c_loop):
+        for i in range(40):
+            _append(f, bytes([i + 1]) * 1400, native=i % 2 == 0)
     size = f.size()
     f.sync()
     f.close()

@@ -746,3 +746,32 @@ def test_return_turns_stop_while_they_only_time_out() -> None:
     lib.lsm_cq_counters(q, counters)
     assert counters[5] == 0
     assert 6 <= counters[6] <= 6 + rounds // 8 + 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(start=st.integers(0, 20_000), length=st.integers(0, 20_000))
+def test_write_zero_pages_equals_the_python_loop(tmp_path_factory: pytest.TempPathFactory, start: int,
+                                                 length: int) -> None:
+    """``lsm_write_zero_pages`` (the WAL's zero-ahead in C) leaves the file as fs._OsWritable's Python
+    loop does: zeros over [start, start + length), every other byte as it was, the file grown to cover
+    the range."""
+    base = bytes(range(1, 256)) * 100  # no zero byte, 25,500 bytes
+    got_path = tmp_path_factory.mktemp("zp") / "c"
+    got_path.write_bytes(base)
+    fd = os.open(got_path, os.O_RDWR)
+    try:
+        assert lib.lsm_write_zero_pages(fd, start, start + length) == 0
+    finally:
+        os.close(fd)
+    want = bytearray(base)
+    if length:
+        want[len(want):] = bytes(max(0, start + length - len(want)))
+        want[start:start + length] = bytes(length)
+    assert got_path.read_bytes() == bytes(want)
+
+
+def test_write_zero_pages_reports_the_errno() -> None:
+    r, w = os.pipe()
+    os.close(r)
+    os.close(w)
+    assert lib.lsm_write_zero_pages(w, 0, 4096) == -9  # EBADF

@@ -536,8 +536,8 @@ class NativeCommit:
         which holds the commit section outside the queue): the leader gives up the GIL once. Falls back
         to :meth:`_commit` for a pure memtable. ``group`` None: the queue's first ``n`` writers, whose
         Python records are looked up only when needed (a fallback, range deletions): the C queue sums
-        their sizes and entries (~6 us less Python per group of 8 on the leader, which the group's
-        followers wait for)."""
+        their sizes and entries, so the leader, whom the group's followers wait for, runs no Python loop
+        over them (8 synced threads: 39.4k -> 40.8k puts/s, medians of 5 interleaved pairs)."""
         with self._mu:
             first_seq = self._last_seq + 1
             mem, log = self._mem, self._log

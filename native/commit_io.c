@@ -268,8 +268,13 @@ int64_t lsm_write_zero_pages(int fd, uint64_t start, uint64_t end) {
      * WAL's zero-ahead (lsmmail/engine/fs.py ZERO_AHEAD, whose pure twin is the same loop in Python; a
      * larger write would put the zeros in large page-cache folios, which later small appends would
      * dirty whole). In C the 64 writes of a 256 KiB zero-ahead run without the GIL and without Python
-     * per page: 167 vs 201 us here. Returns 0, or -errno (the bytes before the failed page are zeros). */
+     * per page: 167 vs 201 us here. Then the zeros' writeback is started (start_writeback), so the
+     * device writes them while the next groups form instead of inside the next fdatasync, which would
+     * otherwise write these 256 KiB beside its own few KiB (8 synced threads, 17 interleaved pairs:
+     * +6% puts/s median, 15 of 17 faster; the pure twin cannot call sync_file_range and skips this hint:
+     * same bytes). Returns 0, or -errno (the bytes before the failed page are zeros). */
     static const uint8_t zero[4096];
+    const uint64_t from = start;
     while (start < end) {
         size_t n = 4096 - (size_t)(start % 4096);
         if (n > end - start) n = (size_t)(end - start);
@@ -281,5 +286,6 @@ int64_t lsm_write_zero_pages(int fd, uint64_t start, uint64_t end) {
         if (k == 0) return -EIO;
         start += (uint64_t)k;
     }
+    if (end > from) start_writeback(fd, from, (size_t)(end - from));
     return 0;
 }

@@ -188,6 +188,12 @@ int64_t lsm_point_get(struct lsm_memtable *const *mems, size_t nmem, const lsm_p
  * read into a buffer on the stack instead of a malloc'd one. */
 #define STACK_IO (24 * 1024)
 
+/* Whether the last block read from a file was stored raw (not LZ4): then the next read goes straight into
+ * its cache entry instead of a buffer it would be copied from (an 8 KiB memmove per miss: 2.8% of a
+ * random point read's time, ~10% of a reverse scan's, perf). A hint only, shared by all threads (relaxed
+ * atomics): a wrong guess costs one extra allocation (an LZ4 block read into an entry) or one copy. */
+static int g_raw_hint = 1;
+
 int64_t lsm_block_fetch(lsm_block_cache *c, uint64_t table, int fd, uint64_t offset, uint64_t size,
                         int verify, lsm_bc_entry **ent, uint64_t *out) {
     /* Data block (offset, size) of `table` (fd >= 0: read with pread) as a block-cache entry the caller
@@ -205,8 +211,14 @@ int64_t lsm_block_fetch(lsm_block_cache *c, uint64_t table, int fd, uint64_t off
     if (!lsm_pointget_ready()) return LSM_EINVAL;
     uint64_t n = size + 5;
     uint8_t stack[STACK_IO];
-    uint8_t *io = n <= STACK_IO ? stack : malloc((size_t)n);
-    if (!io) return LSM_ESPACE;
+    lsm_bc_entry *direct = NULL; /* the entry read into, when the hint says raw */
+    uint8_t *heap = NULL, *io = stack;
+    if (__atomic_load_n(&g_raw_hint, __ATOMIC_RELAXED)) {
+        if (!(direct = lsm_bc_entry_new((size_t)n))) return LSM_ESPACE;
+        io = direct->data;
+    } else if (n > STACK_IO) {
+        if (!(io = heap = malloc((size_t)n))) return LSM_ESPACE;
+    }
     int64_t rc;
     /* First the read and checks, into io (raw = NULL: an LZ4 block answers LSM_ESPACE with its raw
      * length, after its checksum was verified). */
@@ -214,11 +226,19 @@ int64_t lsm_block_fetch(lsm_block_cache *c, uint64_t table, int fd, uint64_t off
     lsm_bc_entry *e = NULL;
     if (rc >= 0) {
         /* stored raw: the payload is io[0:rc) */
-        e = lsm_bc_entry_new((size_t)rc);
-        if (!e) rc = LSM_ESPACE;
-        else memcpy(e->data, io, (size_t)rc);
+        if (direct) {
+            e = direct;
+            e->len = (size_t)rc;
+            direct = NULL;
+        } else {
+            __atomic_store_n(&g_raw_hint, 1, __ATOMIC_RELAXED);
+            e = lsm_bc_entry_new((size_t)rc);
+            if (!e) rc = LSM_ESPACE;
+            else memcpy(e->data, io, (size_t)rc);
+        }
     } else if (rc == LSM_ESPACE && io[size] == 1) {
         uint64_t rlen = out[1];
+        if (direct) __atomic_store_n(&g_raw_hint, 0, __ATOMIC_RELAXED);
         if (size - 4 > 0x7FFFFFFF || rlen > 0x7FFFFFFF) {
             out[2] = WHY_LZ4_LENGTH;
             rc = LSM_ECORRUPT;
@@ -234,7 +254,8 @@ int64_t lsm_block_fetch(lsm_block_cache *c, uint64_t table, int fd, uint64_t off
             }
         }
     }
-    if (io != stack) free(io);
+    lsm_bc_release(NULL, direct); /* unless it became e: then NULL */
+    free(heap);
     if (rc < 0) {
         lsm_bc_release(NULL, e);
         return rc;

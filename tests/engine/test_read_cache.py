@@ -187,3 +187,64 @@ def test_tables_deleted_by_compaction_leave_the_cache(tmp_path, os_files: bool) 
         assert all(db.get(b"k%05d" % i) == b"v%d" % i for i in range(300))
     finally:
         db.close()
+
+
+@needs_c
+def test_reads_alternating_raw_and_lz4_blocks(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A block read from a file goes straight into its cache entry when the last one read was stored raw,
+    and through a buffer otherwise (native/pointget.c, lsm_block_fetch): reads that alternate between
+    raw blocks (random values) and LZ4 blocks (repetitive ones), with a cache too small to keep any,
+    take both ways in both orders and return the model's values; a corrupt block of either kind is
+    reported whichever kind was read before it."""
+    import random
+
+    from lsmmail.engine.errors import Corruption
+    from lsmmail.engine.sstable import TableReader
+
+    rnd = random.Random(7)
+    model = {b"r%04d" % i: rnd.randbytes(200) for i in range(150)}
+    model.update({b"z%04d" % i: b"%04d" % i * 50 for i in range(150)})
+    opts = {"block_size": 1024, "memtable_size": 1 << 20, "target_file_size": 1 << 20, "min_blob_size": None,
+            "block_cache_size": 300}
+    db = DB.open(str(tmp_path), tiny_options(OsFileSystem(), **opts))
+    for k, v in model.items():
+        db.put(k, v)
+    db.flush()
+    db.close()
+    [sst] = sorted(tmp_path.glob("*.sst"))
+    data = bytearray(sst.read_bytes())
+    t = TableReader.open(OsFileSystem().open_read(str(sst)), 0)
+    kinds = {data[off + size] for off, size in zip(t._offsets, t._sizes, strict=True)}
+    assert kinds == {0, 1}  # both raw and LZ4 blocks in the table
+    raw_blocks = [i for i, (o, n) in enumerate(zip(t._offsets, t._sizes, strict=True)) if data[o + n] == 0]
+    lz4_blocks = [i for i, (o, n) in enumerate(zip(t._offsets, t._sizes, strict=True)) if data[o + n] == 1]
+    assert len(raw_blocks) >= 2 and len(lz4_blocks) >= 2
+    raw_block, lz4_block = raw_blocks[1], lz4_blocks[0]  # to corrupt
+    # A key of a block: its index key, the block's last user key. Two blocks of each kind stay good.
+    block_key = {b: t.index_user_keys[b] for b in (raw_blocks[0], raw_block, lz4_block, lz4_blocks[1])}
+    t.close()
+
+    db = DB.open(str(tmp_path), tiny_options(OsFileSystem(), **opts))
+    try:
+        keys = list(model)
+        order = [keys[i % 2 * 150 + i // 2] for i in range(300)]  # r, z, r, z, ...: the kind alternates
+        order += rnd.sample(keys, len(keys))
+        assert [db.get(k) for k in order] == [model[k] for k in order]
+        assert list(db.scan()) == sorted(model.items())
+        assert list(db.scan(reverse=True)) == sorted(model.items(), reverse=True)
+    finally:
+        db.close()
+
+    for b in (raw_block, lz4_block):
+        o = t._offsets[b]
+        data[o + 1] ^= 0x40
+    sst.write_bytes(bytes(data))
+    db = DB.open(str(tmp_path), tiny_options(OsFileSystem(), **opts))
+    try:
+        for before in (block_key[raw_blocks[0]], block_key[lz4_blocks[1]]):
+            for b in (raw_block, lz4_block):
+                assert db.get(before) == model[before]  # sets the hint to that block's kind
+                with pytest.raises(Corruption, match=f"{sst.name}: .* at offset {t._offsets[b]}"):
+                    db.get(block_key[b])
+    finally:
+        db.close()

@@ -68,8 +68,59 @@ lsm_block_cache *lsm_bc_new(uint64_t capacity, uint32_t nshards) {
     return c;
 }
 
+/* Recycled entries. A cache-missing read allocates an entry for its block and, in a cache smaller than the
+ * data, evicts (frees) one of the same size: glibc serves these 8-9 KiB chunks from its large bins, and
+ * malloc, free and their helpers took ~10% of a reverse scan's time and ~4% of a point read's (perf, 200
+ * MB of 1 KiB values, 32 MiB cache). Freed block-sized entries wait here, most recent last, for the next
+ * allocation of a size they fit: at most POOL_SLOTS of them (<= 2 MiB) stay allocated after every cache
+ * is gone. Off under AddressSanitizer, so that it still sees every use after free. */
+#define POOL_SLOTS 32
+#define POOL_MIN (2 * 1024)
+#define POOL_MAX (64 * 1024)
+#define POOL_ROUND 1024 /* capacities are rounded up to this, so blocks of nearby sizes share entries */
+#if defined(__SANITIZE_ADDRESS__)
+#define POOL_ON 0
+#else
+#define POOL_ON 1
+#endif
+
+static pthread_mutex_t g_pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static lsm_bc_entry *g_pool[POOL_SLOTS];
+static size_t g_pool_n;
+
+static size_t round_cap(size_t len) { return (len + POOL_ROUND - 1) / POOL_ROUND * POOL_ROUND; }
+
+/* A pooled entry with room for len bytes and not a size class more (of the last 8 freed), or NULL. */
+static lsm_bc_entry *pool_take(size_t len) {
+    lsm_bc_entry *e = NULL;
+    size_t most = round_cap(len) + POOL_ROUND;
+    pthread_mutex_lock(&g_pool_mu);
+    for (size_t i = g_pool_n; i > 0 && i + 8 > g_pool_n; i--) {
+        lsm_bc_entry *x = g_pool[i - 1];
+        if (x->cap >= len && x->cap <= most) {
+            e = x;
+            g_pool[i - 1] = g_pool[--g_pool_n];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&g_pool_mu);
+    return e;
+}
+
+static void entry_free(lsm_bc_entry *e) {
+    if (POOL_ON && e->cap >= POOL_MIN && e->cap <= POOL_MAX) {
+        pthread_mutex_lock(&g_pool_mu);
+        if (g_pool_n < POOL_SLOTS) {
+            g_pool[g_pool_n++] = e;
+            e = NULL;
+        }
+        pthread_mutex_unlock(&g_pool_mu);
+    }
+    free(e);
+}
+
 static void unref(lsm_bc_entry *e) {
-    if (--e->refs == 0) free(e);
+    if (--e->refs == 0) entry_free(e);
 }
 
 /* Take e out of its shard's map and LRU list (the lock is held) and drop the cache's reference. */
@@ -113,11 +164,18 @@ void lsm_bc_free(lsm_block_cache *c) {
 lsm_bc_entry *lsm_bc_entry_new(size_t len) {
     /* A private entry with room for len payload bytes (e->data), holding one reference. NULL if out of
      * memory. */
-    lsm_bc_entry *e = malloc(sizeof(lsm_bc_entry) + (len ? len : 1));
-    if (!e) return NULL;
+    size_t cap = len ? len : 1;
+    lsm_bc_entry *e = NULL;
+    if (POOL_ON && len >= POOL_MIN && len <= POOL_MAX) {
+        cap = round_cap(len);
+        e = pool_take(len);
+        if (e) cap = e->cap;
+    }
+    if (!e && !(e = malloc(sizeof(lsm_bc_entry) + cap))) return NULL;
     memset(e, 0, sizeof(*e));
     e->refs = 1;
     e->len = len;
+    e->cap = cap;
     e->data = (uint8_t *)(e + 1);
     return e;
 }

@@ -14,7 +14,7 @@ struct lsm_bc_entry {
     struct lsm_bc_entry *hnext, *prev, *next;
     uint32_t refs, shard;
     int in_cache;
-    size_t len;
+    size_t len, cap; /* payload bytes; bytes allocated for it */
     uint8_t *data;
 };
 

@@ -132,7 +132,9 @@ def test_read_state_keeps_no_flushed_memtable_or_old_version_alive(tmp_path) -> 
         db.put(b"a", b"1")
         assert db.get(b"a") == b"1"
         mem, version = weakref.ref(db._mem), weakref.ref(db._current)
-        assert db._rs is not None and db._rs.mem_ref() is mem()
+        view = db._view
+        assert view is not None and view.rs is not None and view.rs.mem_ref() is mem()
+        del view  # the view holds the memtable and version itself; the test drops its reference
         db.flush()
         db.compact_range()
         gc.collect()

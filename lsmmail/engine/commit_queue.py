@@ -588,7 +588,7 @@ class NativeCommit:
                     buf = framed if type(framed) is bytes else _ffi.from_buffer(framed)
                     rc = _lib.lsm_cq_commit(q.cq, f.fileno(), buf, len(framed), f.size(), need_sync,
                                             mem._m, first_seq, len(group), out)
-            f.advance(out[2])
+            f.advance(out[2], need_sync and rc >= 0)
             if rc < 0:
                 _raise_commit_error(rc, out, log)
             if out[0]:  # range deletions: the memtable keeps them beside its skiplist, from the records

@@ -1,9 +1,10 @@
 """The real file system's preallocated tail (fs._OsWritable): ``preallocate`` fallocates it, and after a
-small append the tail just ahead of the data is written as zeros (ZERO_AHEAD at a time), so the next
-small appends land on written blocks and their fdatasync converts no extent. Whatever the sequence of
-appends, preallocations and truncations, the file reads as its data followed by zeros up to its length;
-on a file system that reports extents (FIEMAP: ext4, XFS) the blocks the next small append will use are
-not *unwritten*, and large appends leave the fallocated tail alone.
+small append to a file being synced the tail just ahead of the data is written as zeros (ZERO_AHEAD at a
+time), so the next small appends land on written blocks and their fdatasync converts no extent. Whatever
+the sequence of appends, syncs, preallocations and truncations, the file reads as its data followed by
+zeros up to its length; on a file system that reports extents (FIEMAP: ext4, XFS) the blocks the next
+small append will use are not *unwritten*, while large appends, and appends with no sync since the last
+zero-ahead, leave the fallocated tail alone.
 
 Oracles: a model of the bytes (data, then zeros up to the preallocated length); the kernel's extent map.
 """
@@ -52,13 +53,18 @@ def _unwritten_ranges(path: Path) -> list[tuple[int, int]] | None:
     return out
 
 
-def _append(f: object, chunk: bytes, native: bool) -> None:
-    """Through ``append``, or as the C commit does: a pwrite at ``size()``, then ``advance``."""
+def _append(f: object, chunk: bytes, native: bool, synced: bool = False) -> None:
+    """Through ``append`` (then ``sync`` if ``synced``), or as the C commit does: a pwrite at ``size()``
+    (then an fdatasync if ``synced``), then ``advance``."""
     if native:
         os.pwrite(f.fileno(), chunk, f.size())  # type: ignore[attr-defined]
-        f.advance(len(chunk))  # type: ignore[attr-defined]
+        if synced:
+            os.fdatasync(f.fileno())  # type: ignore[attr-defined]
+        f.advance(len(chunk), synced)  # type: ignore[attr-defined]
     else:
         f.append(chunk)  # type: ignore[attr-defined]
+        if synced:
+            f.sync()  # type: ignore[attr-defined]
 
 
 @contextlib.contextmanager
@@ -77,6 +83,7 @@ def _zero_writer(c_loop: bool) -> Iterator[None]:
 
 _OPS = st.one_of(
     st.tuples(st.just("append"), st.integers(1, 3 * fsmod.ZERO_AHEAD_MAX_APPEND), st.booleans()),
+    st.tuples(st.just("sync"), st.just(0), st.booleans()),
     st.tuples(st.just("preallocate"), st.integers(0, 3 * fsmod.ZERO_AHEAD), st.booleans()),
     st.tuples(st.just("truncate"), st.integers(0, 1 << 16), st.booleans()),
 )
@@ -102,6 +109,11 @@ def _data_then_zeros(tmp_path_factory: object, ops: list[tuple[str, int, bool]])
             _append(f, chunk, native)
             data += chunk
             length = max(length, len(data))
+        elif op == "sync":
+            if native:
+                f.advance(0, True)  # type: ignore[attr-defined]  # as the C commit reports a sync
+            else:
+                f.sync()
         elif op == "preallocate":
             f.preallocate(len(data) + n)
             length = max(length, len(data) + n)
@@ -123,7 +135,7 @@ def test_small_appends_write_zeros_ahead(tmp_path: Path, c_loop: bool) -> None:
     f.preallocate(1 << 20)
     with _zero_writer(c_loop):
         for i in range(40):
-            _append(f, bytes([i + 1]) * 1400, native=i % 2 == 0)
+            _append(f, bytes([i + 1]) * 1400, native=i % 2 == 0, synced=True)
     size = f.size()
     f.sync()
     f.close()
@@ -135,6 +147,30 @@ def test_small_appends_write_zeros_ahead(tmp_path: Path, c_loop: bool) -> None:
         # ... and the zeros ahead are bounded: the rest of the chunk is still only allocated.
         assert any(off + n == 1 << 20 for off, n in unwritten), unwritten
         assert all(off <= size + fsmod.ZERO_AHEAD for off, _ in unwritten), unwritten
+
+
+def test_unsynced_appends_leave_the_tail_fallocated_until_a_sync(tmp_path: Path) -> None:
+    """Appends nobody syncs gain nothing from zeros: none are written ahead of them. After a sync, the next
+    small append writes them again."""
+    path = tmp_path / "unsynced"
+    f = OsFileSystem().create(str(path))
+    f.preallocate(1 << 20)
+    for i in range(40):
+        _append(f, bytes([i + 1]) * 1400, native=i % 2 == 0)
+    size = f.size()
+    unwritten = _unwritten_ranges(path)
+    if unwritten is not None:
+        # Unwritten from the block after the data to the end: nothing was written ahead.
+        assert sum(n for _, n in unwritten) >= (1 << 20) - size - 4096, unwritten
+    f.sync()
+    _append(f, b"x" * 1400, native=True)
+    size = f.size()
+    f.sync()
+    f.close()
+    assert path.read_bytes()[size:] == bytes((1 << 20) - size)
+    unwritten = _unwritten_ranges(path)
+    if unwritten is not None:
+        assert all(off >= size + 1400 for off, _ in unwritten), (size, unwritten)
 
 
 def test_large_appends_leave_the_tail_fallocated(tmp_path: Path) -> None:
@@ -181,6 +217,7 @@ def test_appends_after_a_zero_ahead_dirty_only_their_pages(tmp_path: Path) -> No
     each later small append dirtied (and its fdatasync wrote) a whole folio, 16-36 KiB for 1,400 bytes."""
     f = OsFileSystem().create(str(tmp_path / "pages"))
     f.preallocate(1 << 20)
+    f.sync()  # a file being synced: the next small append writes zeros ahead
     _append(f, b"a" * 1400, native=True)  # the zero-ahead
     f.sync()
     before = _write_bytes()

@@ -124,25 +124,24 @@ def test_a_held_entry_outlives_eviction_erase_clear_and_the_cache() -> None:
     lib.lsm_bc_free(raw)  # the last reference
 
 
-def test_threads_hammering_one_cache() -> None:
-    """Gets, puts and erases from several threads (cffi releases the GIL): every get returns one of the
-    values ever put under that key, and the charges add up afterwards."""
-    c = NativeBlockCache(64 * 1024, shards=4)
-    values = {(t, o): [bytes([t, o % 251]) * (50 + o % 7), bytes([o % 251, t]) * 70]
-              for t in range(4) for o in range(64)}
+def _hammer(c: NativeBlockCache, values: dict[tuple[int, int], list[bytes]], ops: int,
+            erases: bool) -> list[str]:
+    """Four threads of ``ops`` random operations each on ``c`` (cffi releases the GIL): half gets, the rest
+    puts of one of a key's ``values``, and with ``erases`` some erases and table erases. Returns the gets
+    that found a value never put under their key."""
     errors: list[str] = []
 
     def work(seed: int) -> None:
         rnd = random.Random(seed)
         keys = list(values)
-        for _ in range(3000):
+        for _ in range(ops):
             k = rnd.choice(keys)
             r = rnd.random()
             if r < 0.5:
                 got = c.get(k)
                 if got is not None and got not in values[k]:
-                    errors.append(f"{k}: {got!r}")
-            elif r < 0.9:
+                    errors.append(f"{k}: {got[:16]!r}")
+            elif r < 0.9 or not erases:
                 v = rnd.choice(values[k])
                 c.put(k, v, len(v) + 128)
             elif r < 0.97:
@@ -155,7 +154,16 @@ def test_threads_hammering_one_cache() -> None:
         t.start()
     for t in threads:
         t.join()
-    assert not errors
+    return errors
+
+
+def test_threads_hammering_one_cache() -> None:
+    """Gets, puts and erases from several threads: every get returns one of the values ever put under that
+    key, and the charges add up afterwards."""
+    c = NativeBlockCache(64 * 1024, shards=4)
+    values = {(t, o): [bytes([t, o % 251]) * (50 + o % 7), bytes([o % 251, t]) * 70]
+              for t in range(4) for o in range(64)}
+    assert not _hammer(c, values, 3000, erases=True)
     s = c.stats
     held = [k for k in values if c.get(k) is not None]
     assert s.usage <= 64 * 1024 and s.entries == len(held)
@@ -216,25 +224,5 @@ def test_threads_hammering_block_sized_entries() -> None:
     """As test_threads_hammering_one_cache, with 8 KiB blocks that the pool recycles across threads."""
     c = NativeBlockCache(200_000, shards=2)
     values = {(t, o): [bytes([t, o]) * (4096 + o), bytes([o, t]) * 4100] for t in range(4) for o in range(32)}
-    errors: list[str] = []
-
-    def work(seed: int) -> None:
-        rnd = random.Random(seed)
-        keys = list(values)
-        for _ in range(2000):
-            k = rnd.choice(keys)
-            if rnd.random() < 0.5:
-                got = c.get(k)
-                if got is not None and got not in values[k]:
-                    errors.append(f"{k}: {got[:8]!r}")
-            else:
-                v = rnd.choice(values[k])
-                c.put(k, v, len(v) + 128)
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    assert not _hammer(c, values, 2000, erases=False)
     assert c.stats.usage <= 200_000

@@ -126,9 +126,9 @@ static void mem_view(const lsm_scan *s, src *r) {
  * with the next run back when used up. */
 static void mem_back(src *r, const uint8_t *key, size_t klen, uint64_t trailer) {
     if (r->rpos >= r->rn) {
-        r->rn = lsm_mem_cursor_back(r->m, key, klen, trailer, r->ring, r->rwant);
+        r->rn = lsm_mem_cursor_back(r->m, key, klen, trailer, r->ring, r->rwant, RING);
         r->rpos = 0;
-        if (r->rwant < RING) r->rwant = r->rwant * 4 < RING ? r->rwant * 4 : RING;
+        if (r->rwant < RING) r->rwant = r->rwant * 2 < RING ? r->rwant * 2 : RING;
     }
     r->node = r->rpos < r->rn ? r->ring[r->rpos++] : NULL;
 }

@@ -14,7 +14,7 @@ const void *lsm_mem_cursor_ge(const struct lsm_memtable *m, const uint8_t *key, 
 const void *lsm_mem_cursor_lt(const struct lsm_memtable *m, const uint8_t *key, size_t klen, uint64_t trailer);
 const void *lsm_mem_cursor_next(const void *n);
 size_t lsm_mem_cursor_back(const struct lsm_memtable *m, const uint8_t *key, size_t klen, uint64_t trailer,
-                           const void **out, size_t max);
+                           const void **out, size_t want, size_t max);
 void lsm_mem_cursor_read(const void *n, const uint8_t **key, size_t *klen, uint64_t *trailer,
                          const uint8_t **value, size_t *vlen);
 

@@ -15,15 +15,28 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "blockcache.h"
 
+/* The map of a shard: open addressing with linear probing over a power-of-two array of slots, each a
+ * key's full 64-bit hash beside its entry, kept at most half full. A probe compares hashes in the slot
+ * array (16 bytes a slot: 128 KiB for the ~3,600 8 KiB blocks of a 32 MiB cache) and touches an entry
+ * only when its hash matches. The chained map before it followed each bucket's list through the entries'
+ * own headers, one cold cache line per link: with 200 MB of data behind a 32 MiB cache, nearly every
+ * read missed the cache and its lookup, insert and eviction spent ~10% of a point read walking chains
+ * (perf). */
+typedef struct {
+    uint64_t h;
+    lsm_bc_entry *e; /* NULL: an empty slot */
+} slot;
+
 typedef struct {
     pthread_mutex_t mu;
-    lsm_bc_entry **buckets;
-    size_t nbuckets, count;
+    slot *slots;
+    size_t nslots, count;
     uint64_t usage, capacity, hits, misses;
     lsm_bc_entry lru; /* sentinel: lru.next is the least recently used, lru.prev the most */
 } shard;
@@ -126,22 +139,51 @@ static void unref(lsm_bc_entry *e) {
     if (--e->refs == 0) entry_free(e);
 }
 
-/* Take e out of its shard's map and LRU list (the lock is held) and drop the cache's reference. */
-static void remove_entry(shard *s, lsm_bc_entry *e, lsm_bc_entry **link) {
-    *link = e->hnext;
+/* The slot holding (table, offset) of hash h, or the empty slot where it would go; SIZE_MAX if the shard
+ * has no slots yet. */
+static size_t find(const shard *s, uint64_t table, uint64_t offset, uint64_t h) {
+    if (!s->nslots) return SIZE_MAX;
+    size_t mask = s->nslots - 1, i = h & mask;
+    for (;; i = (i + 1) & mask) {
+        const slot *x = &s->slots[i];
+        if (!x->e || (x->h == h && x->e->table == table && x->e->offset == offset)) return i;
+    }
+}
+
+/* The slot holding e itself (which is in the map under hash h). */
+static size_t slot_of(const shard *s, const lsm_bc_entry *e, uint64_t h) {
+    size_t mask = s->nslots - 1, i = h & mask;
+    while (s->slots[i].e != e) i = (i + 1) & mask;
+    return i;
+}
+
+/* Empty slot i, moving later entries of its probe run back so that every entry stays reachable from its
+ * home slot without tombstones. */
+static void clear_slot(shard *s, size_t i) {
+    size_t mask = s->nslots - 1;
+    for (size_t j = (i + 1) & mask;; j = (j + 1) & mask) {
+        if (!s->slots[j].e) break;
+        size_t home = s->slots[j].h & mask;
+        /* The entry at j may fill the hole at i unless its home lies cyclically in (i, j]. */
+        int stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+        if (stays) continue;
+        s->slots[i] = s->slots[j];
+        i = j;
+    }
+    s->slots[i].e = NULL;
+}
+
+/* Take the entry in slot i out of its shard's map and LRU list (the lock is held) and drop the cache's
+ * reference. */
+static void remove_entry(shard *s, size_t i) {
+    lsm_bc_entry *e = s->slots[i].e;
+    clear_slot(s, i);
     e->prev->next = e->next;
     e->next->prev = e->prev;
     e->in_cache = 0;
     s->count--;
     s->usage -= e->charge;
     unref(e);
-}
-
-static lsm_bc_entry **find(shard *s, uint64_t table, uint64_t offset, uint64_t h) {
-    if (!s->nbuckets) return NULL;
-    lsm_bc_entry **link = &s->buckets[h & (s->nbuckets - 1)];
-    while (*link && ((*link)->table != table || (*link)->offset != offset)) link = &(*link)->hnext;
-    return link;
 }
 
 void lsm_bc_ref(lsm_block_cache *c) {
@@ -158,7 +200,7 @@ void lsm_bc_free(lsm_block_cache *c) {
     lsm_bc_clear(c);
     for (uint32_t i = 0; i < c->nshards; i++) {
         pthread_mutex_destroy(&c->shards[i].mu);
-        free(c->shards[i].buckets);
+        free(c->shards[i].slots);
     }
     free(c->shards);
     free(c);
@@ -191,8 +233,8 @@ lsm_bc_entry *lsm_bc_lookup(lsm_block_cache *c, uint64_t table, uint64_t offset)
     uint64_t h = mix(table, offset);
     shard *s = shard_of(c, h);
     pthread_mutex_lock(&s->mu);
-    lsm_bc_entry **link = find(s, table, offset, h);
-    lsm_bc_entry *e = link ? *link : NULL;
+    size_t i = find(s, table, offset, h);
+    lsm_bc_entry *e = i == SIZE_MAX ? NULL : s->slots[i].e;
     if (e) {
         e->refs++;
         e->prev->next = e->next;
@@ -209,23 +251,20 @@ lsm_bc_entry *lsm_bc_lookup(lsm_block_cache *c, uint64_t table, uint64_t offset)
     return e;
 }
 
+/* Double the shard's slots (64 at first). -1 if out of memory (the map is unchanged). */
 static int grow(shard *s) {
-    size_t nb = s->nbuckets ? s->nbuckets * 2 : 64;
-    lsm_bc_entry **b = calloc(nb, sizeof(*b));
-    if (!b) return -1;
-    for (size_t i = 0; i < s->nbuckets; i++) {
-        lsm_bc_entry *e = s->buckets[i];
-        while (e) {
-            lsm_bc_entry *nx = e->hnext;
-            uint64_t h = mix(e->table, e->offset);
-            e->hnext = b[h & (nb - 1)];
-            b[h & (nb - 1)] = e;
-            e = nx;
-        }
+    size_t n = s->nslots ? s->nslots * 2 : 64, mask = n - 1;
+    slot *a = calloc(n, sizeof(*a));
+    if (!a) return -1;
+    for (size_t i = 0; i < s->nslots; i++) {
+        if (!s->slots[i].e) continue;
+        size_t j = s->slots[i].h & mask;
+        while (a[j].e) j = (j + 1) & mask;
+        a[j] = s->slots[i];
     }
-    free(s->buckets);
-    s->buckets = b;
-    s->nbuckets = nb;
+    free(s->slots);
+    s->slots = a;
+    s->nslots = n;
     return 0;
 }
 
@@ -245,12 +284,12 @@ lsm_bc_entry *lsm_bc_publish(lsm_block_cache *c, lsm_bc_entry *e, uint64_t table
     shard *s = &c->shards[si];
     pthread_mutex_lock(&s->mu);
     e->shard = si | SHARED_FLAG;
-    lsm_bc_entry **link = find(s, table, offset, h);
-    if (link && *link) remove_entry(s, *link, link);
-    if (charge <= s->capacity && (s->count < s->nbuckets || grow(s) == 0)) {
-        link = &s->buckets[h & (s->nbuckets - 1)];
-        e->hnext = *link;
-        *link = e;
+    size_t i = find(s, table, offset, h);
+    if (i != SIZE_MAX && s->slots[i].e) remove_entry(s, i);
+    if (charge <= s->capacity && ((s->count + 1) * 2 <= s->nslots || grow(s) == 0)) {
+        i = find(s, table, offset, h);
+        s->slots[i].h = h;
+        s->slots[i].e = e;
         e->next = &s->lru;
         e->prev = s->lru.prev;
         s->lru.prev->next = e;
@@ -261,9 +300,12 @@ lsm_bc_entry *lsm_bc_publish(lsm_block_cache *c, lsm_bc_entry *e, uint64_t table
         s->usage += charge;
         while (s->usage > s->capacity) {
             lsm_bc_entry *old = s->lru.next;
-            uint64_t oh = mix(old->table, old->offset);
-            remove_entry(s, old, find(s, old->table, old->offset, oh));
+            remove_entry(s, slot_of(s, old, mix(old->table, old->offset)));
         }
+        /* The next eviction unlinks the oldest entry and stores into its successor's header, a cold line
+         * in a cache smaller than the data: fetch it now, while this miss's reader goes on (that store
+         * took ~2% of a cache-missing point read; gets +3-6%, reverse scans +2-4%). */
+        if (s->lru.next != &s->lru) __builtin_prefetch(s->lru.next->next, 1);
     }
     pthread_mutex_unlock(&s->mu);
     return e;
@@ -300,26 +342,26 @@ void lsm_bc_erase(lsm_block_cache *c, uint64_t table, uint64_t offset) {
     uint64_t h = mix(table, offset);
     shard *s = shard_of(c, h);
     pthread_mutex_lock(&s->mu);
-    lsm_bc_entry **link = find(s, table, offset, h);
-    if (link && *link) remove_entry(s, *link, link);
+    size_t i = find(s, table, offset, h);
+    if (i != SIZE_MAX && s->slots[i].e) remove_entry(s, i);
     pthread_mutex_unlock(&s->mu);
 }
 
 static uint64_t erase_where(lsm_block_cache *c, int all, uint64_t table) {
+    /* Walks each shard's LRU list, which holds exactly its map's entries (removal moves slots about, so
+     * a walk of the slot array could skip or revisit entries). */
     uint64_t n = 0;
     for (uint32_t i = 0; i < c->nshards; i++) {
         shard *s = &c->shards[i];
         pthread_mutex_lock(&s->mu);
-        for (size_t b = 0; b < s->nbuckets; b++) {
-            lsm_bc_entry **link = &s->buckets[b];
-            while (*link) {
-                if (all || (*link)->table == table) {
-                    remove_entry(s, *link, link);
-                    n++;
-                } else {
-                    link = &(*link)->hnext;
-                }
+        lsm_bc_entry *e = s->lru.next;
+        while (e != &s->lru) {
+            lsm_bc_entry *nx = e->next;
+            if (all || e->table == table) {
+                remove_entry(s, slot_of(s, e, mix(e->table, e->offset)));
+                n++;
             }
+            e = nx;
         }
         pthread_mutex_unlock(&s->mu);
     }

@@ -11,7 +11,7 @@ typedef struct lsm_bc_entry lsm_bc_entry;
 /* An entry's payload; valid while a reference to it is held. */
 struct lsm_bc_entry {
     uint64_t table, offset, charge;
-    struct lsm_bc_entry *hnext, *prev, *next;
+    struct lsm_bc_entry *prev, *next; /* its shard's LRU list */
     uint32_t refs, shard;
     int in_cache;
     size_t len, cap; /* payload bytes; bytes allocated for it */

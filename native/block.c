@@ -8,6 +8,7 @@
  * with no entries. */
 #include <string.h>
 
+#include "lsm_bytes.h"
 #include "lsm_native.h"
 #include "lsm_varint.h"
 
@@ -158,10 +159,9 @@ int64_t lsm_block_decode_data(const uint8_t *blk, size_t len, uint8_t *keybuf, s
 
 int lsm_compare_internal(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen) {
     /* user key ascending (bytewise, shorter first on a tie), then trailer descending. */
-    size_t ua = alen - 8, ub = blen - 8, m = ua < ub ? ua : ub;
-    int c = memcmp(a, b, m);
-    if (c) return c < 0 ? -1 : 1;
-    if (ua != ub) return ua < ub ? -1 : 1;
+    size_t ua = alen - 8, ub = blen - 8;
+    int c = lsm_key_cmp(a, ua, b, ub);
+    if (c) return c;
     uint64_t ta = 0, tb = 0;
     for (int i = 7; i >= 0; i--) {
         ta = (ta << 8) | a[ua + (size_t)i];
@@ -171,10 +171,7 @@ int lsm_compare_internal(const uint8_t *a, size_t alen, const uint8_t *b, size_t
 }
 
 static inline int compare_bytes(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen) {
-    size_t m = alen < blen ? alen : blen;
-    int c = memcmp(a, b, m);
-    if (c) return c < 0 ? -1 : 1;
-    return alen < blen ? -1 : (alen > blen ? 1 : 0);
+    return lsm_key_cmp(a, alen, b, blen);
 }
 
 int64_t lsm_block_seek(const uint8_t *blk, size_t len, const uint8_t *target, size_t tlen, int internal,

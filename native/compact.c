@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "compact.h"
+#include "lsm_bytes.h"
 #include "lsm_native.h"
 #include "lsm_varint.h"
 
@@ -178,9 +179,8 @@ static int parse_next(cursor *c) {
 static int less(const lsm_compactor *m, uint32_t a, uint32_t b) {
     const cursor *x = &m->cur[a], *y = &m->cur[b];
     size_t la = x->key.len - 8, lb = y->key.len - 8;
-    int c = memcmp(x->key.p, y->key.p, la < lb ? la : lb);
+    int c = lsm_key_cmp(x->key.p, la, y->key.p, lb);
     if (c) return c < 0;
-    if (la != lb) return la < lb;
     uint64_t sa = x->trailer >> 8, sb = y->trailer >> 8;
     if (sa != sb) return sa > sb;
     return a < b;
@@ -379,9 +379,7 @@ static int relocating(const lsm_compactor *m, uint64_t num) {
 
 /* Bytewise comparison of two strings, as Python compares bytes. */
 static int bcmp_len(const uint8_t *a, size_t la, const uint8_t *b, size_t lb) {
-    int c = memcmp(a, b, la < lb ? la : lb);
-    if (c) return c;
-    return la < lb ? -1 : la > lb;
+    return lsm_key_cmp(a, la, b, lb);
 }
 
 /* compaction._covered: a tombstone newer than seq, of the same stripe, whose range holds the key. */

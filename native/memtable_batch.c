@@ -83,7 +83,7 @@ static size_t common_prefix(const bent *e, size_t n) {
     for (size_t i = 1; i < n && cp; i++) {
         const uint8_t *b = e[i].key;
         size_t l = 0, lim = cp < e[i].klen ? cp : e[i].klen;
-        while (l + 8 <= lim && ld64(a + l) == ld64(b + l)) l += 8;
+        while (l + 8 <= lim && lsm_ld64(a + l) == lsm_ld64(b + l)) l += 8;
         while (l < lim && a[l] == b[l]) l++;
         cp = l;
     }
@@ -99,7 +99,7 @@ static inline uint64_t sort_word(const bent *x, size_t cp) {
     const uint8_t *k = x->key + cp;
     uint64_t p = 0;
     if (avail >= 8) {
-        p = ld64be(k) >> 16;
+        p = lsm_ld64be(k) >> 16;
     } else {
         for (size_t j = 0; j < 6; j++) p = p << 8 | (j < avail ? k[j] : 0);
     }
@@ -110,7 +110,7 @@ static inline uint64_t sort_word(const bent *x, size_t cp) {
  * entries of one batch never have the same trailer. */
 static inline int bent_cmp(const bent *a, const bent *b, size_t cp) {
     size_t l = (a->klen < b->klen ? a->klen : b->klen) - cp;
-    int c = bytes_cmp(a->key + cp, b->key + cp, l);
+    int c = lsm_bytes_cmp(a->key + cp, b->key + cp, l);
     if (c) return c;
     if (a->klen != b->klen) return a->klen < b->klen ? -1 : 1;
     return a->trailer > b->trailer ? -1 : 1;

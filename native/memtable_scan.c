@@ -23,9 +23,7 @@ static int64_t emit(const node *x, size_t n, uint8_t *buf, size_t cap, size_t *p
 }
 
 static inline int key_lt(const node *x, const uint8_t *key, size_t klen) {
-    size_t l = x->klen < klen ? x->klen : klen;
-    int c = l ? memcmp(key_of(x), key, l) : 0;
-    return c < 0 || (c == 0 && x->klen < klen);
+    return lsm_key_cmp(key_of(x), x->klen, key, klen) < 0;
 }
 
 /* Last node < (key, trailer), or the last node of all when key is NULL; the head if none. Fills prev[]

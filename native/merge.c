@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lsm_bytes.h"
 #include "lsm_native.h"
 
 typedef struct {
@@ -16,9 +17,8 @@ typedef struct {
 static inline int less(const keyset *ks, uint64_t a, uint32_t ra, uint64_t b, uint32_t rb) {
     uint64_t as = a ? ks->key_end[a - 1] : 0, bs = b ? ks->key_end[b - 1] : 0;
     size_t la = (size_t)(ks->key_end[a] - as), lb = (size_t)(ks->key_end[b] - bs);
-    int c = memcmp(ks->keys + as, ks->keys + bs, la < lb ? la : lb);
+    int c = lsm_key_cmp(ks->keys + as, la, ks->keys + bs, lb);
     if (c) return c < 0;
-    if (la != lb) return la < lb;
     if (ks->seqs[a] != ks->seqs[b]) return ks->seqs[a] > ks->seqs[b];
     return ra < rb;
 }

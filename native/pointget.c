@@ -16,6 +16,7 @@
 #include "lsm_native.h"
 #include "blockget.h"
 #include "pointget.h"
+#include "lsm_bytes.h"
 #include "tablefind.h"
 #include "memtable.h"
 
@@ -113,10 +114,7 @@ int64_t lsm_block_load_get(int fd, uint64_t offset, const uint8_t *stored, uint6
 }
 
 static inline int cmp_user(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen) {
-    size_t m = alen < blen ? alen : blen;
-    int c = m ? memcmp(a, b, m) : 0;
-    if (c) return c < 0 ? -1 : 1;
-    return alen < blen ? -1 : (alen > blen ? 1 : 0);
+    return lsm_key_cmp(a, alen, b, blen);
 }
 
 int64_t lsm_version_find(const lsm_probe_table *t, const uint32_t *group_end, const uint8_t *group_sorted,

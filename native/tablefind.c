@@ -3,14 +3,12 @@
  * user keys, in one call instead of a bloom call plus a Python bisect over a list of bytes. */
 #include <string.h>
 
+#include "lsm_bytes.h"
 #include "lsm_native.h"
 #include "tablefind.h"
 
 static inline int cmp_key(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen) {
-    size_t m = alen < blen ? alen : blen;
-    int c = m ? memcmp(a, b, m) : 0;
-    if (c) return c < 0 ? -1 : 1;
-    return alen < blen ? -1 : (alen > blen ? 1 : 0);
+    return lsm_key_cmp(a, alen, b, blen);
 }
 
 int64_t lsm_table_find(const uint8_t *filter, size_t flen, uint64_t h, const uint8_t *ikeys,

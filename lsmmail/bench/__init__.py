@@ -106,7 +106,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=8, help="writer threads of fillsyncN (default 8)")
     p.add_argument("--reads", type=int, default=0, help="gets in readrandom/readmissing (default --num)")
     p.add_argument("--seeks", type=int, default=0, help="scans in seekscan(rev) (default --num/20)")
-    p.add_argument("--sync-num", type=int, default=2000, help="synced puts per fillsync run (default 2000)")
+    p.add_argument("--sync-num", type=int, default=2000,
+                   help="synced puts per thread of each fillsync run (default 2000)")
     p.add_argument("--rounds", type=int, default=1, help="rounds; engines interleave; medians reported")
     p.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated subset")
     p.add_argument("--compare", action="store_true", help="also run every installed peer engine")
@@ -169,6 +170,7 @@ def main(argv: list[str]) -> int:
     summary = summarise(runs, wanted)
     summary["machine"] = machine_line()
     summary["config"] = asdict(cfg)
+    summary["config"]["sync_num_per_thread"] = True  # runs saved before the ninth session split it
     summary["order"] = {"engines": engines, "workloads": wanted}
     if args.json:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
@@ -289,7 +291,8 @@ def format_table(summary: dict, engines: list[str], wanted: list[str]) -> str:
         "",
         f"machine: {summary.get('machine', '')}",
         f"num={cfg.get('num')} value_size={cfg.get('value_size')} batch={cfg.get('batch')} "
-        f"sync_num={cfg.get('sync_num')} threads(fillsyncN)={cfg.get('threads')}; ops/s (seek rows: scans/s)",
+        f"sync_num={cfg.get('sync_num')}{' per thread' if cfg.get('sync_num_per_thread') else ''} "
+        f"threads(fillsyncN)={cfg.get('threads')}; ops/s (seek rows: scans/s)",
         "write amp = /proc/self/io write_bytes (all threads) from open to close over fillrandom+overwrite "
         "÷ logical key+value bytes",
     ]

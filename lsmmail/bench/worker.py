@@ -182,7 +182,7 @@ def run(engine: str, base: str, cfg: Config, wanted: list[str]) -> dict:
     for w, threads in (("fillsync1", 1), ("fillsyncN", cfg.threads)):
         if w in wanted:
             db, path = fresh(w, sync=True)
-            res[w] = fill_threads(db, cfg.sync_num, threads, cfg, label(w))
+            res[w] = fill_threads(db, cfg.sync_num * threads, threads, cfg, label(w))
             res[w]["threads"] = threads
             db.close()
             shutil.rmtree(path, ignore_errors=True)

@@ -17,7 +17,8 @@ def test_bench_runs_every_workload_and_reports_json(capsys, tmp_path) -> None:  
     assert set(eng["workloads"]) == set(WORKLOADS) - {"space"}
     assert eng["workloads"]["readrandom"]["found"] == 300  # every probed key was present
     assert eng["workloads"]["seekscan"]["entries"] > 0
-    assert eng["workloads"]["fillsyncN"]["ops"] == 16
+    assert eng["workloads"]["fillsync1"]["ops"] == 16
+    assert eng["workloads"]["fillsyncN"]["ops"] == 32  # --sync-num puts in each of the 2 threads
     assert eng["write_amp"] is None or eng["write_amp"] > 0
     # Every key was written twice and then compacted: half the versions are gone, so the directory
     # cannot hold both copies uncompressed.
